@@ -1,0 +1,43 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "GeoSAM2",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "geosam2", targets: ["geosam2"]),
+        .library(name: "SAM2", targets: ["SAM2"]),
+        .library(name: "GeoIO", targets: ["GeoIO"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
+
+        // Tensors and numeric kernels: no model knowledge.
+        .target(name: "Kernels", dependencies: ["CBLAS"]),
+        // Weight-file containers (PyTorch zip + restricted unpickler, safetensors, NumPy .npy).
+        .target(name: "TensorIO", dependencies: ["Kernels"]),
+        // Segment Anything 2: one file per upstream module.
+        .target(name: "SAM2", dependencies: ["Kernels", "TensorIO"]),
+        // Swifty GDAL.
+        .target(name: "GeoIO", dependencies: ["CGDAL"]),
+
+        .executableTarget(
+            name: "geosam2",
+            dependencies: [
+                "SAM2", "GeoIO", "TensorIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "TensorIOTests", dependencies: ["TensorIO"]),
+        .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "TensorIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "GeoIOTests", dependencies: ["GeoIO"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

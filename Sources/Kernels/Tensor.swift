@@ -1,0 +1,97 @@
+/// A dense, row-major (C-contiguous) `Float` tensor.
+///
+/// The storage is a copy-on-write Swift array, so a `Tensor` is a plain value: it can be passed
+/// between tasks freely and never aliases another tensor's memory.
+public struct Tensor: Sendable, Equatable {
+    /// The extent of each dimension, outermost first.
+    public private(set) var shape: [Int]
+    /// The elements in row-major order; `scalars.count == shape.product`.
+    public var scalars: [Float]
+
+    /// Creates a tensor from its shape and row-major elements.
+    /// - Precondition: `scalars.count` equals the product of `shape`.
+    public init(shape: [Int], scalars: [Float]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        precondition(shape.reduce(1, *) == scalars.count, "shape \(shape) does not match \(scalars.count) elements")
+        self.shape = shape
+        self.scalars = scalars
+    }
+
+    /// A tensor of the given shape filled with `value`.
+    public init(shape: [Int], repeating value: Float = 0) {
+        self.init(shape: shape, scalars: [Float](repeating: value, count: shape.reduce(1, *)))
+    }
+
+    /// The number of elements.
+    @inlinable public var count: Int { scalars.count }
+
+    /// The number of dimensions.
+    @inlinable public var rank: Int { shape.count }
+
+    /// The same elements seen with another shape of equal element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        Tensor(shape: newShape, scalars: scalars)
+    }
+
+    /// Reshapes in place.
+    public mutating func reshape(_ newShape: [Int]) {
+        precondition(newShape.reduce(1, *) == scalars.count, "cannot reshape \(shape) to \(newShape)")
+        shape = newShape
+    }
+
+    /// The largest absolute difference between two tensors of the same shape.
+    public func maxAbsDifference(_ other: Tensor) -> Float {
+        precondition(shape == other.shape, "shape \(shape) differs from \(other.shape)")
+        var worst: Float = 0
+        for i in 0..<scalars.count {
+            let d = abs(scalars[i] - other.scalars[i])
+            if d > worst || d.isNaN { worst = d.isNaN ? .infinity : d }
+        }
+        return worst
+    }
+
+    /// The population standard deviation of the elements.
+    public func standardDeviation() -> Float {
+        guard !scalars.isEmpty else { return 0 }
+        var mean = 0.0
+        for v in scalars { mean += Double(v) }
+        mean /= Double(scalars.count)
+        var variance = 0.0
+        for v in scalars { variance += (Double(v) - mean) * (Double(v) - mean) }
+        return Float((variance / Double(scalars.count)).squareRoot())
+    }
+}
+
+extension Tensor {
+    /// Permutes a rank-3 `[A, B, C]` tensor to `[C, A, B]` (e.g. HWC → CHW).
+    public func channelsFirst() -> Tensor {
+        precondition(rank == 3, "channelsFirst expects rank 3, got \(shape)")
+        let (h, w, c) = (shape[0], shape[1], shape[2])
+        var out = [Float](repeating: 0, count: count)
+        scalars.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for p in 0..<(h * w) {
+                    let row = p * c
+                    for ch in 0..<c { dst[ch * h * w + p] = src[row + ch] }
+                }
+            }
+        }
+        return Tensor(shape: [c, h, w], scalars: out)
+    }
+
+    /// Permutes a rank-3 `[C, A, B]` tensor to `[A, B, C]` (e.g. CHW → HWC).
+    public func channelsLast() -> Tensor {
+        precondition(rank == 3, "channelsLast expects rank 3, got \(shape)")
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        var out = [Float](repeating: 0, count: count)
+        scalars.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for ch in 0..<c {
+                    let plane = ch * h * w
+                    for p in 0..<(h * w) { dst[p * c + ch] = src[plane + p] }
+                }
+            }
+        }
+        return Tensor(shape: [h, w, c], scalars: out)
+    }
+}

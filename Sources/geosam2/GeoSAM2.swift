@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct GeoSAM2: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "geosam2",
+        abstract: "Segment objects in satellite and aerial imagery with SAM2, natively."
+    )
+}

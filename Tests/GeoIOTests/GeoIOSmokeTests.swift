@@ -1,0 +1,6 @@
+import XCTest
+@testable import GeoIO
+
+final class GeoIOSmokeTests: XCTestCase {
+    func testModuleLoads() {}
+}

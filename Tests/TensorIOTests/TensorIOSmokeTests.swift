@@ -1,0 +1,6 @@
+import XCTest
+@testable import TensorIO
+
+final class TensorIOSmokeTests: XCTestCase {
+    func testModuleLoads() {}
+}
