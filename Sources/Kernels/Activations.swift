@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Elementwise activations, in place.
+public enum Activations {
+    /// Exact GELU, `0.5·x·(1 + erf(x/√2))`, as `nn.GELU()` with `approximate='none'`.
+    public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        Parallel.forEachChunk(count, minimumChunk: 16384) { range in
+            for i in range {
+                let v = x[i]
+                x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752440))
+            }
+        }
+    }
+
+    /// `max(x, 0)`.
+    public static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count where !(x[i] > 0) { x[i] = x[i].isNaN ? x[i] : 0 }
+    }
+
+    /// `1 / (1 + exp(−x))`.
+    public static func sigmoid(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] = 1 / (1 + expf(-x[i])) }
+    }
+
+    public static func gelu(_ x: inout Tensor) {
+        let n = x.count
+        x.scalars.withUnsafeMutableBufferPointer { gelu($0.baseAddress!, count: n) }
+    }
+
+    public static func relu(_ x: inout Tensor) {
+        let n = x.count
+        x.scalars.withUnsafeMutableBufferPointer { relu($0.baseAddress!, count: n) }
+    }
+
+    public static func sigmoid(_ x: inout Tensor) {
+        let n = x.count
+        x.scalars.withUnsafeMutableBufferPointer { sigmoid($0.baseAddress!, count: n) }
+    }
+}
+
+/// Elementwise arithmetic on tensors of equal shape.
+extension Tensor {
+    /// Adds `other` elementwise.
+    public static func += (lhs: inout Tensor, rhs: Tensor) {
+        precondition(lhs.shape == rhs.shape, "+=: \(lhs.shape) vs \(rhs.shape)")
+        lhs.scalars.withUnsafeMutableBufferPointer { a in
+            rhs.scalars.withUnsafeBufferPointer { b in
+                for i in 0..<a.count { a[i] += b[i] }
+            }
+        }
+    }
+
+    public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
+        var out = lhs
+        out += rhs
+        return out
+    }
+
+    /// Adds a `[channels]` vector to every row of a channels-last tensor.
+    public mutating func addRowVector(_ v: Tensor) {
+        let c = v.count
+        precondition(shape.last == c, "addRowVector: \(shape) does not end in \(c)")
+        scalars.withUnsafeMutableBufferPointer { a in
+            v.scalars.withUnsafeBufferPointer { b in
+                var i = 0
+                while i < a.count {
+                    for j in 0..<c { a[i + j] += b[j] }
+                    i += c
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import CBLAS
+
+/// Matrix products through OpenBLAS. All matrices are row-major.
+public enum GEMM {
+    /// `C = alpha · op(A) · op(B) + beta · C` with explicit leading dimensions, so that strided
+    /// views (one head of a fused qkv matrix, say) need no copy.
+    @inlinable
+    public static func multiply(
+        _ a: UnsafePointer<Float>, transposeA: Bool = false, lda: Int,
+        _ b: UnsafePointer<Float>, transposeB: Bool = false, ldb: Int,
+        into c: UnsafeMutablePointer<Float>, ldc: Int,
+        m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0
+    ) {
+        guard m > 0, n > 0 else { return }
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+
+    /// A fully connected layer on a row-major `[rows, inFeatures]` matrix:
+    /// `y = x · Wᵀ + b` with `W` stored `[outFeatures, inFeatures]` as in PyTorch's `nn.Linear`.
+    public static func linear(
+        _ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, xStride: Int? = nil,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, outFeatures: Int,
+        into y: UnsafeMutablePointer<Float>, yStride: Int? = nil
+    ) {
+        let ldy = yStride ?? outFeatures
+        if let bias {
+            for r in 0..<rows { (y + r * ldy).update(from: bias, count: outFeatures) }
+        }
+        multiply(
+            x, lda: xStride ?? inFeatures, weight, transposeB: true, ldb: inFeatures, into: y, ldc: ldy,
+            m: rows, n: outFeatures, k: inFeatures, beta: bias == nil ? 0 : 1)
+    }
+
+    /// `y = x · Wᵀ + b` on tensors: `x` is `[..., in]`, `weight` `[out, in]`, `bias` `[out]`.
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
+        precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
+        let rows = x.count / max(inFeatures, 1)
+        var out = Tensor(shape: Array(x.shape.dropLast()) + [outFeatures])
+        x.scalars.withUnsafeBufferPointer { xp in
+            weight.scalars.withUnsafeBufferPointer { wp in
+                out.scalars.withUnsafeMutableBufferPointer { yp in
+                    if let bias {
+                        bias.scalars.withUnsafeBufferPointer { bp in
+                            linear(xp.baseAddress!, rows: rows, inFeatures: inFeatures, weight: wp.baseAddress!,
+                                   bias: bp.baseAddress!, outFeatures: outFeatures, into: yp.baseAddress!)
+                        }
+                    } else {
+                        linear(xp.baseAddress!, rows: rows, inFeatures: inFeatures, weight: wp.baseAddress!,
+                               bias: nil, outFeatures: outFeatures, into: yp.baseAddress!)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// The number of threads OpenBLAS uses for one product.
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(newValue)) }
+    }
+}

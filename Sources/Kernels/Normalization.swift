@@ -1,0 +1,45 @@
+/// Layer normalisation over the last (channel) dimension.
+public enum Normalization {
+    /// Normalises each row of a `[rows, channels]` matrix in place:
+    /// `(x − μ) / sqrt(σ² + eps) · γ + β`, with the biased variance as PyTorch's `nn.LayerNorm`.
+    ///
+    /// The same function serves SAM2's `LayerNorm2d` on channels-last data, which normalises
+    /// over channels per pixel.
+    public static func layerNorm(
+        _ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
+    ) {
+        Parallel.forEachChunk(rows, minimumChunk: 64) { range in
+            for r in range {
+                let row = x + r * channels
+                // Two passes in Float as PyTorch's CPU kernel does (mean, then centred squares).
+                var mean: Float = 0
+                for c in 0..<channels { mean += row[c] }
+                mean /= Float(channels)
+                var variance: Float = 0
+                for c in 0..<channels {
+                    let d = row[c] - mean
+                    variance += d * d
+                }
+                variance /= Float(channels)
+                let inverse = 1 / (variance + eps).squareRoot()
+                for c in 0..<channels { row[c] = (row[c] - mean) * inverse * weight[c] + bias[c] }
+            }
+        }
+    }
+
+    /// Tensor form: normalises over the last dimension of `x`.
+    public static func layerNorm(_ x: inout Tensor, weight: Tensor, bias: Tensor, eps: Float) {
+        let channels = weight.count
+        precondition(x.shape.last == channels, "layerNorm: \(x.shape) does not end in \(channels)")
+        let rows = x.count / max(channels, 1)
+        x.scalars.withUnsafeMutableBufferPointer { xp in
+            weight.scalars.withUnsafeBufferPointer { wp in
+                bias.scalars.withUnsafeBufferPointer { bp in
+                    layerNorm(xp.baseAddress!, rows: rows, channels: channels,
+                              weight: wp.baseAddress!, bias: bp.baseAddress!, eps: eps)
+                }
+            }
+        }
+    }
+}

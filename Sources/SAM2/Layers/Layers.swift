@@ -1,0 +1,82 @@
+import Kernels
+
+// Building blocks shared by the SAM2 modules (`nn.Linear`, `nn.LayerNorm`, `LayerNorm2d` and
+// `MLP` from `sam2/modeling/sam2_utils.py`).
+
+/// `nn.Linear`: `y = x·Wᵀ + b`, with `W` stored `[out, in]`.
+struct Linear: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+
+    init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) throws {
+        weight = try weights.load("\(name).weight", [outFeatures, inFeatures])
+        self.bias = bias ? try weights.load("\(name).bias", [outFeatures]) : nil
+    }
+
+    /// A 1×1 convolution (`[out, in, 1, 1]`) acts on channels-last data as a linear layer.
+    init(conv1x1 weights: WeightReader, _ name: String, inChannels: Int, outChannels: Int) throws {
+        weight = try weights.load("\(name).weight", [outChannels, inChannels, 1, 1]).reshaped([outChannels, inChannels])
+        bias = try weights.load("\(name).bias", [outChannels])
+    }
+
+    var inFeatures: Int { weight.shape[1] }
+    var outFeatures: Int { weight.shape[0] }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { GEMM.linear(x, weight: weight, bias: bias) }
+}
+
+/// `nn.LayerNorm` over the last dimension; also `LayerNorm2d` on channels-last data.
+struct LayerNorm: Sendable {
+    let weight: Tensor
+    let bias: Tensor
+    let eps: Float
+
+    init(_ weights: WeightReader, _ name: String, channels: Int, eps: Float) throws {
+        weight = try weights.load("\(name).weight", [channels])
+        bias = try weights.load("\(name).bias", [channels])
+        self.eps = eps
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = x
+        Normalization.layerNorm(&y, weight: weight, bias: bias, eps: eps)
+        return y
+    }
+
+    func apply(_ x: inout Tensor) { Normalization.layerNorm(&x, weight: weight, bias: bias, eps: eps) }
+}
+
+/// `MLP` from `sam2_utils.py`: linear layers with an activation between them (not after the last),
+/// and an optional sigmoid on the output.
+struct MLP: Sendable {
+    enum Activation: Sendable { case relu, gelu }
+
+    let layers: [Linear]
+    let activation: Activation
+    let sigmoidOutput: Bool
+
+    init(_ weights: WeightReader, _ name: String, dimensions: [Int], activation: Activation, sigmoidOutput: Bool = false) throws {
+        var layers: [Linear] = []
+        for i in 0..<(dimensions.count - 1) {
+            layers.append(try Linear(weights, "\(name).layers.\(i)", inFeatures: dimensions[i], outFeatures: dimensions[i + 1]))
+        }
+        self.layers = layers
+        self.activation = activation
+        self.sigmoidOutput = sigmoidOutput
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var y = x
+        for (i, layer) in layers.enumerated() {
+            y = layer(y)
+            if i < layers.count - 1 {
+                switch activation {
+                case .relu: Activations.relu(&y)
+                case .gelu: Activations.gelu(&y)
+                }
+            }
+        }
+        if sigmoidOutput { Activations.sigmoid(&y) }
+        return y
+    }
+}

@@ -1,0 +1,120 @@
+import Kernels
+
+/// A click: a point in original-image pixel coordinates (x right, y down).
+public struct PointPrompt: Sendable, Equatable, Codable {
+    public var x: Float
+    public var y: Float
+    /// 1 = foreground, 0 = background.
+    public var label: Int
+
+    public init(x: Float, y: Float, label: Int) {
+        self.x = x
+        self.y = y
+        self.label = label
+    }
+}
+
+/// A box in original-image pixel coordinates (`x0, y0` top-left, `x1, y1` bottom-right).
+public struct BoxPrompt: Sendable, Equatable, Codable {
+    public var x0: Float, y0: Float, x1: Float, y1: Float
+
+    public init(x0: Float, y0: Float, x1: Float, y1: Float) {
+        (self.x0, self.y0, self.x1, self.y1) = (x0, y0, x1, y1)
+    }
+}
+
+/// Everything SAM2 can be prompted with for one object.
+public struct Prompt: Sendable, Equatable {
+    public var points: [PointPrompt]
+    public var box: BoxPrompt?
+    /// Low-resolution logits `[256, 256]` (or `[1, 256, 256]`) from an earlier prediction.
+    public var maskInput: Tensor?
+
+    public init(points: [PointPrompt] = [], box: BoxPrompt? = nil, maskInput: Tensor? = nil) {
+        self.points = points
+        self.box = box
+        self.maskInput = maskInput
+    }
+
+    public var isEmpty: Bool { points.isEmpty && box == nil && maskInput == nil }
+}
+
+/// The result of one prediction, in the order `SAM2ImagePredictor.predict` returns it.
+public struct Prediction: Sendable {
+    /// Binary masks `[C, H, W]` (0 or 1) at the original image size.
+    public var masks: [UInt8]
+    /// Predicted IoU per mask, `[C]`.
+    public var scores: [Float]
+    /// Low-resolution logits `[C, 256, 256]`, clamped to ±32.
+    public var lowResolutionLogits: Tensor
+    public var width: Int
+    public var height: Int
+
+    /// The number of masks `C` (3 with multimask output, else 1).
+    public var count: Int { scores.count }
+}
+
+extension SAM2Model {
+    /// `SAM2ImagePredictor.predict` on features computed by `encode`.
+    /// - Parameter multimask: three candidates (true) or one (false, with the stability fallback).
+    public func predict(_ features: ImageFeatures, prompt: Prompt, multimask: Bool) throws -> Prediction {
+        let (logits, scores) = try decodeLogits(features, prompt: prompt, multimask: multimask)
+        let (h, w) = (features.originalHeight, features.originalWidth)
+        // Parity: the masks come from the *unclamped* logits; the clamp applies to the returned
+        // low-resolution logits only.
+        let upsampled = Transforms.upsample(logits, height: h, width: w)
+        let masks = upsampled.scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>` mask_threshold 0
+        var clamped = logits
+        for i in 0..<clamped.count { clamped.scalars[i] = min(max(clamped.scalars[i], -32), 32) }
+        return Prediction(masks: masks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
+    }
+
+    /// The prompt encoder and mask decoder: unclamped low-resolution logits `[C, 256, 256]` and
+    /// the IoU predictions, without upsampling.
+    public func decodeLogits(_ features: ImageFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
+        let d = configuration.modelDimension
+        guard features.dimension == d else {
+            throw SAM2Error("features have \(features.dimension) channels but the model has \(d)")
+        }
+        guard !prompt.isEmpty else { throw SAM2Error("empty prompt: give at least one point, a box or a mask input") }
+        let (w, h) = (features.originalWidth, features.originalHeight)
+
+        // `_prep_prompts` / `_predict`: a box becomes two points labelled 2 and 3, placed first.
+        var points: [ModelPoint] = []
+        if let box = prompt.box {
+            for v in [box.x0, box.y0, box.x1, box.y1] where !v.isFinite { throw SAM2Error("box coordinates must be finite numbers") }
+            let tl = Transforms.toModelFrame(x: box.x0, y: box.y0, width: w, height: h)
+            let br = Transforms.toModelFrame(x: box.x1, y: box.y1, width: w, height: h)
+            points.append(ModelPoint(x: tl.x, y: tl.y, label: 2))
+            points.append(ModelPoint(x: br.x, y: br.y, label: 3))
+        }
+        for p in prompt.points {
+            guard p.x.isFinite, p.y.isFinite else { throw SAM2Error("point coordinates must be finite numbers") }
+            guard p.label == 0 || p.label == 1 else { throw SAM2Error("point label must be 1 (foreground) or 0 (background), got \(p.label)") }
+            let m = Transforms.toModelFrame(x: p.x, y: p.y, width: w, height: h)
+            points.append(ModelPoint(x: m.x, y: m.y, label: p.label))
+        }
+        // Parity: the predictor calls the prompt encoder with boxes=None, so the padding point is
+        // appended even when a box is given.
+        let sparse = points.isEmpty ? Tensor(shape: [0, d]) : promptEncoder.embedPoints(points, pad: true)
+
+        var mask: Tensor? = nil
+        if let input = prompt.maskInput {
+            let side = SAM2Configuration.lowResolutionMaskSize
+            guard input.count == side * side, input.shape.suffix(2) == [side, side] else {
+                throw SAM2Error("mask input must be \(side)×\(side) low-resolution logits, got shape \(input.shape)")
+            }
+            mask = input.reshaped([1, side, side])
+        }
+        let dense = promptEncoder.embedMask(mask)
+
+        let g = SAM2Configuration.embeddingSize
+        let image = features.imageEmbedding.channelsLast().reshaped([g * g, d])
+        let s0 = features.highResolutionS0.channelsLast()
+        let s1 = features.highResolutionS1.channelsLast()
+        let all = maskDecoder.predictMasks(image: image, imagePE: densePositionalEncoding, sparse: sparse, dense: dense,
+                                           highResolution: (s0, s1))
+        let selected = maskDecoder.selectMasks(logits: all.logits, iou: all.iou, multimask: multimask)
+        return (selected.logits, selected.iou)
+    }
+}
