@@ -43,7 +43,7 @@ struct JSONParser {
     struct Failure: Error { let message: String }
 
     /// Parses one complete document (surrounding whitespace allowed).
-    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+    static func parse(_ bytes: [UInt8]) throws -> JSONValue {
         var p = JSONParser(bytes)
         let v = try p.value(depth: 0)
         p.skipSpace()
@@ -57,14 +57,14 @@ struct JSONParser {
 
     private func fail(_ message: String) -> Failure { Failure(message: "\(message) at byte \(i)") }
 
-    private mutating func expect(_ literal: String) throws(Failure) {
+    private mutating func expect(_ literal: String) throws {
         for b in literal.utf8 {
             guard i < bytes.count, bytes[i] == b else { throw fail("invalid literal") }
             i += 1
         }
     }
 
-    private mutating func value(depth: Int) throws(Failure) -> JSONValue {
+    private mutating func value(depth: Int) throws -> JSONValue {
         guard depth < maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
         skipSpace()
         guard i < bytes.count else { throw fail("unexpected end of JSON") }
@@ -118,7 +118,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func hex4() throws(Failure) -> UInt32 {
+    private mutating func hex4() throws -> UInt32 {
         guard i + 4 <= bytes.count else { throw fail("truncated \\u escape") }
         var v: UInt32 = 0
         for _ in 0..<4 {
@@ -137,7 +137,7 @@ struct JSONParser {
     }
 
     /// Parses a string starting at its opening quote.
-    private mutating func string() throws(Failure) -> String {
+    private mutating func string() throws -> String {
         i += 1
         var out: [UInt8] = []
         while true {

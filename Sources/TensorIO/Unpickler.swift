@@ -491,8 +491,11 @@ struct Unpickler {
     private func intTuple(_ v: PickleValue, _ what: String) throws -> [Int] {
         guard case .tuple(let t) = v else { throw fail("corrupt: tensor \(what) is a \(v.typeName), not a tuple") }
         return try t.items.map {
-            guard case .int(let i) = $0 else { throw fail("corrupt: tensor \(what) contains a \($0.typeName)") }
-            return i
+            switch $0 {
+            case .int(let i): return i
+            case .bigInt: throw fail("corrupt: tensor \(what) contains an integer wider than 64 bits")
+            default: throw fail("corrupt: tensor \(what) contains a \($0.typeName)")
+            }
         }
     }
 }
