@@ -1,7 +1,12 @@
 /// Element types that may appear in weight files. Every one is converted to `Float` on load,
 /// because the kernels compute in Float32 only.
 public enum DType: String, Sendable, CaseIterable {
-    case float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool
+    /// IEEE binary32 / binary16, Google brain float, IEEE binary64.
+    case float32, float16, bfloat16, float64
+    /// Signed two's-complement integers and unsigned bytes.
+    case int64, int32, int16, int8, uint8
+    /// One byte per element; any nonzero byte reads as 1.
+    case bool
 
     /// Bytes per element on disk.
     public var byteSize: Int {

@@ -4,6 +4,7 @@ import Kernels
 /// A memory-mapped safetensors file: `u64` little-endian header length, a JSON header, then raw
 /// little-endian row-major tensor data addressed by `data_offsets` relative to the header's end.
 public final class SafetensorsFile: TensorArchive {
+    /// The file this archive maps.
     public let url: URL
     /// Tensor names in header order.
     public let tensorNames: [String]
@@ -152,10 +153,12 @@ public final class SafetensorsFile: TensorArchive {
         self.metadata = metadata
     }
 
+    /// Dtype and shape of `name` from the header, or `nil` if absent.
     public func info(_ name: String) -> TensorInfo? {
         tensors[name]?.info
     }
 
+    /// Decodes `name` to Float32 straight from the mapping (a memcpy for F32 data).
     public func tensor(named name: String) throws -> Tensor {
         guard let s = tensors[name] else {
             throw TensorIOError("\(file.name): no tensor named '\(name)'")

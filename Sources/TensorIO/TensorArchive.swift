@@ -3,11 +3,14 @@ import Kernels
 
 /// Name, element type and shape of one stored tensor, known without decoding its data.
 public struct TensorInfo: Sendable, Equatable {
+    /// The tensor's key (e.g. `image_encoder.trunk.pos_embed`).
     public let name: String
     /// The on-disk element type (tensors are converted to Float32 when read).
     public let dtype: DType
+    /// Extent of each dimension, outermost first (`[]` for a scalar).
     public let shape: [Int]
 
+    /// Creates a description (archives build these; public for tests and callers' fakes).
     public init(name: String, dtype: DType, shape: [Int]) {
         self.name = name
         self.dtype = dtype

@@ -9,11 +9,13 @@ import Kernels
 ///
 /// If the pickled top-level dict has a `"model"` entry (Meta's `{"model": state_dict}`), that dict
 /// is the state dict; otherwise the top-level dict itself is. Entries whose values are not tensors
-/// are skipped.
+/// are skipped; a state dict without any tensor is an error.
 public final class TorchCheckpoint: TensorArchive {
+    /// The checkpoint file.
     public let url: URL
     /// The archive's top-level folder (the saved file's basename, or `archive`).
     public let prefix: String
+    /// State-dict keys in pickle (insertion) order.
     public let tensorNames: [String]
 
     private struct Stored: Sendable {
@@ -98,6 +100,15 @@ public final class TorchCheckpoint: TensorArchive {
                 guard case .string(let key) = k, case .tensor(let t) = v else { continue }
                 out.append((key, t))
             }
+            // An archive with nothing to load is almost always the wrong file or a wrapper format
+            // (e.g. {"state_dict": …}); say so instead of returning an empty archive.
+            guard !out.isEmpty else {
+                let keys = stateDict.keys.prefix(10).map { k -> String in
+                    if case .string(let s) = k { return s }
+                    return "<\(k.typeName)>"
+                }
+                throw TensorIOError("\(name): data.pkl: no tensors found (keys: \(keys.joined(separator: ", ")))")
+            }
             return out
         }
 
@@ -116,10 +127,12 @@ public final class TorchCheckpoint: TensorArchive {
         self.tensors = tensors
     }
 
+    /// Storage dtype and shape of `name`, or `nil` if the state dict has no such key.
     public func info(_ name: String) -> TensorInfo? {
         tensors[name]?.info
     }
 
+    /// Materializes `name` as a contiguous Float32 tensor, honouring its storage offset and strides.
     public func tensor(named name: String) throws -> Tensor {
         guard let s = tensors[name] else {
             throw TensorIOError("\(file.name): no tensor named '\(name)'")
