@@ -6,7 +6,8 @@ import XCTest
 /// Opt-in checks against outside files, skipped unless the environment names them:
 /// - `TENSORIO_EXPORT_DIR`: write sample `.npy`/`.safetensors` files there for Python to verify.
 /// - `TENSORIO_BIG_CHECKPOINT`: a large real checkpoint (e.g. sam2.1_hiera_tiny.pt) to open and
-///   decode completely, reporting the time taken.
+///   decode completely, reporting the time taken (with `TENSORIO_EXPORT_DIR` also set, its first and
+///   last tensors are written there as `<name>.npy`).
 final class InteropExportTests: XCTestCase {
     func testExportForPython() throws {
         guard let dir = ProcessInfo.processInfo.environment["TENSORIO_EXPORT_DIR"] else {
@@ -36,5 +37,12 @@ final class InteropExportTests: XCTestCase {
         let decodeTime = Date().timeIntervalSince(start)
         print("TensorIO: \(archive.tensorNames.count) tensors, \(elements) elements; open \(openTime) s, decode \(decodeTime) s")
         XCTAssertLessThan(openTime, 1.0)
+        // With TENSORIO_EXPORT_DIR also set, dump the first and last tensors for comparison in Python.
+        if let dir = ProcessInfo.processInfo.environment["TENSORIO_EXPORT_DIR"],
+           let first = archive.tensorNames.first, let last = archive.tensorNames.last {
+            for name in [first, last] {
+                try NumPy.write(archive.tensor(named: name), to: URL(fileURLWithPath: dir).appendingPathComponent("\(name).npy"))
+            }
+        }
     }
 }
