@@ -118,7 +118,7 @@ enum PickleValue {
     }
 }
 
-/// Resolves a persistent id's storage: returns the byte length available for `key`, or throws.
+/// Validates a persistent id's storage (its zip entry exists and holds `count` elements), or throws.
 typealias StorageLookup = (_ key: String, _ dtype: DType, _ count: Int) throws -> Void
 
 struct Unpickler {
