@@ -1,6 +1,0 @@
-import XCTest
-@testable import TensorIO
-
-final class TensorIOSmokeTests: XCTestCase {
-    func testModuleLoads() {}
-}
