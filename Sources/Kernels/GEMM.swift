@@ -4,7 +4,10 @@ import CBLAS
 public enum GEMM {
     /// `C = alpha · op(A) · op(B) + beta · C` with explicit leading dimensions, so that strided
     /// views (one head of a fused qkv matrix, say) need no copy.
-    @inlinable
+    ///
+    /// Large products are split by rows of `C` over the cores, each part a single-threaded OpenBLAS
+    /// call: OpenBLAS's own threads busy-wait between calls and fight the other kernels' workers,
+    /// which cost more than a third of the encoder's time when they were left on.
     public static func multiply(
         _ a: UnsafePointer<Float>, transposeA: Bool = false, lda: Int,
         _ b: UnsafePointer<Float>, transposeB: Bool = false, ldb: Int,
@@ -12,10 +15,33 @@ public enum GEMM {
         m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0
     ) {
         guard m > 0, n > 0 else { return }
+        _ = singleThreadedBLAS
+        let work = m * n * max(k, 1)
+        // Below ~4 MFLOP a split costs more in synchronisation than it gains.
+        let minimumRows = max(8, 2_000_000 / max(n * max(k, 1), 1))
+        if work < 2_000_000 || m < 2 * minimumRows {
+            sgemm(a, transposeA, lda, b, transposeB, ldb, c, ldc, m, n, k, alpha, beta)
+            return
+        }
+        Parallel.forEachChunk(m, minimumChunk: minimumRows) { rows in
+            // Row block of op(A): rows of A, or columns when A is transposed.
+            let aBlock = transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda
+            sgemm(aBlock, transposeA, lda, b, transposeB, ldb, c + rows.lowerBound * ldc, ldc, rows.count, n, k, alpha, beta)
+        }
+    }
+
+    @inline(__always)
+    static func sgemm(
+        _ a: UnsafePointer<Float>, _ transposeA: Bool, _ lda: Int, _ b: UnsafePointer<Float>, _ transposeB: Bool, _ ldb: Int,
+        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ beta: Float
+    ) {
         cblas_sgemm(
             CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
             blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
+
+    /// Parallelism is ours (see `multiply`): OpenBLAS runs one thread per call.
+    static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
 
     /// A fully connected layer on a row-major `[rows, inFeatures]` matrix:
     /// `y = x · Wᵀ + b` with `W` stored `[outFeatures, inFeatures]` as in PyTorch's `nn.Linear`.
@@ -57,9 +83,4 @@ public enum GEMM {
         return out
     }
 
-    /// The number of threads OpenBLAS uses for one product.
-    public static var threadCount: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
-    }
 }

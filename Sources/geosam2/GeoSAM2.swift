@@ -4,6 +4,7 @@ import ArgumentParser
 struct GeoSAM2: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "geosam2",
-        abstract: "Segment objects in satellite and aerial imagery with SAM2, natively."
+        abstract: "Segment objects in satellite and aerial imagery with SAM2, natively.",
+        subcommands: [Predict.self, Inspect.self, Bench.self]
     )
 }

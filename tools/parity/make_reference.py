@@ -20,6 +20,7 @@ Layout written under DIR (see tools/parity/README.md):
 """
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -497,6 +498,8 @@ def main():
                    help="one micro custom model, one 160x120 image, 3 cases (Swift unit-test fixture)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true",
+                    help="skip models whose references this very script version already wrote to --out")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -521,7 +524,11 @@ def main():
     image_entries = []
     for i, (iname, (w, h, variant)) in enumerate(images.items()):
         path = f"images/{iname}.png"
-        synth_image(w, h, variant, seed=args.seed * 1000 + i).save(os.path.join(out, path))
+        picture = synth_image(w, h, variant, seed=args.seed * 1000 + i)
+        picture.save(os.path.join(out, path))
+        # The decoded pixels beside the PNG, so that tests without an image codec get the same input.
+        save_npy(os.path.join(out, f"images/{iname}.rgb.npy"),
+                 np.array(Image.open(os.path.join(out, path)).convert("RGB")), np.uint8)
         image_entries.append({"name": iname, "path": path, "width": w, "height": h, "layout": variant})
 
     # merge with an existing manifest (e.g. models generated in separate runs)
@@ -534,13 +541,23 @@ def main():
             manifest = old
         else:
             print("note: existing manifest.json has another seed/versions/images; replacing it")
+    with open(os.path.abspath(__file__), "rb") as f:
+        generator_sha = hashlib.sha256(f.read()).hexdigest()
+    if manifest is not None and manifest.get("generatorSHA256") != generator_sha:
+        print("note: existing manifest.json was written by another version of this script; replacing it")
+        manifest = None
     if manifest is None:
-        manifest = {"generator": "tools/parity/make_reference.py", "versions": versions,
+        manifest = {"generator": "tools/parity/make_reference.py", "generatorSHA256": generator_sha, "versions": versions,
                     "seed": args.seed, "device": "cpu", "dtype": "float32",
                     "images": image_entries, "models": [], "cases": []}
 
     timings = {}
     for name in model_names:
+        if args.reuse and any(m["name"] == name for m in manifest["models"]) \
+                and all(os.path.exists(os.path.join(out, c["dir"], "low_res_logits.npy"))
+                        for c in manifest["cases"] if c["model"] == name):
+            print(f"== {name}: reusing the references already in {out}")
+            continue
         print(f"== {name}")
         t0 = time.perf_counter()
         if name == FIXTURE_MODEL_NAME and args.fixture:

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import SAM2
+
+/// How a command names its model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "SAM2 checkpoint: Meta's .pt file or a .safetensors file with the official key names.")
+    var model: String
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Architecture as JSON (for checkpoints that are not one of Meta's presets).", valueName: "json"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Force a preset instead of inferring it from the checkpoint: \(SAM2Preset.allCases.map(\.rawValue).joined(separator: ", ")).",
+        valueName: "preset"))
+    var preset: String?
+
+    func configuration() throws -> SAM2Configuration? {
+        if let config {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: config)) } catch {
+                throw CLIError("cannot read configuration \(config): \(error.localizedDescription)")
+            }
+            do { return try JSONDecoder().decode(SAM2Configuration.self, from: data) } catch {
+                throw CLIError("configuration \(config) is not valid: \(error)")
+            }
+        }
+        if let preset {
+            guard let p = SAM2Preset(rawValue: preset) else {
+                throw CLIError("unknown preset \(preset); choose one of \(SAM2Preset.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return p.configuration
+        }
+        return nil
+    }
+
+    func loadModel() throws -> SAM2Model {
+        let url = URL(fileURLWithPath: model)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw CLIError("checkpoint \(model) does not exist")
+        }
+        return try SAM2Model.load(contentsOf: url, configuration: try configuration())
+    }
+}
+
+/// A one-line error for the user; ArgumentParser prints it to stderr and exits non-zero.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

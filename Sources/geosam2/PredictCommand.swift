@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import GeoIO
+import Kernels
+import SAM2
+import TensorIO
+
+/// `geosam2 predict`: SAM2 on a plain image, with the outputs of `SAM2ImagePredictor.predict`.
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Segment an 8-bit RGB image from point and box prompts in pixel coordinates.",
+        discussion: """
+            Coordinates are pixels of IMAGE (x right, y down), as in SAM2ImagePredictor.predict.
+            Writes low_res_logits.npy (float32 [C,256,256]), masks.npy (uint8 [C,H,W]) and
+            scores.json ({"iou": [...]}) to --out; with --features also image_embed.npy,
+            high_res_feat_s0.npy and high_res_feat_s1.npy. C is 3 with --multimask, else 1.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(name: .long, help: "Any 8-bit RGB image GDAL can read (PNG, JPEG, TIFF, ...).")
+    var image: String
+
+    @Option(name: .customLong("point"), help: ArgumentHelp("A point prompt; LABEL is 1 (foreground) or 0 (background). Repeatable.", valueName: "x,y,label"))
+    var points: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("A box prompt.", valueName: "x0,y0,x1,y1"))
+    var box: String?
+
+    @Option(name: .customLong("mask-input"), help: ArgumentHelp("Low-resolution logits [1,256,256] from an earlier prediction (.npy).", valueName: "npy"))
+    var maskInput: String?
+
+    @Flag(name: .long, help: "Return the three multimask candidates instead of one mask.")
+    var multimask = false
+
+    @Flag(name: .long, help: "Also write the image features.")
+    var features = false
+
+    @Option(name: .long, help: "Output directory (created if missing).")
+    var out: String
+
+    func run() throws {
+        let prompt = try makePrompt()
+        let model = try modelOptions.loadModel()
+        let picture = try readImage()
+        let imageFeatures = try model.encode(picture)
+        let prediction = try model.predict(imageFeatures, prompt: prompt, multimask: multimask)
+
+        let dir = URL(fileURLWithPath: out, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        } catch {
+            throw CLIError("cannot create output directory \(out): \(error.localizedDescription)")
+        }
+        try NumPy.write(prediction.lowResolutionLogits, to: dir.appendingPathComponent("low_res_logits.npy"))
+        try NumPy.writeUInt8(prediction.masks, shape: [prediction.count, prediction.height, prediction.width],
+                             to: dir.appendingPathComponent("masks.npy"))
+        let scores = try JSONSerialization.data(withJSONObject: ["iou": prediction.scores.map(Double.init)], options: [.sortedKeys])
+        try scores.write(to: dir.appendingPathComponent("scores.json"))
+        if features {
+            try NumPy.write(imageFeatures.imageEmbedding, to: dir.appendingPathComponent("image_embed.npy"))
+            try NumPy.write(imageFeatures.highResolutionS0, to: dir.appendingPathComponent("high_res_feat_s0.npy"))
+            try NumPy.write(imageFeatures.highResolutionS1, to: dir.appendingPathComponent("high_res_feat_s1.npy"))
+        }
+    }
+
+    func makePrompt() throws -> Prompt {
+        var prompt = Prompt()
+        for text in points {
+            let v = try numbers(text, count: 3, what: "--point x,y,label")
+            guard v[2] == 0 || v[2] == 1 else { throw CLIError("--point \(text): label must be 1 (foreground) or 0 (background)") }
+            prompt.points.append(PointPrompt(x: Float(v[0]), y: Float(v[1]), label: Int(v[2])))
+        }
+        if let box {
+            let v = try numbers(box, count: 4, what: "--box x0,y0,x1,y1")
+            guard v[0] <= v[2], v[1] <= v[3] else { throw CLIError("--box \(box): x0,y0 must be the top-left and x1,y1 the bottom-right corner") }
+            prompt.box = BoxPrompt(x0: Float(v[0]), y0: Float(v[1]), x1: Float(v[2]), y1: Float(v[3]))
+        }
+        if let maskInput {
+            prompt.maskInput = try NumPy.read(URL(fileURLWithPath: maskInput))
+        }
+        guard !prompt.isEmpty else { throw CLIError("no prompt: give --point, --box or --mask-input") }
+        return prompt
+    }
+
+    func readImage() throws -> RGBImage {
+        throw CLIError("TODO"); /*TEMP
+        let dataset = try RasterDataset(path: image)
+        let rgb = try dataset.readRGB8()
+        return try RGBImage(width: rgb.width, height: rgb.height, pixels: rgb.pixels)*/
+    }
+}
+
+/// Parses `count` comma-separated finite numbers.
+func numbers(_ text: String, count: Int, what: String) throws -> [Double] {
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    let values = parts.compactMap(Double.init)
+    guard parts.count == count, values.count == count, values.allSatisfy(\.isFinite) else {
+        throw CLIError("\(what): expected \(count) comma-separated numbers, got \"\(text)\"")
+    }
+    return values
+}
+
+/// `geosam2 inspect`: which model a checkpoint holds.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show which SAM2 model a checkpoint holds.")
+
+    @Argument(help: "A .pt or .safetensors checkpoint.") var checkpoint: String
+
+    func run() throws {
+        let info = try SAM2Model.inspect(contentsOf: URL(fileURLWithPath: checkpoint))
+        let c = info.preset.configuration
+        print("\(checkpoint): SAM \(c.version) \(info.preset.rawValue), embed \(c.embedDim), blocks \(c.blockCount), \(info.tensorCount) tensors")
+    }
+}

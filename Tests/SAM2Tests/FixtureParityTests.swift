@@ -1,0 +1,99 @@
+import Foundation
+import Kernels
+import TensorIO
+import XCTest
+@testable import SAM2
+
+/// Parity with the official implementation on a small committed fixture: a micro SAM2 built with
+/// the official code (random weights, `tools/parity/make_reference.py --fixture`), its features and
+/// the outputs of `SAM2ImagePredictor.predict` for several prompt kinds.
+final class FixtureParityTests: XCTestCase {
+    struct Manifest: Decodable {
+        struct Image: Decodable { let name: String; let path: String; let width: Int; let height: Int }
+        struct Model: Decodable { let name: String; let checkpoint: String; let config: String }
+        let images: [Image]
+        let models: [Model]
+        let cases: [CaseEntry]
+    }
+
+    struct CaseEntry: Decodable { let model: String; let image: String; let dir: String }
+
+    struct Case: Decodable {
+        let image: String
+        let points: [[Float]]
+        let box: [Float]?
+        let maskInput: String?
+        let multimask: Bool
+    }
+
+    struct Scores: Decodable { let iou: [Float] }
+
+    static var root: URL? { Bundle.module.url(forResource: "tiny", withExtension: nil, subdirectory: "Fixtures") }
+
+    func fixture() throws -> (URL, Manifest) {
+        let root = try XCTUnwrap(Self.root, "fixture Fixtures/tiny missing")
+        let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: root.appendingPathComponent("manifest.json")))
+        return (root, manifest)
+    }
+
+    func loadModel(_ root: URL, _ m: Manifest.Model) throws -> SAM2Model {
+        let config = try JSONDecoder().decode(SAM2Configuration.self, from: Data(contentsOf: root.appendingPathComponent(m.config)))
+        return try SAM2Model.load(contentsOf: root.appendingPathComponent(m.checkpoint), configuration: config)
+    }
+
+    func loadImage(_ root: URL, _ image: Manifest.Image) throws -> RGBImage {
+        // The PNG's pixels, as numpy saw them, stored beside it so this test needs no image codec.
+        let pixels = try NumPy.read(root.appendingPathComponent(image.path.replacingOccurrences(of: ".png", with: ".rgb.npy")))
+        XCTAssertEqual(pixels.shape, [image.height, image.width, 3])
+        return try RGBImage(width: image.width, height: image.height, pixels: pixels.scalars.map { UInt8($0) })
+    }
+
+    func testFeaturesAndPredictionsMatchTheOfficialImplementation() throws {
+        let (root, manifest) = try fixture()
+        XCTAssertFalse(manifest.cases.isEmpty)
+        var checked = 0
+        for m in manifest.models {
+            let model = try loadModel(root, m)
+            for image in manifest.images {
+                let features = try model.encode(try loadImage(root, image))
+                let dir = root.appendingPathComponent(m.name).appendingPathComponent(image.name)
+                let pairs: [(Tensor, String)] = [
+                    (features.imageEmbedding, "image_embed.npy"),
+                    (features.highResolutionS0, "high_res_feat_s0.npy"),
+                    (features.highResolutionS1, "high_res_feat_s1.npy"),
+                ]
+                for (ours, file) in pairs {
+                    let reference = try NumPy.read(dir.appendingPathComponent(file))
+                    XCTAssertEqual(ours.shape, reference.shape, file)
+                    let relative = ours.maxAbsDifference(reference) / reference.standardDeviation()
+                    XCTAssertLessThanOrEqual(relative, 1e-3, "\(m.name)/\(image.name)/\(file): max diff / std = \(relative)")
+                }
+                for entry in manifest.cases where entry.model == m.name && entry.image == image.name {
+                    let caseName = entry.dir
+                    let caseDir = root.appendingPathComponent(caseName)
+                    let c = try JSONDecoder().decode(Case.self, from: Data(contentsOf: caseDir.appendingPathComponent("case.json")))
+                    var prompt = Prompt(points: c.points.map { PointPrompt(x: $0[0], y: $0[1], label: Int($0[2])) })
+                    if let b = c.box { prompt.box = BoxPrompt(x0: b[0], y0: b[1], x1: b[2], y1: b[3]) }
+                    if let mask = c.maskInput { prompt.maskInput = try NumPy.read(caseDir.deletingLastPathComponent().appendingPathComponent(mask)) }
+                    let prediction = try model.predict(features, prompt: prompt, multimask: c.multimask)
+
+                    let logits = try NumPy.read(caseDir.appendingPathComponent("low_res_logits.npy"))
+                    XCTAssertEqual(prediction.lowResolutionLogits.shape, logits.shape, caseName)
+                    XCTAssertLessThanOrEqual(prediction.lowResolutionLogits.maxAbsDifference(logits), 1e-3, "\(caseName) logits")
+
+                    let scores = try JSONDecoder().decode(Scores.self, from: Data(contentsOf: caseDir.appendingPathComponent("scores.json")))
+                    XCTAssertEqual(prediction.scores.count, scores.iou.count, caseName)
+                    for (a, b) in zip(prediction.scores, scores.iou) { XCTAssertEqual(a, b, accuracy: 1e-3, "\(caseName) iou") }
+
+                    let masks = try NumPy.read(caseDir.appendingPathComponent("masks.npy"))
+                    XCTAssertEqual(masks.shape, [prediction.count, image.height, image.width], caseName)
+                    let agreeing = zip(prediction.masks, masks.scalars).filter { Float($0) == $1 }.count
+                    let agreement = Double(agreeing) / Double(max(masks.count, 1))
+                    XCTAssertGreaterThanOrEqual(agreement, 0.999, "\(caseName) mask agreement \(agreement)")
+                    checked += 1
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(checked, 3, "fixture has too few cases")
+    }
+}
