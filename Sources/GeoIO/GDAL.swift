@@ -56,6 +56,12 @@ private let driverRegistration: Void = {
     _ = CPLSetErrorHandler(CPLQuietErrorHandler)
 }()
 
+/// How a raster or vector dataset is opened.
+public enum DatasetAccess: Sendable {
+    case readOnly
+    case update
+}
+
 // MARK: - Error plumbing
 
 /// Runs `body` with drivers registered, GDAL's error state cleared and a quiet error handler

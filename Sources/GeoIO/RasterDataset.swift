@@ -5,12 +5,6 @@ import CGDAL
 /// Not `Sendable`: a GDAL dataset must not be used from two threads at once. Open one dataset
 /// per task (opening is cheap) instead of sharing one.
 public final class RasterDataset {
-    /// How a raster is opened.
-    public enum Access: Sendable {
-        case readOnly
-        case update
-    }
-
     /// How multi-band samples are laid out in a buffer.
     public enum SampleLayout: Sendable {
         /// All samples of the first band, then the second… (CHW).
@@ -38,7 +32,7 @@ public final class RasterDataset {
     /// - Parameters:
     ///   - allowedDrivers: restrict detection to these driver short names (e.g. `["GTiff"]`).
     ///   - openOptions: driver open options, `"KEY=VALUE"`.
-    public static func open(_ path: String, access: Access = .readOnly,
+    public static func open(_ path: String, access: DatasetAccess = .readOnly,
                             allowedDrivers: [String]? = nil, openOptions: [String] = []) throws -> RasterDataset {
         let flags = UInt32(GDAL_OF_RASTER | GDAL_OF_VERBOSE_ERROR)
             | UInt32(access == .update ? GDAL_OF_UPDATE : GDAL_OF_READONLY)
