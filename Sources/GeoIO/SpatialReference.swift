@@ -129,17 +129,37 @@ public final class SpatialReference: @unchecked Sendable, CustomStringConvertibl
         }
     }
 
-    /// The EPSG code, if the CRS carries one or GDAL can identify it (`OSRAutoIdentifyEPSG`).
+    /// The EPSG code: the one the CRS carries, else one GDAL identifies (`OSRAutoIdentifyEPSG`,
+    /// then the best `OSRFindMatches` match with confidence ≥ 90 %), else `nil`.
     public var epsgCode: Int? {
         withHandle { handle in
             withQuietGDAL {
                 if let code = Self.epsgAuthorityCode(handle) { return code }
-                guard let clone = OSRClone(handle) else { return nil }
-                defer { OSRRelease(clone) }
-                guard OSRAutoIdentifyEPSG(clone) == OGRERR_NONE else { return nil }
-                return Self.epsgAuthorityCode(clone)
+                if let clone = OSRClone(handle) {
+                    defer { OSRRelease(clone) }
+                    if OSRAutoIdentifyEPSG(clone) == OGRERR_NONE, let code = Self.epsgAuthorityCode(clone) {
+                        return code
+                    }
+                }
+                return Self.bestEPSGMatch(handle)
             }
         }
+    }
+
+    private static func bestEPSGMatch(_ handle: OGRSpatialReferenceH) -> Int? {
+        var count: Int32 = 0
+        var confidences: UnsafeMutablePointer<Int32>?
+        guard let matches = OSRFindMatches(handle, nil, &count, &confidences) else { return nil }
+        defer {
+            OSRFreeSRSArray(matches)
+            VSIFree(confidences)
+        }
+        for index in 0..<Int(count) {
+            guard let confidence = confidences?[index], confidence >= 90, let match = matches[index],
+                  let code = epsgAuthorityCode(match) else { continue }
+            return code
+        }
+        return nil
     }
 
     private static func epsgAuthorityCode(_ handle: OGRSpatialReferenceH) -> Int? {
