@@ -41,6 +41,23 @@ public enum GDAL {
         return String(cString: value)
     }
 
+    /// Copies a file between any two GDAL paths (`CPLCopyFile`), e.g. from `/vsimem/…` into
+    /// `/vsizip/archive.zip/name` (zip archives accept files written sequentially).
+    public static func copyFile(from source: String, to destination: String) throws {
+        try withQuietGDAL {
+            guard CPLCopyFile(destination, source) == 0 else {
+                throw GeoIOError.gdal("cannot copy \(source) to \(destination)")
+            }
+        }
+    }
+
+    /// Deletes a file on any GDAL file system (`VSIUnlink`), e.g. a `/vsimem/…` file.
+    public static func deleteFile(_ path: String) throws {
+        try withQuietGDAL {
+            guard VSIUnlink(path) == 0 else { throw GeoIOError.gdal("cannot delete", path: path) }
+        }
+    }
+
     /// Whether a driver with this short name (e.g. `"GTiff"`, `"GPKG"`) is available.
     public static func hasDriver(_ name: String) -> Bool {
         registerDrivers()
@@ -90,16 +107,15 @@ extension GeoIOError {
         return text.isEmpty ? nil : text
     }
 
-    /// An error for a failed GDAL call: `"<file>: <action>: <GDAL's message>"`.
+    /// An error for a failed GDAL call: `"<path>: <action>: <GDAL's message>"`.
     ///
-    /// The file name is left out when GDAL's message already names it. Resets GDAL's error state.
+    /// The path is left out when GDAL's message already names the file. Resets GDAL's error state.
     static func gdal(_ action: String, path: String? = nil) -> GeoIOError {
         let message = lastGDALMessage
         CPLErrorReset()
         var parts: [String] = []
-        if let path, !(message?.contains(path) ?? false) {
-            let name = fileName(path)
-            if !(message?.contains(name) ?? false) { parts.append(name) }
+        if let path, !(message?.contains(fileName(path)) ?? false) {
+            parts.append(path)
         }
         parts.append(action)
         parts.append(message ?? "GDAL gave no reason")

@@ -149,6 +149,9 @@ public final class RasterBand {
     // MARK: Mask
 
     /// How the band's validity mask is derived (nodata value, alpha band, per-dataset mask, or none).
+    ///
+    /// GDAL derives the mask once per band, on first use: after changing the nodata value or
+    /// adding an alpha band, reopen the dataset to see the new mask.
     public var maskFlags: MaskFlags { MaskFlags(rawValue: Int(GDALGetMaskFlags(handle))) }
 
     /// Reads the validity mask (`GDALGetMaskBand`) of `window`: 0 = invalid, non-zero = valid
