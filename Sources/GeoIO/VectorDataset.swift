@@ -228,6 +228,9 @@ public final class VectorLayer {
     }
 
     /// Number of features (counted by scanning if the driver does not know it).
+    ///
+    /// GDAL 3.6's Shapefile driver still counts features deleted in this session until the layer
+    /// is read again (e.g. with ``features()``) or reopened.
     public var featureCount: Int {
         withQuietGDAL { Int(max(OGR_L_GetFeatureCount(handle, 1), 0)) }
     }
