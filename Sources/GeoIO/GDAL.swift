@@ -110,9 +110,13 @@ extension GeoIOError {
     /// An error for a failed GDAL call: `"<path>: <action>: <GDAL's message>"`.
     ///
     /// The path is left out when GDAL's message already names the file. Resets GDAL's error state.
-    static func gdal(_ action: String, path: String? = nil) -> GeoIOError {
+    ///
+    /// `action` is evaluated after GDAL's message has been read, so it may itself call GDAL
+    /// (e.g. describe a ``SpatialReference``) without losing the message.
+    static func gdal(_ action: @autoclosure () -> String, path: String? = nil) -> GeoIOError {
         let message = lastGDALMessage
         CPLErrorReset()
+        let action = action()
         var parts: [String] = []
         if let path, !(message?.contains(fileName(path)) ?? false) {
             parts.append(path)

@@ -63,6 +63,7 @@ final class SpatialReferenceTests: XCTestCase {
         XCTAssertEqual(try SpatialReference.utm(containingLongitude: -77.7, latitude: 24.5).epsgCode, 32618)
         XCTAssertEqual(try SpatialReference.utm(containingLongitude: 151.2, latitude: -33.9).epsgCode, 32756)
         XCTAssertEqual(try SpatialReference.utm(containingLongitude: 180, latitude: 0).epsgCode, 32601)
+        assertGeoIOError(["invalid longitude/latitude"]) { try SpatialReference.utm(containingLongitude: 0, latitude: 91) }
     }
 
     func testTransformKnownValues() throws {
@@ -109,7 +110,7 @@ final class SpatialReferenceTests: XCTestCase {
     func testFailingTransformThrows() throws {
         let toUTM = try CoordinateTransformation(from: try SpatialReference(epsg: 4326),
                                                  to: try SpatialReference(epsg: 32633))
-        assertGeoIOError(["cannot transform point 1"]) {
+        assertGeoIOError(["cannot transform point 1 (15.0, 200.0) from WGS 84 (EPSG:4326) to WGS 84 / UTM zone 33N (EPSG:32633): Invalid coordinate"]) {
             try toUTM.transform(points: [Coordinate(x: 15, y: 0), Coordinate(x: 15, y: 200)])
         }
     }
