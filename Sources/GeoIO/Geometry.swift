@@ -47,16 +47,16 @@ public enum GeometryType: String, Sendable, CaseIterable {
 /// `Sendable`). Operations needing GEOS (``isValid``, ``simplifiedPreserveTopology(tolerance:)``)
 /// use the GEOS library GDAL was built with.
 public struct Geometry: Sendable, Hashable, CustomStringConvertible {
-    /// The ISO WKB bytes (little-endian when produced by this module).
+    /// The ISO WKB bytes, little-endian.
     public let wkb: [UInt8]
 
     /// Wraps WKB bytes that GDAL produced or that were built by the WKB writer below.
     init(trustedWKB: [UInt8]) { self.wkb = trustedWKB }
 
-    /// Wraps WKB bytes after checking that GDAL can parse them.
+    /// Parses WKB (ISO or PostGIS-extended, either byte order) and stores it normalised to
+    /// little-endian ISO WKB, so equal shapes compare equal whatever encoding they came in.
     public init(wkb: [UInt8]) throws {
-        _ = try OGRGeometry(wkb: wkb)
-        self.wkb = wkb
+        self = try OGRGeometry(wkb: wkb).toGeometry()
     }
 
     /// Parses well-known text, e.g. `"POLYGON ((0 0, 1 0, 1 1, 0 0))"`.

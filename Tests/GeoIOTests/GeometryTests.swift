@@ -13,6 +13,11 @@ final class GeometryTests: XCTestCase {
         XCTAssertEqual(point.wkb.count, 21)
         XCTAssertEqual(try Geometry(wkt: "POINT (1.5 -2)"), point)
         XCTAssertEqual(try Geometry(wkb: point.wkb), point)
+        // Big-endian WKB of the same point is normalised to the same value.
+        let bigEndian: [UInt8] = [0, 0, 0, 0, 1]
+            + withUnsafeBytes(of: (1.5).bitPattern.bigEndian, Array.init)
+            + withUnsafeBytes(of: (-2.0).bitPattern.bigEndian, Array.init)
+        XCTAssertEqual(try Geometry(wkb: bigEndian), point)
         XCTAssertEqual(point.area, 0)
         XCTAssertEqual(point.centroid, Coordinate(x: 1.5, y: -2))
     }
