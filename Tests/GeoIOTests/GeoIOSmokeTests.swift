@@ -1,6 +1,0 @@
-import XCTest
-@testable import GeoIO
-
-final class GeoIOSmokeTests: XCTestCase {
-    func testModuleLoads() {}
-}
