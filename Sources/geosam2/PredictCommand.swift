@@ -84,10 +84,10 @@ struct Predict: ParsableCommand {
     }
 
     func readImage() throws -> RGBImage {
-        throw CLIError("TODO"); /*TEMP
-        let dataset = try RasterDataset(path: image)
+
+        let dataset = try RasterDataset.open(image)
         let rgb = try dataset.readRGB8()
-        return try RGBImage(width: rgb.width, height: rgb.height, pixels: rgb.pixels)*/
+        return try RGBImage(width: rgb.width, height: rgb.height, pixels: rgb.pixels)
     }
 }
 
