@@ -8,9 +8,11 @@ let package = Package(
         .executable(name: "geosam2", targets: ["geosam2"]),
         .library(name: "SAM2", targets: ["SAM2"]),
         .library(name: "GeoIO", targets: ["GeoIO"]),
+        .library(name: "GeoSegment", targets: ["GeoSegment"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // System libraries.
@@ -25,11 +27,16 @@ let package = Package(
         .target(name: "SAM2", dependencies: ["Kernels", "TensorIO"]),
         // Swifty GDAL.
         .target(name: "GeoIO", dependencies: ["CGDAL"]),
+        // The domain: tiling, feature stores, encoding, segmentation sessions, export. No HTTP.
+        .target(
+            name: "GeoSegment",
+            dependencies: ["SAM2", "GeoIO", "TensorIO", "Kernels", .product(name: "Crypto", package: "swift-crypto")]
+        ),
 
         .executableTarget(
             name: "geosam2",
             dependencies: [
-                "SAM2", "GeoIO", "TensorIO",
+                "SAM2", "GeoIO", "TensorIO", "GeoSegment",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -38,6 +45,7 @@ let package = Package(
         .testTarget(name: "TensorIOTests", dependencies: ["TensorIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "TensorIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "GeoIOTests", dependencies: ["GeoIO"]),
+        .testTarget(name: "GeoSegmentTests", dependencies: ["GeoSegment", "GeoIO", "SAM2", "TensorIO", "Kernels"]),
     ],
     swiftLanguageModes: [.v6]
 )

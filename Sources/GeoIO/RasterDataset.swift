@@ -17,7 +17,7 @@ public final class RasterDataset {
     /// The path the dataset was opened or created with (empty for unnamed `MEM` datasets).
     public let path: String
 
-    private init(handle: GDALDatasetH, path: String) {
+    init(handle: GDALDatasetH, path: String) {
         self.handle = handle
         self.path = path
     }

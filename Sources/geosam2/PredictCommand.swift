@@ -91,12 +91,12 @@ struct Predict: ParsableCommand {
     }
 }
 
-/// Parses `count` comma-separated finite numbers.
-func numbers(_ text: String, count: Int, what: String) throws -> [Double] {
+/// Parses comma-separated finite numbers (exactly `count` of them when given).
+func numbers(_ text: String, count: Int?, what: String) throws -> [Double] {
     let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
     let values = parts.compactMap(Double.init)
-    guard parts.count == count, values.count == count, values.allSatisfy(\.isFinite) else {
-        throw CLIError("\(what): expected \(count) comma-separated numbers, got \"\(text)\"")
+    guard values.count == parts.count, count.map({ $0 == parts.count }) ?? true, values.allSatisfy(\.isFinite) else {
+        throw CLIError("\(what): expected \(count.map(String.init) ?? "some") comma-separated numbers, got \"\(text)\"")
     }
     return values
 }

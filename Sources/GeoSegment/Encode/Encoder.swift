@@ -1,0 +1,174 @@
+import Foundation
+import GeoIO
+import Kernels
+import SAM2
+
+/// Options of `geosam2 encode`.
+public struct EncodeOptions: Sendable {
+    /// `--bands`: 1-based source bands for R, G, B (nil: by colour interpretation, else the first three).
+    public var bands: [Int]?
+    public var stretch: StretchMode = .default
+    /// Resampling factor (0.5 encodes at half resolution).
+    public var scale: Double = 1
+    /// Overlap of neighbouring tiles in pixels.
+    public var overlap: Int = 0
+    /// Store features as float16 (default) or float32.
+    public var featureDType: String = "f16"
+    /// Encode only shard `index` of `count` (0-based).
+    public var shard: (index: Int, count: Int)?
+    /// Replace a store made with other parameters instead of refusing.
+    public var force = false
+    /// A CRS to assume when the raster has a geotransform but no CRS.
+    public var crs: String?
+
+    public init() {}
+}
+
+/// The model used to encode, with what identifies it in a store.
+public struct EncoderModel: Sendable {
+    public let model: SAM2Model
+    public let checkpointSHA256: String
+    public let preset: String?
+
+    public init(model: SAM2Model, checkpointSHA256: String, preset: String?) {
+        self.model = model
+        self.checkpointSHA256 = checkpointSHA256
+        self.preset = preset
+    }
+}
+
+/// Progress of an encode run.
+public struct EncodeProgress: Sendable {
+    /// Tiles of this run (this shard), and how many of them are finished (encoded, empty or found done).
+    public var total: Int
+    public var finished: Int
+    /// Tiles encoded by this run (the ones that cost time).
+    public var encoded: Int
+    public var skipped: Int
+    public var empty: Int
+    public var lastTile: String?
+    public var elapsed: Double
+}
+
+/// What an encode run did.
+public struct EncodeSummary: Sendable {
+    public var storeURL: URL
+    public var encoded: Int
+    public var skipped: Int
+    public var empty: Int
+    public var complete: Bool
+}
+
+/// `geosam2 encode`: a raster → a feature store of SAM2 features per 1024×1024 tile.
+public enum RasterEncoder {
+    /// The default store beside the raster: `STEM.geosam2/`.
+    public static func defaultStoreURL(for raster: String) -> URL {
+        let url = URL(fileURLWithPath: raster)
+        return url.deletingLastPathComponent().appendingPathComponent(url.deletingPathExtension().lastPathComponent + ".geosam2", isDirectory: true)
+    }
+
+    /// Plans the store for a raster: the manifest a run with these inputs writes.
+    public static func plan(source: RasterSource, options: EncodeOptions, model: EncoderModel) throws -> StoreManifest {
+        let size = SAM2Configuration.imageSize
+        let grid = try TileGrid(rasterWidth: source.width, rasterHeight: source.height, size: size, overlap: options.overlap)
+        let stretch = try source.computeStretch(options.stretch)
+        let transform = source.geoTransform
+        var nodata: [String?] = []
+        for b in 1...source.original.bandCount {
+            let value = try rethrowing { try source.original.band(b).noDataValue }
+            nodata.append(value.map { $0.isNaN ? "nan" : "\($0)" })
+        }
+        let crs = source.spatialReference
+        let wkt: String? = try crs.map { srs in try rethrowing { try srs.wkt } }
+        let tiles = grid.tiles.map { t -> StoreManifest.TileEntry in
+            let tileTransform = transform.translated(byPixelsX: Double(t.x), y: Double(t.y))
+            let b = tileTransform.bounds(width: t.width, height: t.height)
+            return StoreManifest.TileEntry(
+                id: t.id, row: t.row, column: t.column, window: [t.x, t.y, t.width, t.height],
+                bounds: [b.minX, b.minY, b.maxX, b.maxY], geoTransform: tileTransform.coefficients,
+                state: .pending, file: "\(FeatureStore.tilesDirectory)/\(t.id).safetensors")
+        }
+        let path = source.path.hasPrefix("/vsi") ? source.path : URL(fileURLWithPath: source.path).standardizedFileURL.path
+        return StoreManifest(
+            formatVersion: StoreManifest.currentFormatVersion,
+            tool: "geosam2 \(GeoSAM2Version.current)",
+            source: .init(path: path, fingerprint: try FileDigest.fingerprint(of: source.path),
+                          width: source.original.width, height: source.original.height, bandCount: source.original.bandCount,
+                          crsWKT: wkt, epsg: crs?.epsgCode,
+                          geoTransform: (source.original.geoTransform ?? .identity).coefficients, nodata: nodata),
+            encoding: .init(bands: source.bands, stretch: stretch, nodataFill: 0, scale: source.scale,
+                            width: source.width, height: source.height, geoTransform: transform.coefficients,
+                            tileSize: size, overlap: options.overlap, featureDType: options.featureDType),
+            model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration),
+            tiles: tiles, complete: false)
+    }
+
+    /// Encodes a raster into a store, resuming a store made with the same inputs.
+    public static func run(raster: String, store storeURL: URL, model: EncoderModel, options: EncodeOptions,
+                           progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
+        guard ["f16", "f32"].contains(options.featureDType) else {
+            throw GeoSegmentError("--dtype must be f16 or f32, got \(options.featureDType)")
+        }
+        if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
+            throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
+        }
+        let source = try RasterSource(path: raster, bands: options.bands, scale: options.scale, crs: options.crs)
+        let planned = try plan(source: source, options: options, model: model)
+
+        let store: FeatureStore
+        if FeatureStore.exists(at: storeURL) {
+            let existing = try FeatureStore.open(storeURL)
+            let differences = planned.differences(from: existing.manifest)
+            if differences.isEmpty {
+                store = existing
+            } else if options.force {
+                try rethrowing("cannot clear \(storeURL.path)") {
+                    try FileManager.default.removeItem(at: storeURL.appendingPathComponent(FeatureStore.tilesDirectory))
+                }
+                store = try FeatureStore.create(at: storeURL, manifest: planned)
+            } else {
+                throw GeoSegmentError("\(storeURL.path) holds features made with different \(differences.joined(separator: ", ")); use --force to replace them or --out for another store")
+            }
+        } else {
+            store = try FeatureStore.create(at: storeURL, manifest: planned)
+        }
+        store.removeLeftovers()
+
+        let grid = try TileGrid(rasterWidth: source.width, rasterHeight: source.height,
+                                size: planned.encoding.tileSize, overlap: planned.encoding.overlap)
+        let tiles = options.shard.map { grid.tiles(shard: $0.index, of: $0.count) } ?? grid.tiles
+        let entries = Dictionary(uniqueKeysWithValues: store.manifest.tiles.map { ($0.id, $0) })
+        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
+        let start = DispatchTime.now().uptimeNanoseconds
+        progress(status)
+        for tile in tiles {
+            guard let entry = entries[tile.id] else { throw GeoSegmentError("tile \(tile.id) is not in the store's manifest") }
+            switch store.state(of: entry) {
+            case .done, .empty:
+                status.skipped += 1
+            case .pending:
+                let (pixels, valid) = try source.readTile(tile, size: planned.encoding.tileSize, stretch: planned.encoding.stretch)
+                if valid == 0 {
+                    try store.markEmpty(entry)
+                    status.empty += 1
+                } else {
+                    let image = try rethrowing { try RGBImage(width: planned.encoding.tileSize, height: planned.encoding.tileSize, pixels: pixels) }
+                    let features = try rethrowing("tile \(tile.id)") { try model.model.encode(image) }
+                    try store.writeFeatures(features, for: entry)
+                    status.encoded += 1
+                }
+            }
+            status.finished += 1
+            status.lastTile = tile.id
+            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            progress(status)
+        }
+        let complete = try store.finalizeIfComplete()
+        return EncodeSummary(storeURL: storeURL, encoded: status.encoded, skipped: status.skipped, empty: status.empty, complete: complete)
+    }
+}
+
+/// The tool's version, recorded in stores.
+public enum GeoSAM2Version {
+    public static let current = "0.1.0"
+}

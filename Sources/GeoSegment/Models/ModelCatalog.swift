@@ -1,0 +1,43 @@
+import Foundation
+import SAM2
+
+/// Finds checkpoints: a path as given, or one of Meta's presets in the user's model cache.
+public enum ModelCatalog {
+    /// `$GEOSAM2_CACHE`, else `$XDG_CACHE_HOME/geosam2`, else `~/.cache/geosam2`.
+    public static var cacheDirectory: URL {
+        let env = ProcessInfo.processInfo.environment
+        if let dir = env["GEOSAM2_CACHE"], !dir.isEmpty { return URL(fileURLWithPath: dir, isDirectory: true) }
+        if let xdg = env["XDG_CACHE_HOME"], !xdg.isEmpty {
+            return URL(fileURLWithPath: xdg, isDirectory: true).appendingPathComponent("geosam2", isDirectory: true)
+        }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/geosam2", isDirectory: true)
+    }
+
+    /// The preset a name refers to: `tiny`, `base_plus`, `tiny_2.0`, or Meta's file name
+    /// (`sam2.1_hiera_tiny.pt`, `sam2_hiera_large`).
+    public static func preset(named name: String) -> SAM2Preset? {
+        if let p = SAM2Preset(rawValue: name) { return p }
+        let stem = name.hasSuffix(".pt") ? String(name.dropLast(3)) : name
+        return SAM2Preset.allCases.first { $0.checkpointFileName == stem + ".pt" }
+    }
+
+    /// A checkpoint file and the preset it was asked for by name, if any.
+    public struct Resolved: Sendable {
+        public let url: URL
+        public let preset: SAM2Preset?
+    }
+
+    /// Resolves `--model`: an existing file, else a preset in the cache.
+    public static func resolve(_ name: String) throws -> Resolved {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: name) { return Resolved(url: URL(fileURLWithPath: name), preset: nil) }
+        guard let preset = preset(named: name) else {
+            throw GeoSegmentError("model \(name) is neither a file nor a preset (\(SAM2Preset.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let cached = cacheDirectory.appendingPathComponent(preset.checkpointFileName)
+        guard fm.fileExists(atPath: cached.path) else {
+            throw GeoSegmentError("\(preset.checkpointFileName) is not in the model cache \(cacheDirectory.path); download it from \(preset.downloadURL) into that folder, or pass --model PATH")
+        }
+        return Resolved(url: cached, preset: preset)
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import GeoIO
+
+/// A raster prepared for encoding: opened (and resampled when a scale is asked for), with its
+/// bands chosen and the georeferencing of its pixel grid.
+///
+/// Not `Sendable`: it owns GDAL datasets, which are used from one task at a time.
+public final class RasterSource {
+    /// The raster as the user named it.
+    public let path: String
+    /// The dataset as opened.
+    public let original: RasterDataset
+    /// The grid that gets encoded: `original`, or a resampled VRT of it when `scale != 1`.
+    public let grid: RasterDataset
+    public let scale: Double
+    public let bands: BandSelection
+    /// The CRS (nil for a plain image without georeferencing).
+    public let spatialReference: SpatialReference?
+    /// Pixel → map transform of `grid` (identity for a plain image: pixel coordinates).
+    public let geoTransform: GeoTransform
+    /// Whether the raster has real georeferencing.
+    public let isGeoreferenced: Bool
+
+    private let virtualPath: String?
+
+    /// - Parameters:
+    ///   - crs: a CRS to assume when the raster has a geotransform but none of its own.
+    public init(path: String, bands requested: [Int]?, scale: Double = 1, crs: String? = nil) throws {
+        guard scale > 0, scale <= 8, scale.isFinite else { throw GeoSegmentError("--scale must be in (0, 8], got \(scale)") }
+        self.path = path
+        let original = try rethrowing { try RasterDataset.open(path) }
+        self.original = original
+        guard original.bandCount > 0 else { throw GeoSegmentError("\(path): raster has no bands") }
+        bands = try BandSelection.resolve(requested, in: original)
+        self.scale = scale
+
+        let transform = original.geoTransform
+        var srs = original.spatialReference
+        if let crs {
+            srs = try rethrowing("--crs \(crs)") { try SpatialReference(crs) }
+        }
+        switch (transform, srs) {
+        case (nil, nil):
+            isGeoreferenced = false  // a plain image: map coordinates are pixel coordinates
+        case (.some, nil):
+            throw GeoSegmentError("\(path) has a geotransform but no CRS; give one with --crs EPSG:CODE")
+        case (nil, .some):
+            throw GeoSegmentError("\(path) has a CRS but no geotransform; it cannot be placed on a map")
+        case (.some, .some):
+            isGeoreferenced = true
+        }
+        spatialReference = srs
+
+        if scale == 1 {
+            grid = original
+            virtualPath = nil
+        } else {
+            let width = max(1, Int((Double(original.width) * scale).rounded()))
+            let height = max(1, Int((Double(original.height) * scale).rounded()))
+            let vrt = "/vsimem/geosam2-\(UUID().uuidString).vrt"
+            // Average when shrinking (keeps thin features), bilinear when enlarging.
+            let method = scale < 1 ? "average" : "bilinear"
+            grid = try rethrowing("cannot resample \(path) by \(scale)") { () throws -> RasterDataset in
+                try original.translate(to: vrt, arguments: ["-of", "VRT", "-outsize", "\(width)", "\(height)", "-r", method])
+            }
+            virtualPath = vrt
+        }
+        let base = transform ?? .identity
+        // The resampled grid covers the same extent with pixels 1/scale times larger.
+        geoTransform = scale == 1 ? base : base.scaled(x: Double(original.width) / Double(grid.width),
+                                                       y: Double(original.height) / Double(grid.height))
+    }
+
+    deinit {
+        if let virtualPath { try? GDAL.deleteFile(virtualPath) }
+    }
+
+    public var width: Int { grid.width }
+    public var height: Int { grid.height }
+
+    /// Reads the selected bands and the validity of a window, band-sequential.
+    /// A pixel is valid when every selected band's GDAL mask (nodata, alpha, per-dataset mask) is
+    /// non-zero and every value is a finite number.
+    func readWindow(_ window: PixelWindow, bufferWidth: Int? = nil, bufferHeight: Int? = nil)
+        throws -> (values: [Int: [Float]], valid: [Bool])
+    {
+        let bw = bufferWidth ?? window.width, bh = bufferHeight ?? window.height
+        var values: [Int: [Float]] = [:]
+        var valid = [Bool](repeating: true, count: bw * bh)
+        try rethrowing("\(path)") {
+            for b in bands.sourceBands {
+                let band = try grid.band(b)
+                let v = try band.read(window: window, bufferWidth: bw, bufferHeight: bh, resampling: .nearest)
+                let m = try band.readMask(window: window, bufferWidth: bw, bufferHeight: bh)
+                for i in 0..<valid.count where m[i] == 0 || !v[i].isFinite { valid[i] = false }
+                values[b] = v
+            }
+        }
+        return (values, valid)
+    }
+
+    /// Computes the stretch from the whole raster, read at most `sampleSide` pixels on the long
+    /// side (GDAL uses overviews when the raster has them).
+    public func computeStretch(_ mode: StretchMode, sampleSide: Int = 2048) throws -> Stretch {
+        if case .none = mode { return Stretch(mode: mode, ranges: []) }
+        let factor = max(1, Double(max(width, height)) / Double(sampleSide))
+        let bw = max(1, Int((Double(width) / factor).rounded())), bh = max(1, Int((Double(height) / factor).rounded()))
+        let (values, valid) = try readWindow(PixelWindow(x: 0, y: 0, width: width, height: height), bufferWidth: bw, bufferHeight: bh)
+        guard valid.contains(true) else { throw Stretch.noValidPixels }
+        var samples: [Int: [Float]] = [:]
+        for (band, v) in values {
+            samples[band] = v.indices.compactMap { valid[$0] ? v[$0] : nil }
+        }
+        return try Stretch.compute(mode: mode, samples: samples)
+    }
+
+    /// The tile's pixels as 8-bit RGB, `size × size`, with invalid pixels and the padding outside
+    /// the raster set to 0, and the number of valid pixels.
+    public func readTile(_ tile: Tile, size: Int, stretch: Stretch) throws -> (pixels: [UInt8], validCount: Int) {
+        let window = PixelWindow(x: tile.x, y: tile.y, width: tile.width, height: tile.height)
+        let (values, valid) = try readWindow(window)
+        var pixels = [UInt8](repeating: 0, count: size * size * 3)
+        var validCount = 0
+        let channels = bands.rgb.map { (values[$0] ?? [], stretch.range(of: $0)) }
+        for y in 0..<tile.height {
+            for x in 0..<tile.width {
+                let i = y * tile.width + x
+                guard valid[i] else { continue }
+                validCount += 1
+                let o = (y * size + x) * 3
+                for c in 0..<3 { pixels[o + c] = stretch.apply(channels[c].0[i], range: channels[c].1) }
+            }
+        }
+        return (pixels, validCount)
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import Kernels
+import SAM2
+import TensorIO
+
+/// A directory of encoded tiles: `manifest.json` plus `tiles/<id>.safetensors` (the three SAM2
+/// feature maps, readable by any safetensors reader) and `tiles/<id>.empty` for tiles without
+/// valid pixels.
+///
+/// Every file is written to a temporary name and renamed, so a killed process leaves either the
+/// old file or the new one, never a torn one. A tile's state is what its file says; the manifest
+/// records the states once the store is complete.
+public final class FeatureStore: @unchecked Sendable {
+    // @unchecked: `manifest` only changes through `finalizeIfComplete`, which callers run from the
+    // task that owns the store (encode, verify); readers only read immutable state and files.
+    public let url: URL
+    public private(set) var manifest: StoreManifest
+
+    public static let manifestName = "manifest.json"
+    public static let tilesDirectory = "tiles"
+    /// Tensor names in a tile file, as `SAM2ImagePredictor._features` calls them.
+    public static let imageEmbeddingName = "image_embed"
+    public static let highResolutionNames = ["high_res_feats_0", "high_res_feats_1"]
+    static let tileFormat = "geosam2-tile-1"
+
+    init(url: URL, manifest: StoreManifest) {
+        self.url = url
+        self.manifest = manifest
+    }
+
+    /// Opens an existing store.
+    public static func open(_ url: URL) throws -> FeatureStore {
+        let manifestURL = url.appendingPathComponent(manifestName)
+        guard FileManager.default.fileExists(atPath: manifestURL.path) else {
+            throw GeoSegmentError("\(url.path) is not a feature store (no \(manifestName)); create one with `geosam2 encode`")
+        }
+        let data = try rethrowing("cannot read \(manifestURL.path)") { try Data(contentsOf: manifestURL) }
+        return FeatureStore(url: url, manifest: try StoreManifest.decode(data, from: manifestURL.path))
+    }
+
+    /// Whether a directory holds a feature store.
+    public static func exists(at url: URL) -> Bool {
+        FileManager.default.fileExists(atPath: url.appendingPathComponent(manifestName).path)
+    }
+
+    var tilesURL: URL { url.appendingPathComponent(Self.tilesDirectory, isDirectory: true) }
+
+    public func featuresURL(_ tile: StoreManifest.TileEntry) -> URL { tilesURL.appendingPathComponent("\(tile.id).safetensors") }
+    func emptyMarkerURL(_ tile: StoreManifest.TileEntry) -> URL { tilesURL.appendingPathComponent("\(tile.id).empty") }
+
+    /// The state of a tile, from its files.
+    public func state(of tile: StoreManifest.TileEntry) -> TileState {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: featuresURL(tile).path) { return .done }
+        if fm.fileExists(atPath: emptyMarkerURL(tile).path) { return .empty }
+        return .pending
+    }
+
+    public func tile(id: String) -> StoreManifest.TileEntry? { manifest.tiles.first { $0.id == id } }
+
+    /// Loads a tile's features as the SAM2 decoder takes them (a 1024×1024 image, tile pixels).
+    public func loadFeatures(_ tile: StoreManifest.TileEntry) throws -> ImageFeatures {
+        let file = featuresURL(tile)
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw GeoSegmentError("tile \(tile.id) of \(url.path) is \(state(of: tile).rawValue), not encoded")
+        }
+        return try rethrowing("tile \(tile.id)") {
+            let archive = try SafetensorsFile(contentsOf: file)
+            if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
+                throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
+            }
+            let size = manifest.encoding.tileSize
+            return try ImageFeatures(
+                imageEmbedding: try archive.tensor(named: Self.imageEmbeddingName),
+                highResolutionS0: try archive.tensor(named: Self.highResolutionNames[0]),
+                highResolutionS1: try archive.tensor(named: Self.highResolutionNames[1]),
+                originalWidth: size, originalHeight: size)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Creates the store directory and writes its manifest (atomically).
+    static func create(at url: URL, manifest: StoreManifest) throws -> FeatureStore {
+        let store = FeatureStore(url: url, manifest: manifest)
+        try rethrowing("cannot create feature store \(url.path)") {
+            try FileManager.default.createDirectory(at: store.tilesURL, withIntermediateDirectories: true)
+        }
+        try store.writeManifest()
+        return store
+    }
+
+    func writeManifest() throws {
+        try Self.atomicWrite(try manifest.encoded(), to: url.appendingPathComponent(Self.manifestName))
+    }
+
+    /// Stores a tile's features.
+    func writeFeatures(_ features: ImageFeatures, for tile: StoreManifest.TileEntry) throws {
+        let dtype: DType = manifest.encoding.featureDType == "f32" ? .float32 : .float16
+        let metadata = [
+            "format": Self.tileFormat, "tile": tile.id,
+            "checkpoint_sha256": manifest.model.checkpointSHA256,
+            "window": tile.window.map(String.init).joined(separator: ","),
+            "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
+        ]
+        let data = try rethrowing("cannot encode tile \(tile.id)") {
+            try SafetensorsWriter.data([
+                (Self.imageEmbeddingName, features.imageEmbedding),
+                (Self.highResolutionNames[0], features.highResolutionS0),
+                (Self.highResolutionNames[1], features.highResolutionS1),
+            ], dtype: dtype, metadata: metadata)
+        }
+        try Self.atomicWrite(data, to: featuresURL(tile))
+    }
+
+    /// Records a tile without valid pixels.
+    func markEmpty(_ tile: StoreManifest.TileEntry) throws {
+        try Self.atomicWrite(Data("{\"reason\":\"no valid pixels\",\"tile\":\"\(tile.id)\"}\n".utf8), to: emptyMarkerURL(tile))
+    }
+
+    /// Once every tile is done or empty, records the states in the manifest. Returns whether the
+    /// store is complete.
+    @discardableResult
+    public func finalizeIfComplete() throws -> Bool {
+        var updated = manifest
+        for i in updated.tiles.indices { updated.tiles[i].state = state(of: updated.tiles[i]) }
+        let complete = updated.tiles.allSatisfy { $0.state != .pending }
+        guard complete else { return false }
+        updated.complete = true
+        if updated != manifest {
+            manifest = updated
+            try writeManifest()
+        }
+        return true
+    }
+
+    /// Writes `data` to a temporary file beside `destination`, then renames it into place.
+    static func atomicWrite(_ data: Data, to destination: URL) throws {
+        let temporary = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).\(UUID().uuidString).tmp")
+        do {
+            try data.write(to: temporary)
+            if rename(temporary.path, destination.path) != 0 {
+                let reason = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(at: temporary)
+                throw GeoSegmentError("cannot write \(destination.path): \(reason)")
+            }
+        } catch let error as GeoSegmentError {
+            throw error
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw GeoSegmentError("cannot write \(destination.path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Removes temporary files a killed run left behind.
+    func removeLeftovers() {
+        let fm = FileManager.default
+        for dir in [url, tilesURL] {
+            for name in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+                try? fm.removeItem(at: dir.appendingPathComponent(name))
+            }
+        }
+    }
+}

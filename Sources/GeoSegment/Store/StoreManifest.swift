@@ -1,0 +1,132 @@
+import Foundation
+import SAM2
+
+/// Tile states in a feature store.
+public enum TileState: String, Sendable, Codable {
+    /// Planned, not encoded yet (or its file is missing).
+    case pending
+    /// Features encoded and stored.
+    case done
+    /// Skipped because no pixel of the tile is valid (nodata, NaN, alpha 0); recorded so that it is
+    /// never mistaken for a missing tile.
+    case empty
+}
+
+/// `manifest.json` of a feature store: everything needed to use the features without the raster
+/// and to refuse features that don't belong together.
+///
+/// The manifest is a pure function of the inputs (no timestamps, no host names), so that several
+/// shards, or a resumed run, write byte-identical manifests.
+public struct StoreManifest: Sendable, Equatable, Codable {
+    public static let currentFormatVersion = 1
+
+    public struct Source: Sendable, Equatable, Codable {
+        /// The raster as given to `encode` (absolute for local files).
+        public var path: String
+        /// Size in bytes and SHA-256 of the first and last MiB: cheap, and changes when the file does.
+        public var fingerprint: String
+        public var width: Int
+        public var height: Int
+        public var bandCount: Int
+        /// WKT2 of the CRS; nil for an image without georeferencing (pixel coordinates).
+        public var crsWKT: String?
+        public var epsg: Int?
+        /// GDAL geotransform of the original raster.
+        public var geoTransform: [Double]
+        /// Each band's nodata value as text ("nan" for NaN), nil where the band has none.
+        public var nodata: [String?]
+    }
+
+    public struct Encoding: Sendable, Equatable, Codable {
+        public var bands: BandSelection
+        public var stretch: Stretch
+        /// Masked pixels (nodata, NaN, alpha 0) and padding are set to this value before encoding.
+        public var nodataFill: Int
+        /// Resampling factor of the encoded grid relative to the raster (0.5: half resolution).
+        public var scale: Double
+        /// Size and geotransform of the encoded grid.
+        public var width: Int
+        public var height: Int
+        public var geoTransform: [Double]
+        public var tileSize: Int
+        public var overlap: Int
+        /// "f16" or "f32".
+        public var featureDType: String
+    }
+
+    public struct Model: Sendable, Equatable, Codable {
+        public var preset: String?
+        public var checkpointSHA256: String
+        public var configuration: SAM2Configuration
+    }
+
+    public struct TileEntry: Sendable, Equatable, Codable {
+        public var id: String
+        public var row: Int
+        public var column: Int
+        /// `[x, y, width, height]` in the encoded grid; width/height below the tile size mean padding.
+        public var window: [Int]
+        /// Map bounds of the raster part of the tile `[minX, minY, maxX, maxY]`.
+        public var bounds: [Double]
+        /// Tile pixel → map transform (GDAL order).
+        public var geoTransform: [Double]
+        public var state: TileState
+        public var file: String
+    }
+
+    public var formatVersion: Int
+    public var tool: String
+    public var source: Source
+    public var encoding: Encoding
+    public var model: Model
+    public var tiles: [TileEntry]
+    /// True once every tile is done or empty.
+    public var complete: Bool
+
+    /// The part of the manifest that must match for an existing store to be resumed.
+    struct Identity: Equatable {
+        var source: Source
+        var encoding: Encoding
+        var model: Model
+        var tiles: [String]
+    }
+
+    var identity: Identity { Identity(source: source, encoding: encoding, model: model, tiles: tiles.map(\.id)) }
+
+    /// What differs between two manifests' identities, in words.
+    func differences(from other: StoreManifest) -> [String] {
+        var d: [String] = []
+        if source.fingerprint != other.source.fingerprint || source.width != other.source.width || source.height != other.source.height {
+            d.append("the raster (\(other.source.path) vs \(source.path))")
+        }
+        if model.checkpointSHA256 != other.model.checkpointSHA256 { d.append("the model checkpoint") }
+        if encoding.bands != other.encoding.bands { d.append("the bands (\(other.encoding.bands.rgb) vs \(encoding.bands.rgb))") }
+        if encoding.stretch != other.encoding.stretch { d.append("the stretch") }
+        if encoding.scale != other.encoding.scale { d.append("the scale") }
+        if encoding.overlap != other.encoding.overlap || encoding.tileSize != other.encoding.tileSize { d.append("the tile grid") }
+        if encoding.featureDType != other.encoding.featureDType { d.append("the feature dtype") }
+        if d.isEmpty && identity != other.identity { d.append("the encoding parameters") }
+        return d
+    }
+
+    /// Deterministic JSON: sorted keys, pretty-printed, trailing newline.
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self) + Data("\n".utf8)
+    }
+
+    public static func decode(_ data: Data, from path: String) throws -> StoreManifest {
+        do {
+            let m = try JSONDecoder().decode(StoreManifest.self, from: data)
+            guard m.formatVersion == currentFormatVersion else {
+                throw GeoSegmentError("\(path): feature store format \(m.formatVersion) is not supported (this tool reads \(currentFormatVersion))")
+            }
+            return m
+        } catch let error as GeoSegmentError {
+            throw error
+        } catch {
+            throw GeoSegmentError("\(path): not a valid feature store manifest (\(error))")
+        }
+    }
+}

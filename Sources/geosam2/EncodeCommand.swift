@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import GeoSegment
+import SAM2
+
+/// `geosam2 encode`: a raster into a feature store.
+struct Encode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Encode a raster into a georeferenced, resumable store of SAM2 features (one file per 1024×1024 tile).")
+
+    @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…).")
+    var raster: String
+
+    @Option(name: .long, help: "SAM2 checkpoint (.pt or .safetensors) or a preset name in the model cache (tiny, small, base_plus, large).")
+    var model: String
+
+    @Option(name: .long, help: ArgumentHelp("Feature store directory (default: RASTER_STEM.geosam2 beside the raster).", valueName: "dir"))
+    var out: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bands used as R,G,B, 1-based (default: by colour interpretation, else the first three).", valueName: "b1,b2,b3"))
+    var bands: String?
+
+    @Option(name: .long, help: ArgumentHelp("percentile (2–98 %, default), percentile:LOW,HIGH, minmax or none (8-bit as is).", valueName: "mode"))
+    var stretch: String = "percentile"
+
+    @Option(name: .long, help: ArgumentHelp("One value range for every band instead of a computed stretch.", valueName: "min,max"))
+    var range: String?
+
+    @Option(name: .long, help: "Resolution factor: 0.5 encodes at half resolution (for objects larger than a tile).")
+    var scale: Double = 1
+
+    @Option(name: .long, help: "Overlap of neighbouring tiles in pixels.")
+    var overlap: Int = 0
+
+    @Option(name: .long, help: "Feature precision on disk: f16 (default) or f32.")
+    var dtype: String = "f16"
+
+    @Option(name: .long, help: ArgumentHelp("Encode only share K of N (0-based), for batch systems; shards write into the same store.", valueName: "K/N"))
+    var shard: String?
+
+    @Option(name: .long, help: ArgumentHelp("CRS to assume when the raster has a geotransform but no CRS.", valueName: "crs"))
+    var crs: String?
+
+    @Flag(name: .long, help: "Replace a store made with other parameters.")
+    var force = false
+
+    @Flag(name: .long, help: "Print nothing but errors.")
+    var quiet = false
+
+    func run() throws {
+        var options = EncodeOptions()
+        if let bands { options.bands = try numbers(bands, count: nil, what: "--bands").map { Int($0) } }
+        options.stretch = try StretchMode(parsing: stretch)
+        if let range {
+            let v = try numbers(range, count: 2, what: "--range min,max")
+            options.stretch = .range(min: v[0], max: v[1])
+        }
+        options.scale = scale
+        options.overlap = overlap
+        options.featureDType = dtype
+        options.force = force
+        options.crs = crs
+        if let shard {
+            let parts = shard.split(separator: "/").compactMap { Int($0) }
+            guard parts.count == 2 else { throw CLIError("--shard \(shard): expected K/N, e.g. 0/4") }
+            options.shard = (parts[0], parts[1])
+        }
+        let storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
+
+        let checkpoint = try ModelCatalog.resolve(model)
+        let loaded = try SAM2Model.load(contentsOf: checkpoint.url)
+        let encoderModel = EncoderModel(model: loaded, checkpointSHA256: try FileDigest.sha256(of: checkpoint.url),
+                                        preset: try? SAM2Model.inspect(contentsOf: checkpoint.url).preset.rawValue)
+        let reporter = ProgressReporter(quiet: quiet, label: "encode")
+        let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
+            reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
+                            rateCount: p.encoded, elapsed: p.elapsed)
+        }
+        reporter.finish()
+        if !quiet {
+            let state = summary.complete ? "complete" : "incomplete (other shards pending)"
+            print("\(summary.storeURL.path): encoded \(summary.encoded), skipped \(summary.skipped) already done, \(summary.empty) empty; store \(state)")
+        }
+    }
+}
+
+/// `geosam2 verify`: checks a feature store.
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that every tile of a feature store is present, readable and matches its manifest.")
+
+    @Argument(help: "A feature store directory.") var store: String
+    @Flag(name: .long, help: "Only check headers, not every value.") var quick = false
+
+    func run() throws {
+        let featureStore = try FeatureStore.open(URL(fileURLWithPath: store, isDirectory: true))
+        let report = try featureStore.verify(readValues: !quick)
+        print("\(store): \(report.done.count) done, \(report.empty.count) empty, \(report.pending.count) missing, \(report.problems.count) bad")
+        for p in report.problems { print("bad tile \(p)") }
+        if !report.pending.isEmpty { print("missing: \(report.pending.prefix(20).joined(separator: ", "))\(report.pending.count > 20 ? ", …" : "")") }
+        guard report.isComplete else { throw ExitCode(1) }
+    }
+}

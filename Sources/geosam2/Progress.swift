@@ -1,0 +1,44 @@
+import Foundation
+
+/// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise, nothing when quiet.
+final class ProgressReporter: @unchecked Sendable {
+    // @unchecked: used from the one thread that runs the command.
+    let quiet: Bool
+    let label: String
+    let isTerminal = isatty(STDERR_FILENO) != 0
+    private var lastLine = -1.0
+    private var drewBar = false
+
+    init(quiet: Bool, label: String) {
+        self.quiet = quiet
+        self.label = label
+    }
+
+    func update(done: Int, total: Int, detail: String, rateCount: Int, elapsed: Double) {
+        guard !quiet else { return }
+        let rate = elapsed > 0 ? Double(rateCount) / elapsed : 0
+        let remaining = total - done
+        let eta = rate > 0 ? Double(remaining) / rate : .nan
+        let etaText = eta.isFinite ? formatDuration(eta) : "--"
+        if isTerminal {
+            let width = 30
+            let filled = total > 0 ? width * done / total : width
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            let line = "\r\(label) \(bar) \(done)/\(total) tiles  \(String(format: "%.2f", rate)) tiles/s  ETA \(etaText)  (\(detail))"
+            FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+            drewBar = true
+        } else if done == total || elapsed - lastLine >= 5 || done == 0 {
+            lastLine = elapsed
+            FileHandle.standardError.write(Data("\(label): \(done)/\(total) tiles, \(String(format: "%.2f", rate)) tiles/s, ETA \(etaText) (\(detail))\n".utf8))
+        }
+    }
+
+    func finish() {
+        if drewBar { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}
