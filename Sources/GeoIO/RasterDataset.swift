@@ -16,6 +16,9 @@ public final class RasterDataset {
     let handle: GDALDatasetH
     /// The path the dataset was opened or created with (empty for unnamed `MEM` datasets).
     public let path: String
+    /// A dataset this one reads from (the source of a VRT made by `translate`): kept alive until
+    /// this one is closed, because GDAL closes the VRT through its source's handle.
+    var source: RasterDataset?
 
     init(handle: GDALDatasetH, path: String) {
         self.handle = handle

@@ -16,6 +16,8 @@ extension RasterDataset {
             return GDALTranslate(path, handle, options, &usageError)
         }
         guard let result else { throw GeoIOError.gdal("cannot translate raster", path: label) }
-        return RasterDataset(handle: result, path: path)
+        let translated = RasterDataset(handle: result, path: path)
+        translated.source = self
+        return translated
     }
 }

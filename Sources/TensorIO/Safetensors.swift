@@ -184,8 +184,21 @@ public enum SafetensorsWriter {
         guard dtype == .float32 || dtype == .float16 else {
             throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) (use float32 or float16)")
         }
+        return try data(entries: tensors.map { ($0.name, $0.tensor, dtype) }, metadata: metadata)
+    }
+
+    /// Like ``data(_:dtype:metadata:)`` with a dtype per tensor: `.float32`, `.float16`, or `.int16`
+    /// for tensors whose values are whole numbers in Int16's range (quantised data).
+    public static func data(entries tensors: [(name: String, tensor: Tensor, dtype: DType)],
+                            metadata: [String: String] = [:]) throws -> Data {
         var seen = Set<String>()
-        for (name, _) in tensors {
+        for (name, tensor, dtype) in tensors {
+            guard [.float32, .float16, .int16].contains(dtype) else {
+                throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16 or int16)")
+            }
+            if dtype == .int16, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && $0 >= -32768 && $0 <= 32767) }) {
+                throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not an int16 value")
+            }
             guard name != "__metadata__" else {
                 throw TensorIOError("safetensors writer: '__metadata__' is reserved and cannot name a tensor")
             }
@@ -207,11 +220,11 @@ public enum SafetensorsWriter {
             header.append(UInt8(ascii: "}"))
             first = false
         }
-        let code = SafetensorsFile.code(for: dtype)
         var offset = 0
-        for (name, tensor) in tensors {
+        for (name, tensor, dtype) in tensors {
             if !first { header.append(UInt8(ascii: ",")) }
             first = false
+            let code = SafetensorsFile.code(for: dtype)
             let bytes = tensor.count * dtype.byteSize
             appendJSONString(name, to: &header)
             let shape = tensor.shape.map(String.init).joined(separator: ",")
@@ -224,8 +237,11 @@ public enum SafetensorsWriter {
         var out = Data(capacity: 8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: header)
-        for (_, tensor) in tensors {
+        for (_, tensor, dtype) in tensors {
             switch dtype {
+            case .int16:
+                let words = tensor.scalars.map { Int16($0).littleEndian }
+                words.withUnsafeBytes { out.append(contentsOf: $0) }
             case .float16:
                 let halves = tensor.scalars.map { floatToHalfBits($0).littleEndian }
                 halves.withUnsafeBytes { out.append(contentsOf: $0) }

@@ -11,8 +11,7 @@ struct Encode: ParsableCommand {
     @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…).")
     var raster: String
 
-    @Option(name: .long, help: "SAM2 checkpoint (.pt or .safetensors) or a preset name in the model cache (tiny, small, base_plus, large).")
-    var model: String
+    @OptionGroup var modelOptions: ModelOptions
 
     @Option(name: .long, help: ArgumentHelp("Feature store directory (default: RASTER_STEM.geosam2 beside the raster).", valueName: "dir"))
     var out: String?
@@ -32,8 +31,8 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: "Overlap of neighbouring tiles in pixels.")
     var overlap: Int = 0
 
-    @Option(name: .long, help: "Feature precision on disk: f16 (default) or f32.")
-    var dtype: String = "f16"
+    @Option(name: .long, help: "Feature storage: q16 (16-bit, per-channel scaled; default), f16 or f32.")
+    var dtype: String = "q16"
 
     @Option(name: .long, help: ArgumentHelp("Encode only share K of N (0-based), for batch systems; shards write into the same store.", valueName: "K/N"))
     var shard: String?
@@ -67,10 +66,7 @@ struct Encode: ParsableCommand {
         }
         let storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
 
-        let checkpoint = try ModelCatalog.resolve(model)
-        let loaded = try SAM2Model.load(contentsOf: checkpoint.url)
-        let encoderModel = EncoderModel(model: loaded, checkpointSHA256: try FileDigest.sha256(of: checkpoint.url),
-                                        preset: try? SAM2Model.inspect(contentsOf: checkpoint.url).preset.rawValue)
+        let encoderModel = try modelOptions.loadEncoderModel()
         let reporter = ProgressReporter(quiet: quiet, label: "encode")
         let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
             reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",

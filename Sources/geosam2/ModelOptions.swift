@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
+import GeoSegment
 import SAM2
 
 /// How a command names its model.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "SAM2 checkpoint: Meta's .pt file or a .safetensors file with the official key names.")
+    @Option(name: .long, help: "SAM2 checkpoint (Meta's .pt, or .safetensors with the official key names), or a preset name in the model cache (tiny, small, base_plus, large).")
     var model: String
 
     @Option(name: .long, help: ArgumentHelp(
@@ -35,12 +36,19 @@ struct ModelOptions: ParsableArguments {
         return nil
     }
 
+    /// The checkpoint file `--model` names.
+    func checkpointURL() throws -> URL { try ModelCatalog.resolve(model).url }
+
     func loadModel() throws -> SAM2Model {
-        let url = URL(fileURLWithPath: model)
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw CLIError("checkpoint \(model) does not exist")
-        }
-        return try SAM2Model.load(contentsOf: url, configuration: try configuration())
+        try SAM2Model.load(contentsOf: try checkpointURL(), configuration: try configuration())
+    }
+
+    /// The model with what identifies it in a feature store.
+    func loadEncoderModel() throws -> EncoderModel {
+        let url = try checkpointURL()
+        let model = try SAM2Model.load(contentsOf: url, configuration: try configuration())
+        let preset = config == nil ? (try? SAM2Model.inspect(contentsOf: url).preset.rawValue) : nil
+        return EncoderModel(model: model, checkpointSHA256: try FileDigest.sha256(of: url), preset: preset)
     }
 }
 

@@ -12,8 +12,8 @@ public struct EncodeOptions: Sendable {
     public var scale: Double = 1
     /// Overlap of neighbouring tiles in pixels.
     public var overlap: Int = 0
-    /// Store features as float16 (default) or float32.
-    public var featureDType: String = "f16"
+    /// How features are stored: `q16` (default), `f16` or `f32` (see ``FeatureDType``).
+    public var featureDType: String = FeatureDType.q16.rawValue
     /// Encode only shard `index` of `count` (0-based).
     public var shard: (index: Int, count: Int)?
     /// Replace a store made with other parameters instead of refusing.
@@ -106,8 +106,8 @@ public enum RasterEncoder {
     /// Encodes a raster into a store, resuming a store made with the same inputs.
     public static func run(raster: String, store storeURL: URL, model: EncoderModel, options: EncodeOptions,
                            progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
-        guard ["f16", "f32"].contains(options.featureDType) else {
-            throw GeoSegmentError("--dtype must be f16 or f32, got \(options.featureDType)")
+        guard FeatureDType(rawValue: options.featureDType) != nil else {
+            throw GeoSegmentError("--dtype must be one of \(FeatureDType.allCases.map(\.rawValue).joined(separator: ", ")), got \(options.featureDType)")
         }
         if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
             throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")

@@ -21,8 +21,6 @@ public final class RasterSource {
     /// Whether the raster has real georeferencing.
     public let isGeoreferenced: Bool
 
-    private let virtualPath: String?
-
     /// - Parameters:
     ///   - crs: a CRS to assume when the raster has a geotransform but none of its own.
     public init(path: String, bands requested: [Int]?, scale: Double = 1, crs: String? = nil) throws {
@@ -53,26 +51,20 @@ public final class RasterSource {
 
         if scale == 1 {
             grid = original
-            virtualPath = nil
         } else {
             let width = max(1, Int((Double(original.width) * scale).rounded()))
             let height = max(1, Int((Double(original.height) * scale).rounded()))
-            let vrt = "/vsimem/geosam2-\(UUID().uuidString).vrt"
             // Average when shrinking (keeps thin features), bilinear when enlarging.
             let method = scale < 1 ? "average" : "bilinear"
             grid = try rethrowing("cannot resample \(path) by \(scale)") { () throws -> RasterDataset in
-                try original.translate(to: vrt, arguments: ["-of", "VRT", "-outsize", "\(width)", "\(height)", "-r", method])
+                // An unnamed VRT lives in memory only and reads `original` window by window.
+                try original.translate(to: "", arguments: ["-of", "VRT", "-outsize", "\(width)", "\(height)", "-r", method])
             }
-            virtualPath = vrt
         }
         let base = transform ?? .identity
         // The resampled grid covers the same extent with pixels 1/scale times larger.
         geoTransform = scale == 1 ? base : base.scaled(x: Double(original.width) / Double(grid.width),
                                                        y: Double(original.height) / Double(grid.height))
-    }
-
-    deinit {
-        if let virtualPath { try? GDAL.deleteFile(virtualPath) }
     }
 
     public var width: Int { grid.width }

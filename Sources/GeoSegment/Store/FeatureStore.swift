@@ -71,9 +71,9 @@ public final class FeatureStore: @unchecked Sendable {
             }
             let size = manifest.encoding.tileSize
             return try ImageFeatures(
-                imageEmbedding: try archive.tensor(named: Self.imageEmbeddingName),
-                highResolutionS0: try archive.tensor(named: Self.highResolutionNames[0]),
-                highResolutionS1: try archive.tensor(named: Self.highResolutionNames[1]),
+                imageEmbedding: try FeatureDType.decode(name: Self.imageEmbeddingName, from: archive),
+                highResolutionS0: try FeatureDType.decode(name: Self.highResolutionNames[0], from: archive),
+                highResolutionS1: try FeatureDType.decode(name: Self.highResolutionNames[1], from: archive),
                 originalWidth: size, originalHeight: size)
         }
     }
@@ -96,7 +96,7 @@ public final class FeatureStore: @unchecked Sendable {
 
     /// Stores a tile's features.
     func writeFeatures(_ features: ImageFeatures, for tile: StoreManifest.TileEntry) throws {
-        let dtype: DType = manifest.encoding.featureDType == "f32" ? .float32 : .float16
+        let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16
         let metadata = [
             "format": Self.tileFormat, "tile": tile.id,
             "checkpoint_sha256": manifest.model.checkpointSHA256,
@@ -104,11 +104,11 @@ public final class FeatureStore: @unchecked Sendable {
             "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
         ]
         let data = try rethrowing("cannot encode tile \(tile.id)") {
-            try SafetensorsWriter.data([
-                (Self.imageEmbeddingName, features.imageEmbedding),
-                (Self.highResolutionNames[0], features.highResolutionS0),
-                (Self.highResolutionNames[1], features.highResolutionS1),
-            ], dtype: dtype, metadata: metadata)
+            try SafetensorsWriter.data(
+                entries: dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
+                    + dtype.entries(name: Self.highResolutionNames[0], map: features.highResolutionS0)
+                    + dtype.entries(name: Self.highResolutionNames[1], map: features.highResolutionS1),
+                metadata: metadata)
         }
         try Self.atomicWrite(data, to: featuresURL(tile))
     }

@@ -26,7 +26,7 @@ extension FeatureStore {
             (Self.highResolutionNames[0], [d / 8, 4 * g, 4 * g]),
             (Self.highResolutionNames[1], [d / 4, 2 * g, 2 * g]),
         ]
-        let dtype: DType = manifest.encoding.featureDType == "f32" ? .float32 : .float16
+        let dtype = (FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16).mapDType
         for tile in manifest.tiles {
             switch state(of: tile) {
             case .pending:
@@ -47,7 +47,7 @@ extension FeatureStore {
                         guard info.shape == shape else { throw GeoSegmentError("\(name) has shape \(info.shape), expected \(shape)") }
                         guard info.dtype == dtype else { throw GeoSegmentError("\(name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
                         if readValues {
-                            let t = try archive.tensor(named: name)
+                            let t = try FeatureDType.decode(name: name, from: archive)
                             guard t.scalars.allSatisfy(\.isFinite) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
                         }
                     }

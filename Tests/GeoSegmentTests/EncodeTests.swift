@@ -1,0 +1,203 @@
+import Foundation
+import GeoIO
+import Kernels
+import SAM2
+import XCTest
+@testable import GeoSegment
+
+final class BandAndStretchTests: XCTestCase {
+    func testDefaultBandsFollowColourInterpretationAndSkipAlpha() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let path = try TestSupport.makeRaster(at: dir.appendingPathComponent("bgra.tif").path, width: 20, height: 10, bands: 4, type: .uint16,
+                                              interpretations: [.blue, .green, .red, .alpha]) { b, x, _ in Double(b * 1000 + x) }
+        let ds = try RasterDataset.open(path)
+        XCTAssertEqual(try BandSelection.resolve(nil, in: ds).rgb, [3, 2, 1])
+        XCTAssertEqual(try BandSelection.resolve([2], in: ds).rgb, [2, 2, 2])
+        XCTAssertEqual(try BandSelection.resolve([3, 1], in: ds).rgb, [3, 1, 3])
+        XCTAssertThrowsError(try BandSelection.resolve([4], in: ds)) { XCTAssertTrue("\($0)".contains("alpha")) }
+        XCTAssertThrowsError(try BandSelection.resolve([5], in: ds)) { XCTAssertTrue("\($0)".contains("band 5 does not exist")) }
+    }
+
+    func testPercentileStretchIgnoresNodataAndNaN() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        // Values 0…99 in a ramp, with a nodata border (-9999) and NaN holes.
+        let path = try TestSupport.makeRaster(at: dir.appendingPathComponent("f.tif").path, width: 110, height: 100, bands: 1, type: .float32, nodata: -9999) { _, x, y in
+            if x >= 100 { return -9999 }
+            if x == 50 && y % 10 == 0 { return .nan }
+            return Double(x)
+        }
+        let source = try RasterSource(path: path, bands: nil)
+        let stretch = try source.computeStretch(.default)
+        let range = try XCTUnwrap(stretch.range(of: 1))
+        XCTAssertEqual(range.low, 2, accuracy: 0.6)
+        XCTAssertEqual(range.high, 97, accuracy: 0.6)
+        let minMax = try XCTUnwrap(try source.computeStretch(.minMax).range(of: 1))
+        XCTAssertEqual(minMax.low, 0)
+        XCTAssertEqual(minMax.high, 99)
+        XCTAssertEqual(stretch.apply(Float(range.low), range: range), 0)
+        XCTAssertEqual(stretch.apply(Float(range.high), range: range), 255)
+        XCTAssertEqual(stretch.apply(1e9, range: range), 255)
+    }
+
+    func testAllNodataRasterIsAClearError() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let path = try TestSupport.makeRaster(at: dir.appendingPathComponent("empty.tif").path, width: 30, height: 30, nodata: 0) { _, _, _ in 0 }
+        XCTAssertThrowsError(try RasterSource(path: path, bands: nil).computeStretch(.default)) {
+            XCTAssertTrue("\($0)".contains("no valid pixels"), "\($0)")
+        }
+    }
+}
+
+final class EncodeTests: XCTestCase {
+    func encode(_ raster: String, into store: URL, _ configure: (inout EncodeOptions) -> Void = { _ in }) throws -> EncodeSummary {
+        var options = EncodeOptions()
+        configure(&options)
+        return try RasterEncoder.run(raster: raster, store: store, model: try TestSupport.microModel(), options: options)
+    }
+
+    func testMultiTileRasterWithNodataAreaAndGeoreferencing() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        // 2100×1100: 3×2 tiles; the right third is nodata, so tiles of the last column are empty.
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("scene.tif").path, width: 2100, height: 1100, nodata: 0) { b, x, y in
+            x >= 1050 ? 0 : TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("scene.geosam2")
+        let summary = try encode(raster, into: storeURL)
+        XCTAssertTrue(summary.complete)
+        XCTAssertEqual(summary.encoded + summary.empty, 6)
+        XCTAssertEqual(summary.empty, 2, "the column at x ≥ 1076 holds only nodata")
+
+        let store = try FeatureStore.open(storeURL)
+        let m = store.manifest
+        XCTAssertTrue(m.complete)
+        XCTAssertEqual(m.source.epsg, 32633)
+        XCTAssertEqual(m.tiles.map(\.state).filter { $0 == .empty }.count, 2)
+        // Tile r0000_c0001 starts at pixel 1024: its transform starts 2048 m east of the origin.
+        let tile = try XCTUnwrap(store.tile(id: "r0000_c0001"))
+        XCTAssertEqual(tile.window, [1024, 0, 1024, 1024])
+        XCTAssertEqual(tile.geoTransform, [502_048, 2, 0, 5_000_000, 0, -2])
+        XCTAssertEqual(tile.bounds, [502_048, 4_997_952, 504_096, 5_000_000])
+        let features = try store.loadFeatures(tile)
+        XCTAssertEqual(features.imageEmbedding.shape, [16, 64, 64])
+        let report = try store.verify()
+        XCTAssertTrue(report.isComplete)
+        XCTAssertEqual(report.done.count, 4)
+
+        // The stored features are what the model computes for the tile image.
+        let source = try RasterSource(path: raster, bands: nil)
+        let (pixels, _) = try source.readTile(Tile(row: 0, column: 1, x: 1024, y: 0, width: 1024, height: 1024), size: 1024, stretch: m.encoding.stretch)
+        let direct = try TestSupport.microModel().model.encode(try RGBImage(width: 1024, height: 1024, pixels: pixels))
+        let relative = features.imageEmbedding.maxAbsDifference(direct.imageEmbedding) / direct.imageEmbedding.standardDeviation()
+        XCTAssertLessThan(relative, 1e-3, "16-bit storage keeps features within 1e-3·std")
+    }
+
+    func testSamePixelGetsTheSameValueInOverlappingTiles() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 1500, height: 1024, type: .uint16) { b, x, y in
+            TestSupport.scene(b, x, y) * 40
+        }
+        let source = try RasterSource(path: raster, bands: nil)
+        let stretch = try source.computeStretch(.default)
+        let grid = try TileGrid(rasterWidth: 1500, rasterHeight: 1024)
+        let a = try source.readTile(grid.tiles[0], size: 1024, stretch: stretch).pixels
+        let b = try source.readTile(grid.tiles[1], size: 1024, stretch: stretch).pixels
+        // Raster pixel (1000, 700) is (1000, 700) in tile 0 and (1000 − 476, 700) in tile 1.
+        let offset = grid.tiles[1].x
+        for (x, y) in [(1000, 700), (600, 10), (1023, 1023)] {
+            let i = (y * 1024 + x) * 3, j = (y * 1024 + x - offset) * 3
+            XCTAssertEqual(Array(a[i..<(i + 3)]), Array(b[j..<(j + 3)]))
+        }
+    }
+
+    func testSmallRasterIsPaddedNotStretched() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("small.tif").path, width: 300, height: 200) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("small.geosam2")
+        XCTAssertTrue(try encode(raster, into: storeURL).complete)
+        let store = try FeatureStore.open(storeURL)
+        XCTAssertEqual(store.manifest.tiles.count, 1)
+        XCTAssertEqual(store.manifest.tiles[0].window, [0, 0, 300, 200])
+        XCTAssertEqual(store.manifest.tiles[0].bounds, [500_000, 4_999_600, 500_600, 5_000_000])
+    }
+
+    func testScaleHalvesTheGridAndKeepsCoordinates() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("big.tif").path, width: 2000, height: 1200) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("half.geosam2")
+        XCTAssertTrue(try encode(raster, into: storeURL) { $0.scale = 0.5 }.complete)
+        let m = try FeatureStore.open(storeURL).manifest
+        XCTAssertEqual([m.encoding.width, m.encoding.height], [1000, 600])
+        XCTAssertEqual(m.encoding.geoTransform, [500_000, 4, 0, 5_000_000, 0, -4])
+        XCTAssertEqual(m.tiles.count, 1)
+        XCTAssertEqual(m.tiles[0].bounds, [500_000, 4_997_600, 504_000, 5_000_000], "the half-resolution tile covers the whole raster")
+    }
+
+    func testResumeRefusesOtherParametersAndKeepsTiles() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 1100, height: 900) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("r.geosam2")
+        let first = try encode(raster, into: storeURL) { $0.shard = (0, 2) }
+        XCTAssertFalse(first.complete)
+        XCTAssertEqual(first.encoded, 1)
+        let before = try TestSupport.contents(of: storeURL)
+
+        XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.bands = [3, 2, 1] }) { error in
+            XCTAssertTrue("\(error)".contains("different the bands"), "\(error)")
+        }
+        XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.stretch = .minMax })
+        XCTAssertEqual(try TestSupport.contents(of: storeURL), before, "a refused run must not touch the store")
+
+        let resumed = try encode(raster, into: storeURL)
+        XCTAssertEqual(resumed.skipped, 1)
+        XCTAssertEqual(resumed.encoded, 1)
+        XCTAssertTrue(resumed.complete)
+
+        let forced = try encode(raster, into: storeURL) { $0.bands = [3, 2, 1]; $0.force = true }
+        XCTAssertEqual(forced.encoded, 2)
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.encoding.bands.rgb, [3, 2, 1])
+    }
+
+    func testShardsTogetherAreByteIdenticalToOneRun() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 2200, height: 1100) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let single = dir.appendingPathComponent("single.geosam2"), sharded = dir.appendingPathComponent("sharded.geosam2")
+        XCTAssertTrue(try encode(raster, into: single).complete)
+        var completions: [Bool] = []
+        for k in [2, 0, 1] { completions.append(try encode(raster, into: sharded) { $0.shard = (k, 3) }.complete) }
+        XCTAssertEqual(completions, [false, false, true])
+        let a = try TestSupport.contents(of: single), b = try TestSupport.contents(of: sharded)
+        XCTAssertEqual(a.keys.sorted(), b.keys.sorted())
+        XCTAssertEqual(a.count, 7, "manifest + 6 tiles")
+        for key in a.keys { XCTAssertEqual(a[key], b[key], "\(key) differs") }
+    }
+
+    func testSixteenBitFeaturesKeepDecoderOutputsWithinParityTolerance() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 800, height: 700) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let half = dir.appendingPathComponent("q16.geosam2"), full = dir.appendingPathComponent("f32.geosam2")
+        _ = try encode(raster, into: half)
+        _ = try encode(raster, into: full) { $0.featureDType = "f32" }
+        let h = try FeatureStore.open(half), f = try FeatureStore.open(full)
+        XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: h.featuresURL(h.manifest.tiles[0]).path)[.size] as? Int ?? 0,
+                          try FileManager.default.attributesOfItem(atPath: f.featuresURL(f.manifest.tiles[0]).path)[.size] as? Int ?? 0)
+        let model = try TestSupport.microModel().model
+        let fh = try h.loadFeatures(h.manifest.tiles[0]), ff = try f.loadFeatures(f.manifest.tiles[0])
+        for prompt in [Prompt(points: [PointPrompt(x: 700, y: 500, label: 1)]),
+                       Prompt(points: [PointPrompt(x: 100, y: 100, label: 1), PointPrompt(x: 400, y: 300, label: 0)]),
+                       Prompt(box: BoxPrompt(x0: 550, y0: 350, x1: 850, y1: 650))] {
+            let a = try model.predict(fh, prompt: prompt, multimask: true), b = try model.predict(ff, prompt: prompt, multimask: true)
+            XCTAssertLessThanOrEqual(a.lowResolutionLogits.maxAbsDifference(b.lowResolutionLogits), 1e-3)
+            for (x, y) in zip(a.scores, b.scores) { XCTAssertEqual(x, y, accuracy: 1e-3) }
+        }
+    }
+}
