@@ -1,0 +1,133 @@
+import Foundation
+import XCTest
+@testable import GeoSegment
+
+/// `geosam2 encode`, `verify` and `info` as a user runs them.
+final class EncodeCommandTests: XCTestCase {
+    func testKilledEncodeResumesToTheSameStore() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 3000, height: 1100) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let reference = dir.appendingPathComponent("reference.geosam2"), killed = dir.appendingPathComponent("killed.geosam2")
+        let done = try TestSupport.run(["encode", raster, "--out", reference.path, "--quiet"] + TestSupport.microModelArguments)
+        XCTAssertEqual(done.status, 0, done.stderr)
+
+        // Start again into another store and kill it hard once the first tile is on disk.
+        let process = Process()
+        process.executableURL = TestSupport.executable
+        process.arguments = ["encode", raster, "--out", killed.path, "--quiet"] + TestSupport.microModelArguments
+        try process.run()
+        let tiles = killed.appendingPathComponent("tiles")
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: tiles.path)) ?? []
+            if names.contains(where: { $0.hasSuffix(".safetensors") }) { break }
+            usleep(20_000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let partial = try TestSupport.contents(of: killed)
+        let finished = partial.keys.filter { $0.hasSuffix(".safetensors") }
+        XCTAssertGreaterThanOrEqual(finished.count, 1)
+        XCTAssertLessThan(finished.count, 6, "the run was meant to be killed midway")
+        for name in finished { XCTAssertEqual(partial[name], try TestSupport.contents(of: reference)[name], "\(name) is torn") }
+
+        let unfinished = try TestSupport.run(["verify", killed.path])
+        XCTAssertNotEqual(unfinished.status, 0, "verify must fail on a store with missing tiles")
+        XCTAssertTrue(unfinished.stdout.contains("missing"), unfinished.stdout)
+
+        let resumed = try TestSupport.run(["encode", raster, "--out", killed.path] + TestSupport.microModelArguments)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("skipped \(finished.count) already done"), resumed.stdout)
+        let a = try TestSupport.contents(of: reference), b = try TestSupport.contents(of: killed)
+        XCTAssertEqual(a.keys.sorted(), b.keys.sorted(), "no temporary files left, no tile missing")
+        for key in a.keys { XCTAssertEqual(a[key], b[key], "\(key) differs after resume") }
+        let verified = try TestSupport.run(["verify", killed.path])
+        XCTAssertEqual(verified.status, 0, verified.stdout + verified.stderr)
+    }
+
+    func testBadInputGivesOneLineErrors() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 200, height: 100) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let noCRS = try TestSupport.makeRaster(at: dir.appendingPathComponent("nocrs.tif").path, width: 50, height: 50, epsg: nil) { _, x, _ in Double(x) }
+        let allNodata = try TestSupport.makeRaster(at: dir.appendingPathComponent("nodata.tif").path, width: 50, height: 50, nodata: 7) { _, _, _ in 7 }
+        let blocker = dir.appendingPathComponent("a-file")
+        try Data("x".utf8).write(to: blocker)
+        let cases: [([String], String)] = [
+            (["encode", dir.appendingPathComponent("missing.tif").path], "missing.tif"),
+            (["encode", raster, "--bands", "5"], "band 5 does not exist"),
+            (["encode", raster, "--bands", "1,2,x"], "--bands"),
+            (["encode", noCRS], "no CRS"),
+            (["encode", allNodata], "no valid pixels"),
+            (["encode", raster, "--out", blocker.appendingPathComponent("store").path], "cannot"),
+            (["encode", raster, "--dtype", "f8"], "--dtype"),
+            (["encode", raster, "--shard", "3/2"], "--shard"),
+            (["encode", raster, "--scale", "0"], "--scale"),
+            (["verify", dir.path], "not a feature store"),
+        ]
+        for (arguments, expected) in cases {
+            let result = try TestSupport.run(arguments + (arguments[0] == "encode" ? TestSupport.microModelArguments : []))
+            XCTAssertNotEqual(result.status, 0, "\(arguments) should fail")
+            let lines = result.stderr.split(separator: "\n").filter { !$0.isEmpty }
+            XCTAssertEqual(lines.count, 1, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(expected), "\(arguments): \(result.stderr)")
+            XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
+        }
+        // With a CRS given, the same raster encodes.
+        let fixed = try TestSupport.run(["encode", noCRS, "--crs", "EPSG:32633", "--quiet"] + TestSupport.microModelArguments)
+        XCTAssertEqual(fixed.status, 0, fixed.stderr)
+    }
+
+    func testSharedDataRasters() throws {
+        let data = TestSupport.sharedData
+        guard FileManager.default.fileExists(atPath: data.path) else {
+            throw XCTSkip("../shared/data not present: the real-raster integration tests need it")
+        }
+        let out = try TestSupport.temporaryDirectory()
+        func encode(_ name: String, _ extra: [String] = []) throws -> (Int32, String, FeatureStore?) {
+            let store = out.appendingPathComponent("\(name).geosam2")
+            let r = try TestSupport.run(["encode", data.appendingPathComponent(name).path, "--out", store.path, "--quiet"] + extra + TestSupport.microModelArguments)
+            return (r.status, r.stderr, r.status == 0 ? try FeatureStore.open(store) : nil)
+        }
+        // Landsat RGB, nodata collar.
+        let (s1, e1, rgb) = try encode("RGB.byte.tif")
+        XCTAssertEqual(s1, 0, e1)
+        XCTAssertEqual(rgb?.manifest.source.epsg, 32618)
+        XCTAssertEqual(rgb?.manifest.encoding.bands.rgb, [1, 2, 3])
+        XCTAssertEqual(rgb?.manifest.source.nodata, ["0.0", "0.0", "0.0"])
+        // NAIP 4 bands: R,G,B by default; false colour on request.
+        let (s2, e2, naip) = try encode("naip_2020_4band_utm14n.tif", ["--bands", "4,1,2"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertEqual(naip?.manifest.encoding.bands.rgb, [4, 1, 2])
+        // 16-bit B,G,R,Alpha: colour interpretation gives R,G,B = 3,2,1; alpha only masks; stretched.
+        let (s3, e3, rgba) = try encode("RGBA.uint16.tif")
+        XCTAssertEqual(s3, 0, e3)
+        XCTAssertEqual(rgba?.manifest.encoding.bands.rgb, [3, 2, 1])
+        XCTAssertEqual(rgba?.manifest.encoding.stretch.ranges.count, 3)
+        XCTAssertTrue(rgba?.manifest.encoding.stretch.ranges.allSatisfy { $0.high > 255 } ?? false, "16-bit values need the stretch")
+        // No CRS: clear errors; a CRS given makes them usable.
+        for name in ["float_nan.tif", "rotated.tif"] {
+            let (status, stderr, _) = try encode(name)
+            XCTAssertNotEqual(status, 0)
+            XCTAssertTrue(stderr.contains("CRS"), stderr)
+        }
+        let (s4, e4, rotated) = try encode("rotated.tif", ["--crs", "EPSG:32618"])
+        XCTAssertEqual(s4, 0, e4)
+        XCTAssertEqual(rotated?.manifest.tiles.count, 1)
+        // A damaged file: one line, non-zero exit, nothing half-written.
+        let (s5, e5, _) = try encode("corrupt.tif")
+        XCTAssertNotEqual(s5, 0)
+        XCTAssertEqual(e5.split(separator: "\n").count, 1, e5)
+        XCTAssertTrue(e5.contains("corrupt.tif"), e5)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("corrupt.tif.geosam2/manifest.json").path))
+
+        let info = try TestSupport.run(["info", out.appendingPathComponent("RGB.byte.tif.geosam2").path, "--json"])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual((json?["tiles"] as? [String: Int])?["done"], 1)
+        XCTAssertEqual(json?["epsg"] as? Int, 32618)
+    }
+}
