@@ -188,16 +188,18 @@ public enum SafetensorsWriter {
     }
 
     /// Like ``data(_:dtype:metadata:)`` with a dtype per tensor: `.float32`, `.float16`, or `.int16`
-    /// for tensors whose values are whole numbers in Int16's range (quantised data).
+    /// / `.uint8` for tensors whose values are whole numbers in that type's range (quantised data,
+    /// masks).
     public static func data(entries tensors: [(name: String, tensor: Tensor, dtype: DType)],
                             metadata: [String: String] = [:]) throws -> Data {
         var seen = Set<String>()
         for (name, tensor, dtype) in tensors {
-            guard [.float32, .float16, .int16].contains(dtype) else {
-                throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16 or int16)")
+            guard [.float32, .float16, .int16, .uint8].contains(dtype) else {
+                throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16, int16 or uint8)")
             }
-            if dtype == .int16, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && $0 >= -32768 && $0 <= 32767) }) {
-                throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not an int16 value")
+            let range: ClosedRange<Float>? = dtype == .int16 ? -32768...32767 : dtype == .uint8 ? 0...255 : nil
+            if let range, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && range.contains($0)) }) {
+                throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not a \(dtype.rawValue) value")
             }
             guard name != "__metadata__" else {
                 throw TensorIOError("safetensors writer: '__metadata__' is reserved and cannot name a tensor")
@@ -242,6 +244,8 @@ public enum SafetensorsWriter {
             case .int16:
                 let words = tensor.scalars.map { Int16($0).littleEndian }
                 words.withUnsafeBytes { out.append(contentsOf: $0) }
+            case .uint8:
+                out.append(contentsOf: tensor.scalars.map { UInt8($0) })
             case .float16:
                 let halves = tensor.scalars.map { floatToHalfBits($0).littleEndian }
                 halves.withUnsafeBytes { out.append(contentsOf: $0) }

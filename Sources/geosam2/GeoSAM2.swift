@@ -5,6 +5,6 @@ struct GeoSAM2: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "geosam2",
         abstract: "Segment objects in satellite and aerial imagery with SAM2, natively.",
-        subcommands: [Encode.self, Verify.self, Info.self, Predict.self, Inspect.self, Bench.self]
+        subcommands: [Encode.self, Segment.self, Verify.self, Info.self, Predict.self, Inspect.self, Bench.self]
     )
 }

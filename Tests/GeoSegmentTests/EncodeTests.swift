@@ -82,10 +82,16 @@ final class EncodeTests: XCTestCase {
         let report = try store.verify()
         XCTAssertTrue(report.isComplete)
         XCTAssertEqual(report.done.count, 4)
+        // Tiles straddling the nodata edge record which pixels are valid; whole tiles don't.
+        XCTAssertNil(try store.loadValidity(try XCTUnwrap(store.tile(id: "r0000_c0000"))))
+        let straddling = try XCTUnwrap(try store.loadValidity(tile))
+        XCTAssertTrue(straddling[0 * 1024 + 25], "x = 1049 is data")
+        XCTAssertFalse(straddling[0 * 1024 + 26], "x = 1050 is nodata")
+        XCTAssertFalse(straddling[1023 * 1024 + 1023])
 
         // The stored features are what the model computes for the tile image.
         let source = try RasterSource(path: raster, bands: nil)
-        let (pixels, _) = try source.readTile(Tile(row: 0, column: 1, x: 1024, y: 0, width: 1024, height: 1024), size: 1024, stretch: m.encoding.stretch)
+        let (pixels, _, _) = try source.readTile(Tile(row: 0, column: 1, x: 1024, y: 0, width: 1024, height: 1024), size: 1024, stretch: m.encoding.stretch)
         let direct = try TestSupport.microModel().model.encode(try RGBImage(width: 1024, height: 1024, pixels: pixels))
         let relative = features.imageEmbedding.maxAbsDifference(direct.imageEmbedding) / direct.imageEmbedding.standardDeviation()
         XCTAssertLessThan(relative, 1e-3, "16-bit storage keeps features within 1e-3·std")

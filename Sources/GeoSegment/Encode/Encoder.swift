@@ -147,14 +147,14 @@ public enum RasterEncoder {
             case .done, .empty:
                 status.skipped += 1
             case .pending:
-                let (pixels, valid) = try source.readTile(tile, size: planned.encoding.tileSize, stretch: planned.encoding.stretch)
-                if valid == 0 {
+                let (pixels, validCount, valid) = try source.readTile(tile, size: planned.encoding.tileSize, stretch: planned.encoding.stretch)
+                if validCount == 0 {
                     try store.markEmpty(entry)
                     status.empty += 1
                 } else {
                     let image = try rethrowing { try RGBImage(width: planned.encoding.tileSize, height: planned.encoding.tileSize, pixels: pixels) }
                     let features = try rethrowing("tile \(tile.id)") { try model.model.encode(image) }
-                    try store.writeFeatures(features, for: entry)
+                    try store.writeFeatures(features, validity: validCount < valid.count ? valid : nil, for: entry)
                     status.encoded += 1
                 }
             }

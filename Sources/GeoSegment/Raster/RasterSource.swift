@@ -107,8 +107,9 @@ public final class RasterSource {
     }
 
     /// The tile's pixels as 8-bit RGB, `size × size`, with invalid pixels and the padding outside
-    /// the raster set to 0, and the number of valid pixels.
-    public func readTile(_ tile: Tile, size: Int, stretch: Stretch) throws -> (pixels: [UInt8], validCount: Int) {
+    /// the raster set to 0; the number of valid pixels; and the validity of each pixel of the
+    /// tile's raster window (`tile.width × tile.height`).
+    public func readTile(_ tile: Tile, size: Int, stretch: Stretch) throws -> (pixels: [UInt8], validCount: Int, valid: [Bool]) {
         let window = PixelWindow(x: tile.x, y: tile.y, width: tile.width, height: tile.height)
         let (values, valid) = try readWindow(window)
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
@@ -123,6 +124,6 @@ public final class RasterSource {
                 for c in 0..<3 { pixels[o + c] = stretch.apply(channels[c].0[i], range: channels[c].1) }
             }
         }
-        return (pixels, validCount)
+        return (pixels, validCount, valid)
     }
 }

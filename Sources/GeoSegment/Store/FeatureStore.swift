@@ -78,6 +78,28 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
+    /// Which pixels of the tile's raster window are valid (row-major, `width × height` of the
+    /// window); nil when all are.
+    public func loadValidity(_ tile: StoreManifest.TileEntry) throws -> [Bool]? {
+        try rethrowing("tile \(tile.id)") {
+            let archive = try SafetensorsFile(contentsOf: featuresURL(tile))
+            guard archive.info(Self.validMaskName) != nil else { return nil }
+            let packed = try archive.tensor(named: Self.validMaskName)
+            let (width, height) = (tile.window[2], tile.window[3])
+            let rowBytes = (width + 7) / 8
+            guard packed.shape == [height, rowBytes] else {
+                throw GeoSegmentError("\(Self.validMaskName) has shape \(packed.shape), expected \([height, rowBytes])")
+            }
+            var valid = [Bool](repeating: false, count: width * height)
+            for y in 0..<height {
+                for x in 0..<width {
+                    valid[y * width + x] = (Int(packed.scalars[y * rowBytes + x / 8]) >> (7 - x % 8)) & 1 == 1
+                }
+            }
+            return valid
+        }
+    }
+
     // MARK: Writing
 
     /// Creates the store directory and writes its manifest (atomically).
@@ -94,8 +116,13 @@ public final class FeatureStore: @unchecked Sendable {
         try Self.atomicWrite(try manifest.encoded(), to: url.appendingPathComponent(Self.manifestName))
     }
 
-    /// Stores a tile's features.
-    func writeFeatures(_ features: ImageFeatures, for tile: StoreManifest.TileEntry) throws {
+    /// Name of the packed validity mask of a tile with nodata, NaN or masked pixels: `[height,
+    /// ceil(width/8)]` bytes, one bit per pixel of the tile's raster window, most significant bit
+    /// first (`numpy.packbits`); 1 = valid. Absent when every pixel is valid.
+    public static let validMaskName = "valid_mask"
+
+    /// Stores a tile's features, and which pixels of its window are valid when not all are.
+    func writeFeatures(_ features: ImageFeatures, validity: [Bool]?, for tile: StoreManifest.TileEntry) throws {
         let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16
         let metadata = [
             "format": Self.tileFormat, "tile": tile.id,
@@ -104,11 +131,21 @@ public final class FeatureStore: @unchecked Sendable {
             "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
         ]
         let data = try rethrowing("cannot encode tile \(tile.id)") {
-            try SafetensorsWriter.data(
-                entries: dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
-                    + dtype.entries(name: Self.highResolutionNames[0], map: features.highResolutionS0)
-                    + dtype.entries(name: Self.highResolutionNames[1], map: features.highResolutionS1),
-                metadata: metadata)
+            var entries = dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
+                + dtype.entries(name: Self.highResolutionNames[0], map: features.highResolutionS0)
+                + dtype.entries(name: Self.highResolutionNames[1], map: features.highResolutionS1)
+            if let validity {
+                let (width, height) = (tile.window[2], tile.window[3])
+                let rowBytes = (width + 7) / 8
+                var packed = [Float](repeating: 0, count: height * rowBytes)
+                for y in 0..<height {
+                    for x in 0..<width where validity[y * width + x] {
+                        packed[y * rowBytes + x / 8] += Float(1 << (7 - x % 8))
+                    }
+                }
+                entries.append((Self.validMaskName, Tensor(shape: [height, rowBytes], scalars: packed), .uint8))
+            }
+            return try SafetensorsWriter.data(entries: entries, metadata: metadata)
         }
         try Self.atomicWrite(data, to: featuresURL(tile))
     }

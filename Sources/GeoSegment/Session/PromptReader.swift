@@ -1,0 +1,63 @@
+import Foundation
+import GeoIO
+
+/// Reads batch prompts from any OGR vector: points are clicks (integer `label`: 1 foreground, the
+/// default; 0 background), polygons are boxes (their envelope); features sharing an `object`
+/// attribute form one object, a feature without one is an object by itself.
+public enum PromptReader {
+    public struct NamedObject: Sendable {
+        /// The `object` attribute, or `#FID` for a feature that is an object by itself.
+        public var name: String
+        public var prompt: ObjectPrompt
+    }
+
+    public static func read(_ path: String, layer: String? = nil) throws -> [NamedObject] {
+        try rethrowing("\(path)") {
+            let dataset = try VectorDataset.open(path)
+            let source: VectorLayer
+            if let layer { source = try dataset.layer(named: layer) } else { source = try dataset.layer(at: 0) }
+            let crs = try source.spatialReference.map { try $0.wkt }
+            var order: [String] = []
+            var objects: [String: ObjectPrompt] = [:]
+            try source.forEachFeature { feature in
+                let fid = feature.fid.map(String.init) ?? "?"
+                guard let geometry = feature.geometry, !geometry.isEmpty else {
+                    throw GeoSegmentError("feature \(fid) has no geometry")
+                }
+                let name: String
+                switch feature.attributes["object"] {
+                case .integer(let v)?: name = String(v)
+                case .string(let v)? where !v.isEmpty: name = v
+                case .real(let v)?: name = String(v)
+                default: name = "#\(fid)"
+                }
+                var prompt = objects[name] ?? ObjectPrompt(points: [], box: nil, crs: crs)
+                switch geometry.type {
+                case .point:
+                    let label: Int
+                    switch feature.attributes["label"] {
+                    case nil, .null?: label = 1
+                    case .integer(let v)?: label = v
+                    case .real(let v)? where v == v.rounded(): label = Int(v)
+                    case .string(let v)?: label = Int(v.trimmingCharacters(in: .whitespaces)) ?? -1
+                    default: label = -1
+                    }
+                    guard label == 0 || label == 1 else {
+                        throw GeoSegmentError("feature \(fid): label must be 1 (foreground) or 0 (background)")
+                    }
+                    let e = geometry.envelope
+                    prompt.points.append(MapPoint(x: e.minX, y: e.minY, label: label))
+                case .polygon, .multiPolygon:
+                    guard prompt.box == nil else { throw GeoSegmentError("object \(name) has more than one box") }
+                    let e = geometry.envelope
+                    prompt.box = MapBox(minX: e.minX, minY: e.minY, maxX: e.maxX, maxY: e.maxY)
+                default:
+                    throw GeoSegmentError("feature \(fid) is a \(geometry.type.rawValue); prompts are points (clicks) or polygons (boxes)")
+                }
+                if objects[name] == nil { order.append(name) }
+                objects[name] = prompt
+            }
+            return order.compactMap { name in objects[name].map { NamedObject(name: name, prompt: $0) } }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import GeoSegment
+import SAM2
+
+/// Options shared by the commands that turn masks into polygons.
+struct PolygonOptionGroup: ParsableArguments {
+    @Option(name: .customLong("min-area"), help: "Drop polygons smaller than this many pixels.")
+    var minArea: Double = 0
+    @Flag(name: .customLong("largest-only"), help: "Keep only the largest polygon of each object.")
+    var largestOnly = false
+    @Option(name: .long, help: "Simplify polygons with this tolerance in map units (topology-preserving).")
+    var simplify: Double = 0
+    @Flag(name: .customLong("fill-holes"), help: "Drop the holes of polygons.")
+    var fillHoles = false
+
+    var options: PolygonOptions { PolygonOptions(minArea: minArea, largestOnly: largestOnly, simplify: simplify, fillHoles: fillHoles) }
+}
+
+/// Opens a store with the model it was encoded with.
+func openSegmenter(store: String, model: String?, config: String?) throws -> Segmenter {
+    let featureStore = try FeatureStore.open(URL(fileURLWithPath: store, isDirectory: true))
+    guard let name = model ?? featureStore.manifest.model.preset else {
+        throw CLIError("the store was encoded with a custom model: pass it with --model (and --config)")
+    }
+    let options = try ModelOptions.parse(["--model", name] + (config.map { ["--config", $0] } ?? []))
+    let encoderModel = try options.loadEncoderModel()
+    return try Segmenter(store: featureStore, model: encoderModel.model, checkpointSHA256: encoderModel.checkpointSHA256)
+}
+
+/// `geosam2 segment`: batch prompts from a vector file to polygons.
+struct Segment: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Segment objects from prompts in a vector file (points = clicks, polygons = boxes) into polygons.",
+        discussion: """
+            Point features are clicks with an integer `label` (1 foreground, the default; 0 background);
+            polygon features are boxes (their envelope). Features sharing an `object` attribute form one
+            object; a feature without one is an object by itself. Prompts may be in any CRS.
+            The output format follows the extension: .gpkg (default), .shp, .geojson (RFC 7946), .fgb;
+            existing files are appended to.
+            """)
+
+    @Argument(help: "A feature store made by `geosam2 encode`.") var store: String
+    @Option(name: .long, help: "Prompts: any OGR vector (GeoJSON, GeoPackage, Shapefile, …).") var prompts: String
+    @Option(name: .long, help: "Output vector file.") var out: String
+    @Option(name: .long, help: "Layer of the prompts file (default: the first).") var layer: String?
+    @Option(name: .customLong("out-layer"), help: "Layer of the output (default: objects).") var outLayer: String?
+    @OptionGroup var polygonOptions: PolygonOptionGroup
+    @Flag(name: .long, help: "Ask SAM2 for three candidates and keep the best-scoring one.") var multimask = false
+    @Option(name: .customLong("mask-out"), help: ArgumentHelp("Also write each object's mask as a GeoTIFF (FILE.tif, or FILE_<id>.tif for several objects).", valueName: "file.tif"))
+    var maskOut: String?
+    @Option(name: .long, help: "Checkpoint (default: the store's preset from the model cache).") var model: String?
+    @Option(name: .long, help: "Architecture JSON for a custom checkpoint.") var config: String?
+    @Flag(name: .long, help: "Print only errors.") var quiet = false
+
+    func run() throws {
+        let segmenter = try openSegmenter(store: store, model: model, config: config)
+        let objects = try PromptReader.read(prompts, layer: layer)
+        guard !objects.isEmpty else { throw CLIError("\(prompts) holds no prompts") }
+        let manifest = segmenter.store.manifest
+        var nextID = try VectorExporter.nextObjectID(in: out, layer: outLayer)
+        var records: [ObjectRecord] = []
+        var failures = 0
+        for object in objects {
+            do {
+                let result = try segmenter.segment(object.prompt, options: polygonOptions.options, multimask: multimask)
+                guard !result.polygons.isEmpty else {
+                    failures += 1
+                    if !quiet { print("object \(object.name): skipped: empty mask after filtering") }
+                    continue
+                }
+                let record = ObjectRecord(objectID: nextID, result: result, source: manifest.source.path,
+                                          model: "\(manifest.model.preset ?? "custom") sha256:\(manifest.model.checkpointSHA256)")
+                records.append(record)
+                if let maskOut {
+                    let path = objects.count == 1 ? maskOut : maskOut.replacingOccurrences(of: ".tif", with: "_\(nextID).tif")
+                    try VectorExporter.writeMask(result, to: path, srs: segmenter.spatialReference)
+                }
+                nextID += 1
+                if !quiet {
+                    print("object \(object.name): id \(record.objectID), \(result.polygons.count) polygon\(result.polygons.count == 1 ? "" : "s"), score \(String(format: "%.3f", result.score)), tile \(result.tile), \(String(format: "%.1f", result.decodeMilliseconds + result.polygonizeMilliseconds)) ms")
+                }
+            } catch {
+                failures += 1
+                FileHandle.standardError.write(Data("object \(object.name): skipped: \(error)\n".utf8))
+            }
+        }
+        if !records.isEmpty {
+            try VectorExporter.append(records, to: out, layer: outLayer, srs: segmenter.spatialReference)
+        }
+        if !quiet { print("\(records.count) object\(records.count == 1 ? "" : "s") written to \(out), \(failures) skipped") }
+        if records.isEmpty { throw ExitCode(1) }
+    }
+}
