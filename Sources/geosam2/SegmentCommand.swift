@@ -54,6 +54,7 @@ struct Segment: ParsableCommand {
     @Flag(name: .long, help: "Print only errors.") var quiet = false
 
     func run() throws {
+        try polygonOptions.options.validate()
         let segmenter = try openSegmenter(store: store, model: model, config: config)
         let objects = try PromptReader.read(prompts, layer: layer)
         guard !objects.isEmpty else { throw CLIError("\(prompts) holds no prompts") }

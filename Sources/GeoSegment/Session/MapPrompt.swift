@@ -55,7 +55,8 @@ public struct PolygonOptions: Sendable, Equatable, Codable {
         self.fillHoles = fillHoles
     }
 
-    func validate() throws {
+    /// Throws for negative or non-finite values.
+    public func validate() throws {
         guard minArea >= 0, minArea.isFinite else { throw GeoSegmentError("min-area must be a non-negative number of pixels") }
         guard simplify >= 0, simplify.isFinite else { throw GeoSegmentError("simplify must be a non-negative tolerance in map units") }
     }
