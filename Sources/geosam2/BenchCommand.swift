@@ -1,6 +1,8 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import GeoIO
+import GeoSegment
 import SAM2
 
 /// `geosam2 bench`: times the model itself (used by `scripts/bench`).
@@ -12,9 +14,14 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Encoder runs to time.") var encodeRuns = 3
     @Option(help: "Decoder runs to time.") var decodeRuns = 50
+    @Option(help: "Also time prompt → polygons on this feature store (encoded with the same model).") var store: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
+        if let store {
+            try benchSegment(store)
+            return
+        }
         var clock = Stopwatch()
         let model = try modelOptions.loadModel()
         let load = clock.lap()
@@ -48,6 +55,85 @@ struct Bench: ParsableCommand {
         } else {
             for (k, v) in result.sorted(by: { $0.key < $1.key }) { print("\(k)\t\(String(format: "%.4f", v))") }
         }
+    }
+}
+
+extension Bench {
+    /// Prompt → polygons on a store: decode + postprocess + polygonize, one object per run, with
+    /// 1–3 points or a box, at positions spread over the encoded tiles; and polygonize alone on a
+    /// realistic mask of a few blobs (random weights give speckled masks with thousands of parts).
+    func benchSegment(_ path: String) throws {
+        let segmenter = try openSegmenter(store: path, model: modelOptions.model, config: modelOptions.config)
+        let m = segmenter.store.manifest
+        let done = m.tiles.filter { segmenter.store.state(of: $0) == .done }
+        guard !done.isEmpty, let transform = GeoTransform(coefficients: m.encoding.geoTransform) else {
+            throw CLIError("\(path) has no encoded tile")
+        }
+        var generator = SplitMix(seed: 42)
+        var total: [Double] = [], decode: [Double] = [], polygonize: [Double] = [], parts: [Double] = []
+        for i in 0..<max(decodeRuns, 1) {
+            let tile = done[i % done.count]
+            func mapPoint(_ label: Int) -> MapPoint {
+                let c = Double(tile.window[0]) + generator.unit() * Double(tile.window[2] - 40) + 20
+                let r = Double(tile.window[1]) + generator.unit() * Double(tile.window[3] - 40) + 20
+                let p = transform.pixelToMap(x: c, y: r)
+                return MapPoint(x: p.x, y: p.y, label: label)
+            }
+            var prompt = ObjectPrompt()
+            switch i % 3 {
+            case 0: prompt.points = [mapPoint(1)]
+            case 1: prompt.points = [mapPoint(1), mapPoint(1), mapPoint(0)]
+            default:
+                let a = mapPoint(1), b = mapPoint(1)
+                prompt.box = MapBox(minX: min(a.x, b.x), minY: min(a.y, b.y), maxX: max(a.x, b.x), maxY: max(a.y, b.y))
+            }
+            var clock = Stopwatch()
+            let result = try segmenter.segment(prompt)
+            total.append(clock.lap() * 1000)
+            decode.append(result.decodeMilliseconds)
+            polygonize.append(result.polygonizeMilliseconds)
+            parts.append(Double(result.polygons.count))
+        }
+        // A realistic mask: three blobs, one with a hole, on a 1024² tile.
+        var blobs = [UInt8](repeating: 0, count: 1024 * 1024)
+        for y in 0..<1024 {
+            for x in 0..<1024 {
+                let a = (x - 300) * (x - 300) + (y - 400) * (y - 400), b = (x - 700) * (x - 700) / 2 + (y - 650) * (y - 650)
+                if (a < 150 * 150 && a > 40 * 40) || b < 120 * 120 || (x > 800 && x < 950 && y > 100 && y < 260) { blobs[y * 1024 + x] = 1 }
+            }
+        }
+        var blobTimes: [Double] = []
+        for _ in 0..<20 {
+            var clock = Stopwatch()
+            _ = try MaskVectorizer.polygons(mask: blobs, width: 1024, height: 1024, geoTransform: transform, options: PolygonOptions())
+            blobTimes.append(clock.lap() * 1000)
+        }
+        let result: [String: Double] = [
+            "segment_p50_ms": percentile(total, 50), "segment_p95_ms": percentile(total, 95),
+            "decode_p50_ms": percentile(decode, 50), "decode_p95_ms": percentile(decode, 95),
+            "polygonize_speckled_p50_ms": percentile(polygonize, 50), "polygonize_speckled_p95_ms": percentile(polygonize, 95),
+            "speckled_polygons_median": percentile(parts, 50),
+            "polygonize_blobs_p50_ms": percentile(blobTimes, 50), "polygonize_blobs_p95_ms": percentile(blobTimes, 95),
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for (k, v) in result.sorted(by: { $0.key < $1.key }) { print("\(k)\t\(String(format: "%.2f", v))") }
+        }
+    }
+}
+
+/// A small deterministic generator for benchmark positions.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func unit() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
     }
 }
 
