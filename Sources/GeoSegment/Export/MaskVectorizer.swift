@@ -9,9 +9,7 @@ public enum MaskVectorizer {
                                 options: PolygonOptions) throws -> [Geometry] {
         try options.validate()
         guard mask.contains(where: { $0 != 0 }) else { return [] }
-        var polygons = try rethrowing("cannot polygonize the mask") {
-            try polygonize(mask: mask, width: width, height: height, geoTransform: geoTransform)
-        }
+        var polygons = MaskPolygonizer.polygons(mask: mask, width: width, height: height, geoTransform: geoTransform)
         let pixelArea = abs(geoTransform.pixelWidth * geoTransform.pixelHeight - geoTransform.rowRotation * geoTransform.columnRotation)
         if options.fillHoles {
             polygons = polygons.map { p in p.polygonRings.first.flatMap { $0.first }.map { Geometry.polygon(rings: [$0]) } ?? p }
