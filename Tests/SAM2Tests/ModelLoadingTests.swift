@@ -53,6 +53,21 @@ final class ModelLoadingTests: XCTestCase {
         XCTAssertEqual(try CheckpointInspector.inferPreset(InMemoryWeights(shapes)), .tiny20)
     }
 
+    func testHuggingFaceNamedSafetensorsGiveTheSameModel() throws {
+        // Written by tools/parity/make_hf_fixture.py, whose renaming is checked against transformers.
+        let config = try JSONDecoder().decode(SAM2Configuration.self, from: Data(contentsOf: Self.fixtureDirectory.appendingPathComponent("config.json")))
+        let official = try SAM2Model.load(contentsOf: Self.fixtureDirectory.appendingPathComponent("model.pt"), configuration: config)
+        let transformers = try SAM2Model.load(contentsOf: Self.fixtureDirectory.appendingPathComponent("model_hf.safetensors"), configuration: config)
+        var pixels = [UInt8](repeating: 0, count: 48 * 40 * 3)
+        for i in pixels.indices { pixels[i] = UInt8((i * 37) % 251) }
+        let image = try RGBImage(width: 48, height: 40, pixels: pixels)
+        let a = try official.encode(image), b = try transformers.encode(image)
+        XCTAssertEqual(a, b, "same weights under other names must give identical features")
+        let prompt = Prompt(points: [PointPrompt(x: 20, y: 10, label: 1)], box: BoxPrompt(x0: 5, y0: 5, x1: 30, y1: 30))
+        XCTAssertEqual(try official.predict(a, prompt: prompt, multimask: true).lowResolutionLogits,
+                       try transformers.predict(b, prompt: prompt, multimask: true).lowResolutionLogits)
+    }
+
     func testDamagedCheckpointFilesGiveErrors() throws {
         let source = try Data(contentsOf: Self.fixtureDirectory.appendingPathComponent("model.pt"))
         let config = try JSONDecoder().decode(SAM2Configuration.self, from: Data(contentsOf: Self.fixtureDirectory.appendingPathComponent("config.json")))

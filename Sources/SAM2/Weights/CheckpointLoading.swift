@@ -28,14 +28,19 @@ extension SAM2Model {
         } catch let error as TensorIOError {
             throw SAM2Error(error.description)
         }
-        return try SAM2Model(weights: ArchiveWeights(archive: archive), configuration: configuration)
+        return try SAM2Model(weights: officialNames(ArchiveWeights(archive: archive)), configuration: configuration)
+    }
+
+    /// The weights under Meta's key names, whichever naming the file uses.
+    static func officialNames(_ weights: any WeightProvider) -> any WeightProvider {
+        HuggingFaceNaming.applies(to: weights) ? HuggingFaceNaming(base: weights) : weights
     }
 
     /// Opens a checkpoint and names the preset it holds, without building the model.
     public static func inspect(contentsOf url: URL) throws -> (preset: SAM2Preset, tensorCount: Int) {
         do {
-            let weights = ArchiveWeights(archive: try TensorArchives.open(url))
-            return (try CheckpointInspector.inferPreset(weights), weights.tensorNames.count)
+            let file = ArchiveWeights(archive: try TensorArchives.open(url))
+            return (try CheckpointInspector.inferPreset(officialNames(file)), file.tensorNames.count)
         } catch let error as TensorIOError {
             throw SAM2Error(error.description)
         }
