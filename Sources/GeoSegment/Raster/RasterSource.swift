@@ -91,18 +91,35 @@ public final class RasterSource {
         return (values, valid)
     }
 
-    /// Computes the stretch from the whole raster, read at most `sampleSide` pixels on the long
-    /// side (GDAL uses overviews when the raster has them).
+    /// Computes the stretch from the whole raster: read at most `sampleSide` pixels on the long
+    /// side when GDAL can do that cheaply (the raster is small, or has overviews), else from a
+    /// grid of 32×32 windows spread evenly over it — a decimated read of a 20000² raster without
+    /// overviews would decompress every block.
     public func computeStretch(_ mode: StretchMode, sampleSide: Int = 2048) throws -> Stretch {
         if case .none = mode { return Stretch(mode: mode, ranges: []) }
-        let factor = max(1, Double(max(width, height)) / Double(sampleSide))
-        let bw = max(1, Int((Double(width) / factor).rounded())), bh = max(1, Int((Double(height) / factor).rounded()))
-        let (values, valid) = try readWindow(PixelWindow(x: 0, y: 0, width: width, height: height), bufferWidth: bw, bufferHeight: bh)
-        guard valid.contains(true) else { throw Stretch.noValidPixels }
-        var samples: [Int: [Float]] = [:]
-        for (band, v) in values {
-            samples[band] = v.indices.compactMap { valid[$0] ? v[$0] : nil }
+        let hasOverviews = (try? grid.band(bands.sourceBands[0]).overviewCount) ?? 0 > 0
+        var windows: [(PixelWindow, Int, Int)] = []
+        if width * height <= 4 * sampleSide * sampleSide || hasOverviews {
+            let factor = max(1, Double(max(width, height)) / Double(sampleSide))
+            let bw = max(1, Int((Double(width) / factor).rounded())), bh = max(1, Int((Double(height) / factor).rounded()))
+            windows = [(PixelWindow(x: 0, y: 0, width: width, height: height), bw, bh)]
+        } else {
+            let n = 32, side = min(sampleSide / n * 2, width / n, height / n)
+            for i in 0..<n {
+                for j in 0..<n {
+                    let x = (width - side) * j / (n - 1), y = (height - side) * i / (n - 1)
+                    windows.append((PixelWindow(x: x, y: y, width: side, height: side), side, side))
+                }
+            }
         }
+        var samples: [Int: [Float]] = [:]
+        for (window, bw, bh) in windows {
+            let (values, valid) = try readWindow(window, bufferWidth: bw, bufferHeight: bh)
+            for (band, v) in values {
+                samples[band, default: []].append(contentsOf: v.indices.lazy.filter { valid[$0] }.map { v[$0] })
+            }
+        }
+        guard samples.values.contains(where: { !$0.isEmpty }) else { throw Stretch.noValidPixels }
         return try Stretch.compute(mode: mode, samples: samples)
     }
 
