@@ -1,0 +1,98 @@
+import Foundation
+import GeoIO
+
+/// Any JSON value, for responses whose shape is data (GeoJSON properties, geometries).
+public enum JSONValue: Sendable, Equatable, Codable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case let .bool(v): try container.encode(v)
+        case let .integer(v): try container.encode(v)
+        // JSON has no NaN or infinity.
+        case let .number(v): if v.isFinite { try container.encode(v) } else { try container.encodeNil() }
+        case let .string(v): try container.encode(v)
+        case let .array(v): try container.encode(v)
+        case let .object(v): try container.encode(v)
+        }
+    }
+
+    /// The value of an OGR attribute.
+    init(_ value: FieldValue) {
+        switch value {
+        case let .integer(v): self = .integer(v)
+        case let .real(v): self = .number(v)
+        case let .string(v): self = .string(v)
+        case let .dateTime(d):
+            self = .string(String(format: "%04d-%02d-%02dT%02d:%02d:%02.0f", d.year, d.month, d.day, d.hour, d.minute, d.second))
+        case .null: self = .null
+        }
+    }
+
+    /// A geometry as a GeoJSON geometry object.
+    init(_ geometry: Geometry) throws {
+        self = try JSONDecoder().decode(JSONValue.self, from: Data(geometry.geoJSON.utf8))
+    }
+
+    subscript(key: String) -> JSONValue? {
+        if case let .object(o) = self { return o[key] }
+        return nil
+    }
+}
+
+/// Builds GeoJSON FeatureCollections.
+enum GeoJSON {
+    /// A FeatureCollection, with the GeoJSON 2008 `crs` member naming the CRS when it has an EPSG
+    /// code (GDAL and QGIS read it; RFC 7946 readers ignore it), plus `extra` top-level members.
+    static func collection(_ features: [JSONValue], epsg: Int?, extra: [String: JSONValue] = [:]) -> JSONValue {
+        var object: [String: JSONValue] = ["type": .string("FeatureCollection"), "features": .array(features)]
+        if let epsg {
+            object["crs"] = .object(["type": .string("name"), "properties": .object(["name": .string("urn:ogc:def:crs:EPSG::\(epsg)")])])
+        }
+        for (key, value) in extra { object[key] = value }
+        return .object(object)
+    }
+
+    static func feature(id: Int64?, geometry: Geometry?, properties: [String: JSONValue]) throws -> JSONValue {
+        var object: [String: JSONValue] = [
+            "type": .string("Feature"),
+            "geometry": try geometry.map { try JSONValue($0) } ?? .null,
+            "properties": .object(properties),
+        ]
+        if let id { object["id"] = .integer(Int(id)) }
+        return .object(object)
+    }
+
+    static func feature(_ feature: Feature, dropping: Set<String> = []) throws -> JSONValue {
+        var properties: [String: JSONValue] = [:]
+        for (key, value) in feature.attributes where !dropping.contains(key) { properties[key] = JSONValue(value) }
+        return try self.feature(id: feature.fid, geometry: feature.geometry, properties: properties)
+    }
+}
