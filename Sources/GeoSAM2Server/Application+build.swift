@@ -41,7 +41,7 @@ public func buildApplication(
     }
     let objects = ObjectRepository(path: configuration.outputPath, layer: configuration.outputLayer, store: store)
 
-    let router = Router()
+    let router = Router(options: .autoGenerateHeadEndpoints)
     if configuration.logRequests { router.add(middleware: LogRequestsMiddleware(.info)) }
     router.add(middleware: SecurityHeadersMiddleware())
     router.add(middleware: JSONErrorMiddleware())

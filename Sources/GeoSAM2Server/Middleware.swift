@@ -100,6 +100,19 @@ func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thro
     }
 }
 
+/// Answers 405 (with `Allow`) for the methods a path does not take, instead of the router's 404.
+func refuseOtherMethods<Context: RequestContext>(on router: Router<Context>, _ path: RouterPath, allowed: [HTTPRequest.Method]) {
+    let all: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+    let allow = allowed.map(\.rawValue).joined(separator: ", ")
+    for method in all where !allowed.contains(method) && !(method == .head && allowed.contains(.get)) {
+        router.on(path, method: method) { request, _ -> Response in
+            var response = JSONErrorMiddleware<Context>.response(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path); use \(allow)")
+            response.headers[.allow] = allow
+            return response
+        }
+    }
+}
+
 /// A JSON response.
 func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok, contentType: String = "application/json; charset=utf-8") throws -> Response {
     let encoder = JSONEncoder()

@@ -7,6 +7,7 @@ struct MapController<Context: RequestContext> {
     let unavailable: String?
 
     func addRoutes(to router: Router<Context>) {
+        refuseOtherMethods(on: router, "/tiles/{z}/{x}/{y}.png", allowed: [.get])
         router.get("/tiles/{z}/{x}/{y}.png") { _, context in
             let z = try integer(context, "z"), x = try integer(context, "x"), y = try integer(context, "y")
             guard let renderer else {

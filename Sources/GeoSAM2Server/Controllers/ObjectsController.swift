@@ -17,6 +17,11 @@ struct ObjectsController<Context: RequestContext> {
     var epsg: Int? { segmenter.store.manifest.source.epsg }
 
     func addRoutes(to router: Router<Context>) {
+        refuseOtherMethods(on: router, "/api/objects", allowed: [.get, .post])
+        refuseOtherMethods(on: router, "/api/objects/last", allowed: [.delete])
+        refuseOtherMethods(on: router, "/api/objects/{id}", allowed: [.get, .delete])
+        refuseOtherMethods(on: router, "/api/export.gpkg", allowed: [.get])
+        refuseOtherMethods(on: router, "/api/export.geojson", allowed: [.get])
         router.get("/api/objects") { _, _ in
             let features = try await objects.features()
             let ids = Set(features.compactMap { $0.attributes["object_id"]?.intValue })

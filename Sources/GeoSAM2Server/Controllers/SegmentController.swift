@@ -11,6 +11,7 @@ struct SegmentController<Context: RequestContext> {
     let maxBodyBytes: Int
 
     func addRoutes(to router: Router<Context>) {
+        refuseOtherMethods(on: router, "/api/segment", allowed: [.post])
         router.post("/api/segment") { request, _ in
             let start = DispatchTime.now().uptimeNanoseconds
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))

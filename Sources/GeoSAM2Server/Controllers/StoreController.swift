@@ -26,6 +26,9 @@ struct StoreController<Context: RequestContext> {
     }
 
     func addRoutes(to router: Router<Context>) {
+        refuseOtherMethods(on: router, "/api/store", allowed: [.get])
+        refuseOtherMethods(on: router, "/api/tiles", allowed: [.get])
+        refuseOtherMethods(on: router, "/health", allowed: [.get])
         router.get("/api/store") { _, _ in try jsonResponse(info) }
         router.get("/api/tiles") { _, _ in try jsonResponse(tiles, contentType: "application/geo+json") }
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
