@@ -10,6 +10,9 @@ public enum JSONValue: Sendable, Equatable, Codable {
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
+    /// JSON text inserted as it is: GDAL's GeoJSON of a geometry, which would be slow to parse
+    /// and re-encode. Must be valid JSON.
+    case raw(String)
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
@@ -41,7 +44,61 @@ public enum JSONValue: Sendable, Equatable, Codable {
         case let .string(v): try container.encode(v)
         case let .array(v): try container.encode(v)
         case let .object(v): try container.encode(v)
+        case let .raw(text): try container.encode(try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)))
         }
+    }
+
+    /// Compact JSON text with sorted keys. Much faster than `JSONEncoder` for large geometries.
+    public func serialized() -> String {
+        var out = ""
+        out.reserveCapacity(4096)
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case let .bool(v): out += v ? "true" : "false"
+        case let .integer(v): out += String(v)
+        case let .number(v): out += v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)") : "null"
+        case let .string(v): Self.quote(v, into: &out)
+        case let .raw(text): out += text
+        case let .array(values):
+            out += "["
+            for (i, value) in values.enumerated() {
+                if i > 0 { out += "," }
+                value.write(to: &out)
+            }
+            out += "]"
+        case let .object(members):
+            out += "{"
+            for (i, key) in members.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                Self.quote(key, into: &out)
+                out += ":"
+                members[key]?.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static func quote(_ text: String, into out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
     }
 
     /// The value of an OGR attribute.
@@ -56,12 +113,8 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
-    /// A geometry as a GeoJSON geometry object.
-    init(_ geometry: Geometry) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(geometry.geoJSON.utf8))
-    }
-
-    subscript(key: String) -> JSONValue? {
+    /// A member of an object.
+    public subscript(key: String) -> JSONValue? {
         if case let .object(o) = self { return o[key] }
         return nil
     }
@@ -80,19 +133,19 @@ enum GeoJSON {
         return .object(object)
     }
 
-    static func feature(id: Int64?, geometry: Geometry?, properties: [String: JSONValue]) throws -> JSONValue {
+    static func feature(id: Int64?, geometry: Geometry?, properties: [String: JSONValue]) -> JSONValue {
         var object: [String: JSONValue] = [
             "type": .string("Feature"),
-            "geometry": try geometry.map { try JSONValue($0) } ?? .null,
+            "geometry": geometry.map { .raw($0.geoJSON) } ?? .null,
             "properties": .object(properties),
         ]
         if let id { object["id"] = .integer(Int(id)) }
         return .object(object)
     }
 
-    static func feature(_ feature: Feature, dropping: Set<String> = []) throws -> JSONValue {
+    static func feature(_ feature: Feature, dropping: Set<String> = []) -> JSONValue {
         var properties: [String: JSONValue] = [:]
         for (key, value) in feature.attributes where !dropping.contains(key) { properties[key] = JSONValue(value) }
-        return try self.feature(id: feature.fid, geometry: feature.geometry, properties: properties)
+        return self.feature(id: feature.fid, geometry: feature.geometry, properties: properties)
     }
 }

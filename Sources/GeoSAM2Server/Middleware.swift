@@ -122,6 +122,12 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok, co
                     body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
+/// A JSON response of a ``JSONValue`` (serialized without `JSONEncoder`).
+func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok, contentType: String = "application/json; charset=utf-8") -> Response {
+    Response(status: status, headers: [.contentType: contentType, .cacheControl: "no-store"],
+             body: .init(byteBuffer: ByteBuffer(string: value.serialized())))
+}
+
 /// A file download.
 func download(_ data: Data, contentType: String, fileName: String) -> Response {
     Response(status: .ok,

@@ -216,6 +216,24 @@ final class ServerUnitTests: XCTestCase {
         XCTAssertFalse(configuration.isLoopback)
     }
 
+    func testJSONSerialization() throws {
+        let value = JSONValue.object([
+            "b": .array([.integer(-3), .number(1.5), .number(410_000), .number(.nan), .bool(true), .null]),
+            "a": .string("quote \" backslash \\ newline \n tab \t bell \u{7} é 🛰"),
+            "geometry": .raw(#"{"type":"Point","coordinates":[1,2]}"#),
+        ])
+        let text = value.serialized()
+        XCTAssertTrue(text.hasPrefix(#"{"a":"#), "keys sorted: \(text)")
+        XCTAssertTrue(text.contains(#"[-3,1.5,410000,null,true,null]"#), text)
+        XCTAssertTrue(text.contains("\\u0007"), text)
+        let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        XCTAssertEqual(parsed["a"] as? String, "quote \" backslash \\ newline \n tab \t bell \u{7} é 🛰")
+        XCTAssertEqual(((parsed["geometry"] as? [String: Any])?["coordinates"] as? [Int]), [1, 2])
+        // The Codable path agrees.
+        let decoded = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        XCTAssertEqual(decoded["a"], value["a"])
+    }
+
     func testSampleSceneIsDeterministic() {
         var options = SampleScene.Options()
         options.width = 300

@@ -25,7 +25,7 @@ struct ObjectsController<Context: RequestContext> {
         router.get("/api/objects") { _, _ in
             let features = try await objects.features()
             let ids = Set(features.compactMap { $0.attributes["object_id"]?.intValue })
-            return try jsonResponse(GeoJSON.collection(try features.map { try GeoJSON.feature($0) }, epsg: epsg, extra: [
+            return jsonResponse(GeoJSON.collection(features.map { GeoJSON.feature($0) }, epsg: epsg, extra: [
                 "objects": .integer(ids.count), "next_object_id": .integer((ids.max() ?? 0) + 1),
             ]), contentType: "application/geo+json")
         }
@@ -33,7 +33,7 @@ struct ObjectsController<Context: RequestContext> {
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))
             let (result, _) = try await segment(parsed, segmenter: segmenter, objects: objects)
             let (record, features) = try await objects.commit(result)
-            return try jsonResponse(try collection(result, features: features, epsg: epsg, dropping: [],
+            return jsonResponse(collection(result, features: features, epsg: epsg, dropping: [],
                                                    extra: ["object_id": .integer(record.objectID)]),
                                     status: .created, contentType: "application/geo+json")
         }
@@ -47,7 +47,7 @@ struct ObjectsController<Context: RequestContext> {
             let id = try objectID(context)
             let features = try await objects.features(objectID: id)
             guard !features.isEmpty else { throw GeoSAM2ServerError.notFound("there is no object \(id)") }
-            return try jsonResponse(GeoJSON.collection(try features.map { try GeoJSON.feature($0) }, epsg: epsg,
+            return jsonResponse(GeoJSON.collection(features.map { GeoJSON.feature($0) }, epsg: epsg,
                                                        extra: ["object_id": .integer(id)]),
                                     contentType: "application/geo+json")
         }

@@ -17,7 +17,7 @@ struct SegmentController<Context: RequestContext> {
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))
             let (result, features) = try await segment(parsed, segmenter: segmenter, objects: objects)
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            return try jsonResponse(try collection(result, features: features, epsg: segmenter.store.manifest.source.epsg,
+            return jsonResponse(collection(result, features: features, epsg: segmenter.store.manifest.source.epsg,
                                                    dropping: [], extra: ["server_ms": .number(elapsed)]),
                                     contentType: "application/geo+json")
         }
@@ -38,7 +38,7 @@ func segment(_ parsed: SegmentRequest, segmenter: Segmenter, objects: ObjectRepo
 
 /// A result as a FeatureCollection in the store's CRS, with what the decoder said at the top level.
 func collection(_ result: SegmentedObject, features: [Feature], epsg: Int?, dropping: Set<String>,
-                extra: [String: JSONValue]) throws -> JSONValue {
+                extra: [String: JSONValue]) -> JSONValue {
     var members: [String: JSONValue] = [
         "score": .number(Double(result.score)),
         "candidate": .integer(result.candidate),
@@ -48,7 +48,7 @@ func collection(_ result: SegmentedObject, features: [Feature], epsg: Int?, drop
         "polygonize_ms": .number(result.polygonizeMilliseconds),
     ]
     for (key, value) in extra { members[key] = value }
-    return GeoJSON.collection(try features.map { try GeoJSON.feature($0, dropping: dropping) }, epsg: epsg, extra: members)
+    return GeoJSON.collection(features.map { GeoJSON.feature($0, dropping: dropping) }, epsg: epsg, extra: members)
 }
 
 /// The request body, refusing more than `limit` bytes.

@@ -18,7 +18,7 @@ struct StoreController<Context: RequestContext> {
             }
             let (w, h) = (Double(tile.window[2]), Double(tile.window[3]))
             let ring = [(0.0, 0.0), (w, 0), (w, h), (0, h), (0, 0)].map { transform.pixelToMap(x: $0.0, y: $0.1) }
-            return try GeoJSON.feature(id: nil, geometry: .polygon(rings: [ring]), properties: [
+            return GeoJSON.feature(id: nil, geometry: .polygon(rings: [ring]), properties: [
                 "id": .string(tile.id), "row": .integer(tile.row), "column": .integer(tile.column),
                 "state": .string(store.state(of: tile).rawValue), "window": .array(tile.window.map { .integer($0) }),
             ])
@@ -30,7 +30,7 @@ struct StoreController<Context: RequestContext> {
         refuseOtherMethods(on: router, "/api/tiles", allowed: [.get])
         refuseOtherMethods(on: router, "/health", allowed: [.get])
         router.get("/api/store") { _, _ in try jsonResponse(info) }
-        router.get("/api/tiles") { _, _ in try jsonResponse(tiles, contentType: "application/geo+json") }
+        router.get("/api/tiles") { _, _ in jsonResponse(tiles, contentType: "application/geo+json") }
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
     }
 }

@@ -113,15 +113,18 @@
     }
     map.fitBounds(bounds);
 
+    // Own panes (each with its own canvas) keep the stacking order whatever is redrawn last:
+    // grid and saved objects, then the mask, then the prompts on top.
+    for (const [name, z] of [['objects', 410], ['mask', 420], ['prompts', 640]]) map.createPane(name).style.zIndex = z;
     gridLayer = L.geoJSON(null, {
-      interactive: false,
+      interactive: false, pane: 'objects',
       style: (f) => ({ color: f.properties.state === 'done' ? '#ffffff' : '#ff9d3b', weight: 1, dashArray: '6 4', fill: false }),
     });
     objectsLayer = L.geoJSON(null, {
-      interactive: false, style: { color: '#ffb020', weight: 2, fillColor: '#ffb020', fillOpacity: 0.25 },
+      interactive: false, pane: 'objects', style: { color: '#ffb020', weight: 2, fillColor: '#ffb020', fillOpacity: 0.25 },
     }).addTo(map);
     maskLayer = L.geoJSON(null, {
-      interactive: false, style: { color: '#3fd0ff', weight: 2, fillColor: '#3fd0ff', fillOpacity: 0.35 },
+      interactive: false, pane: 'mask', style: { color: '#3fd0ff', weight: 2, fillColor: '#3fd0ff', fillOpacity: 0.35 },
     }).addTo(map);
     promptLayer = L.layerGroup().addTo(map);
     window.geosam2.map = map;
@@ -211,11 +214,11 @@
     promptLayer.clearLayers();
     if (state.box) {
       const b = state.box;
-      L.rectangle([[b[1], b[0]], [b[3], b[2]]], { interactive: false, color: '#ffd23f', weight: 2, fill: false }).addTo(promptLayer);
+      L.rectangle([[b[1], b[0]], [b[3], b[2]]], { interactive: false, pane: 'prompts', color: '#ffd23f', weight: 2, fill: false }).addTo(promptLayer);
     }
     for (const p of state.points) {
       L.circleMarker([p.y, p.x], {
-        interactive: false, radius: 6, weight: 2, color: '#ffffff',
+        interactive: false, pane: 'prompts', radius: 6, weight: 2, color: '#ffffff',
         fillColor: p.label === 1 ? '#27d17f' : '#ff5a5a', fillOpacity: 1,
       }).addTo(promptLayer);
     }
@@ -383,7 +386,7 @@
       if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 4) drag.moved = true;
       const here = map.mouseEventToLatLng(e);
       if (boxPreview) boxPreview.setBounds(L.latLngBounds(drag.start, here));
-      else boxPreview = L.rectangle(L.latLngBounds(drag.start, here), { interactive: false, color: '#ffd23f', weight: 1, dashArray: '4 3', fill: false }).addTo(map);
+      else boxPreview = L.rectangle(L.latLngBounds(drag.start, here), { interactive: false, pane: 'prompts', color: '#ffd23f', weight: 1, dashArray: '4 3', fill: false }).addTo(map);
     });
     document.addEventListener('mouseup', (e) => {
       if (!drag) return;
