@@ -16,10 +16,13 @@ struct SegmentController<Context: RequestContext> {
             let start = DispatchTime.now().uptimeNanoseconds
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))
             let (result, features) = try await segment(parsed, segmenter: segmenter, objects: objects)
-            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            return jsonResponse(collection(result, features: features, epsg: segmenter.store.manifest.source.epsg,
-                                                   dropping: [], extra: ["server_ms": .number(elapsed)]),
-                                    contentType: "application/geo+json")
+            var answer = collection(result, features: features, epsg: segmenter.store.manifest.source.epsg, dropping: [], extra: [:])
+            // Everything but sending the answer.
+            if case var .object(members) = answer {
+                members["server_ms"] = .number(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                answer = .object(members)
+            }
+            return jsonResponse(answer, contentType: "application/geo+json")
         }
     }
 }
