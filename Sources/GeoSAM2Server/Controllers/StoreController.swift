@@ -48,6 +48,12 @@ struct StoreInfo: Codable, Sendable {
     struct Model: Codable, Sendable {
         var preset: String?
         var sha256: String
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(preset, forKey: .preset)
+            try c.encode(sha256, forKey: .sha256)
+        }
     }
     /// What the web map needs: the raster's pixel grid and its zoom levels (see ``MapGrid``).
     struct Map: Codable, Sendable {
@@ -86,6 +92,26 @@ struct StoreInfo: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case crs, epsg, crsName = "crs_name", units, bounds, tiles, tilesDone = "tiles_done", tilesEmpty = "tiles_empty"
         case tileSize = "tile_size", complete, raster, model, map, output, maxBodyBytes = "max_body_bytes"
+    }
+
+    /// Optional members are written as `null` (the synthesized encoder would leave them out).
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(crs, forKey: .crs)
+        try c.encode(epsg, forKey: .epsg)
+        try c.encode(crsName, forKey: .crsName)
+        try c.encode(units, forKey: .units)
+        try c.encode(bounds, forKey: .bounds)
+        try c.encode(tiles, forKey: .tiles)
+        try c.encode(tilesDone, forKey: .tilesDone)
+        try c.encode(tilesEmpty, forKey: .tilesEmpty)
+        try c.encode(tileSize, forKey: .tileSize)
+        try c.encode(complete, forKey: .complete)
+        try c.encode(raster, forKey: .raster)
+        try c.encode(model, forKey: .model)
+        try c.encode(map, forKey: .map)
+        try c.encode(output, forKey: .output)
+        try c.encode(maxBodyBytes, forKey: .maxBodyBytes)
     }
 
     init(store: FeatureStore, map grid: MapGrid, mapError: String?, configuration: ServerConfiguration) {

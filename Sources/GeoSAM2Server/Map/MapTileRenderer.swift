@@ -24,7 +24,9 @@ public final class MapTileRenderer: @unchecked Sendable {
 
     /// - Parameters:
     ///   - prepareOverviews: build display overviews into the store when the raster is large and has none.
-    public init(store: FeatureStore, prepareOverviews: Bool = true, log: (String) -> Void = { _ in }) throws {
+    ///   - overviewThreshold: what "large" means (pixels on the long side).
+    public init(store: FeatureStore, prepareOverviews: Bool = true, overviewThreshold: Int = MapTileRenderer.overviewThreshold,
+                log: (String) -> Void = { _ in }) throws {
         let m = store.manifest
         grid = MapGrid(width: m.source.width, height: m.source.height)
         rgb = m.encoding.bands.rgb
@@ -41,7 +43,7 @@ public final class MapTileRenderer: @unchecked Sendable {
         }
         var chosen = source
         let hasOverviews = ((try? dataset.band(rgb.first ?? 1).overviewCount) ?? 0) > 0
-        if prepareOverviews, !hasOverviews, max(dataset.width, dataset.height) > Self.overviewThreshold {
+        if prepareOverviews, !hasOverviews, max(dataset.width, dataset.height) > overviewThreshold {
             chosen = Self.displayOverviews(for: dataset, in: store, log: log) ?? source
         }
         path = chosen
