@@ -9,10 +9,13 @@ let package = Package(
         .library(name: "SAM2", targets: ["SAM2"]),
         .library(name: "GeoIO", targets: ["GeoIO"]),
         .library(name: "GeoSegment", targets: ["GeoSegment"]),
+        .library(name: "GeoSAM2Server", targets: ["GeoSAM2Server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
     ],
     targets: [
         // System libraries.
@@ -32,11 +35,21 @@ let package = Package(
             name: "GeoSegment",
             dependencies: ["SAM2", "GeoIO", "TensorIO", "Kernels", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // `geosam2 serve`: the web UI and JSON API on Hummingbird. Thin: the work is GeoSegment's.
+        .target(
+            name: "GeoSAM2Server",
+            dependencies: [
+                "GeoSegment", "GeoIO", "SAM2",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            resources: [.copy("Resources/Public")]
+        ),
 
         .executableTarget(
             name: "geosam2",
             dependencies: [
-                "SAM2", "GeoIO", "TensorIO", "GeoSegment",
+                "SAM2", "GeoIO", "TensorIO", "GeoSegment", "GeoSAM2Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -46,6 +59,14 @@ let package = Package(
         .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "TensorIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "GeoIOTests", dependencies: ["GeoIO"]),
         .testTarget(name: "GeoSegmentTests", dependencies: ["GeoSegment", "GeoIO", "SAM2", "TensorIO", "Kernels"]),
+        .testTarget(
+            name: "GeoSAM2ServerTests",
+            dependencies: [
+                "GeoSAM2Server", "GeoSegment", "GeoIO", "SAM2",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct GeoSAM2: ParsableCommand {
+struct GeoSAM2: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "geosam2",
         abstract: "Segment objects in satellite and aerial imagery with SAM2, natively.",
-        subcommands: [Encode.self, Segment.self, Verify.self, Info.self, Predict.self, Inspect.self, Bench.self]
+        subcommands: [Encode.self, Segment.self, Serve.self, Sample.self, Verify.self, Info.self, Predict.self, Inspect.self, Bench.self]
     )
 }

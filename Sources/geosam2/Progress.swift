@@ -42,3 +42,48 @@ func formatDuration(_ seconds: Double) -> String {
     let s = Int(seconds.rounded())
     return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
 }
+
+/// Download progress on stderr: a redrawn bar on a terminal, a line every few seconds otherwise.
+final class DownloadProgress: @unchecked Sendable {
+    // @unchecked: `lock` guards the mutable state; updates come from URLSession's queue.
+    let label: String
+    let quiet: Bool
+    let isTerminal = isatty(STDERR_FILENO) != 0
+    private let lock = NSLock()
+    private let start = Date()
+    private var lastLine = -10.0
+    private var drewBar = false
+
+    init(label: String, quiet: Bool) {
+        self.label = label
+        self.quiet = quiet
+    }
+
+    func update(received: Int64, total: Int64?) {
+        guard !quiet else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = elapsed > 0 ? Double(received) / elapsed : 0
+        let mb = { (bytes: Int64) in String(format: "%.1f", Double(bytes) / 1e6) }
+        var text = "\(mb(received))\(total.map { "/\(mb($0))" } ?? "") MB  \(String(format: "%.1f", rate / 1e6)) MB/s"
+        if let total, rate > 0 { text += "  ETA \(formatDuration(Double(total - received) / rate))" }
+        if isTerminal {
+            let width = 30
+            let filled = total.map { $0 > 0 ? min(width, Int(Int64(width) * received / $0)) : 0 } ?? 0
+            let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(label) \(bar) \(text)\u{1B}[K".utf8))
+            drewBar = true
+        } else if elapsed - lastLine >= 5 || (total != nil && received == total) {
+            lastLine = elapsed
+            FileHandle.standardError.write(Data("\(label): \(text)\n".utf8))
+        }
+    }
+
+    func finish() {
+        lock.lock()
+        defer { lock.unlock() }
+        if drewBar { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+

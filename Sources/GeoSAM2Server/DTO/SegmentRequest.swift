@@ -1,0 +1,124 @@
+import Foundation
+import GeoSegment
+
+/// The body of `POST /api/segment` and `POST /api/objects`:
+///
+/// ```json
+/// {"points": [[x, y, label], …], "box": [minx, miny, maxx, maxy] | null, "crs": "EPSG:4326" | null,
+///  "multimask": false, "candidate": 0 | 1 | 2 | null,
+///  "min_area": 0, "largest_only": false, "simplify": 0, "fill_holes": false}
+/// ```
+///
+/// Coordinates are in `crs` (default: the store's); labels are 1 (foreground) or 0 (background).
+/// Every key is optional but at least one point or a box is required; unknown keys are refused.
+public struct SegmentRequest: Sendable, Equatable {
+    public var prompt: ObjectPrompt
+    public var options: PolygonOptions
+    public var multimask: Bool
+    /// Which of the multimask candidates to use (default: the best-scoring).
+    public var candidate: Int?
+
+    public static let maxPoints = 200
+    public static let maxCRSLength = 16_384
+    static let keys: Set<String> = ["points", "box", "crs", "multimask", "candidate", "min_area", "largest_only", "simplify", "fill_holes"]
+
+    public init(prompt: ObjectPrompt, options: PolygonOptions = PolygonOptions(), multimask: Bool = false, candidate: Int? = nil) {
+        self.prompt = prompt
+        self.options = options
+        self.multimask = multimask
+        self.candidate = candidate
+    }
+
+    /// Parses and validates a request body.
+    /// - Throws: ``GeoSAM2ServerError`` (400) naming what is wrong.
+    public static func parse(_ data: Data) throws -> SegmentRequest {
+        let json: JSONValue
+        do {
+            json = try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw GeoSAM2ServerError.badRequest("the body is not valid JSON")
+        }
+        guard case let .object(body) = json else { throw GeoSAM2ServerError.badRequest("the body must be a JSON object") }
+        if let unknown = body.keys.filter({ !keys.contains($0) }).sorted().first {
+            throw GeoSAM2ServerError.badRequest("unknown key \"\(unknown)\"; expected \(keys.sorted().joined(separator: ", "))")
+        }
+
+        var prompt = ObjectPrompt()
+        switch body["points"] {
+        case nil, .null?: break
+        case let .array(items)?:
+            guard items.count <= maxPoints else { throw GeoSAM2ServerError.badRequest("at most \(maxPoints) points") }
+            for (i, item) in items.enumerated() {
+                guard case let .array(values) = item, values.count == 3,
+                      let x = number(values[0]), let y = number(values[1]), let label = number(values[2]) else {
+                    throw GeoSAM2ServerError.badRequest("points[\(i)] must be [x, y, label] with numbers")
+                }
+                guard label == 0 || label == 1 else {
+                    throw GeoSAM2ServerError.badRequest("points[\(i)]: label must be 1 (foreground) or 0 (background)")
+                }
+                prompt.points.append(MapPoint(x: x, y: y, label: Int(label)))
+            }
+        default: throw GeoSAM2ServerError.badRequest("points must be an array of [x, y, label]")
+        }
+        switch body["box"] {
+        case nil, .null?: break
+        case let .array(values)?:
+            let v = values.compactMap(number)
+            guard values.count == 4, v.count == 4 else { throw GeoSAM2ServerError.badRequest("box must be [minx, miny, maxx, maxy] with numbers") }
+            guard v[0] <= v[2], v[1] <= v[3] else { throw GeoSAM2ServerError.badRequest("box must be [minx, miny, maxx, maxy] with minx ≤ maxx and miny ≤ maxy") }
+            prompt.box = MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3])
+        default: throw GeoSAM2ServerError.badRequest("box must be [minx, miny, maxx, maxy] or null")
+        }
+        switch body["crs"] {
+        case nil, .null?: break
+        case let .string(crs)?:
+            let trimmed = crs.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !trimmed.isEmpty, trimmed.count <= maxCRSLength else {
+                throw GeoSAM2ServerError.badRequest("crs must be a non-empty CRS definition of at most \(maxCRSLength) characters")
+            }
+            prompt.crs = trimmed
+        default: throw GeoSAM2ServerError.badRequest("crs must be a string such as \"EPSG:4326\", or null")
+        }
+        guard !prompt.isEmpty else { throw GeoSAM2ServerError.badRequest("no prompt: give at least one point or a box") }
+
+        let multimask = try flag(body, "multimask")
+        var candidate: Int?
+        switch body["candidate"] {
+        case nil, .null?: break
+        case let value?:
+            guard let c = number(value), c == c.rounded(), (0...2).contains(c) else {
+                throw GeoSAM2ServerError.badRequest("candidate must be 0, 1 or 2")
+            }
+            guard multimask else { throw GeoSAM2ServerError.badRequest("candidate needs \"multimask\": true (there is one mask otherwise)") }
+            candidate = Int(c)
+        }
+        let options = PolygonOptions(minArea: try amount(body, "min_area"), largestOnly: try flag(body, "largest_only"),
+                                     simplify: try amount(body, "simplify"), fillHoles: try flag(body, "fill_holes"))
+        return SegmentRequest(prompt: prompt, options: options, multimask: multimask, candidate: candidate)
+    }
+
+    private static func number(_ value: JSONValue) -> Double? {
+        switch value {
+        case let .integer(v): return Double(v)
+        case let .number(v) where v.isFinite: return v
+        default: return nil
+        }
+    }
+
+    private static func flag(_ body: [String: JSONValue], _ key: String) throws -> Bool {
+        switch body[key] {
+        case nil, .null?: return false
+        case let .bool(v)?: return v
+        default: throw GeoSAM2ServerError.badRequest("\(key) must be true or false")
+        }
+    }
+
+    private static func amount(_ body: [String: JSONValue], _ key: String) throws -> Double {
+        switch body[key] {
+        case nil, .null?: return 0
+        case let value?:
+            guard let v = number(value), v >= 0, v < 1e12 else { throw GeoSAM2ServerError.badRequest("\(key) must be a number ≥ 0") }
+            return v
+        }
+    }
+}
