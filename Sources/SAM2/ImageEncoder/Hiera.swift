@@ -34,28 +34,31 @@ struct MultiScaleAttention: Sendable {
         fused.scalars.withUnsafeBufferPointer { f in
             out.scalars.withUnsafeMutableBufferPointer { o in
                 let base = f.baseAddress!, result = o.baseAddress!
-                Parallel.forEachChunk(windows, minimumChunk: 1) { range in
-                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: queries * tokens)
-                    let pooled = UnsafeMutablePointer<Float>.allocate(capacity: poolsQueries ? queries * dimOut : 1)
-                    defer {
-                        scores.deallocate()
-                        pooled.deallocate()
-                    }
-                    for w in range {
-                        let window = base + w * tokens * stride
-                        var q = UnsafePointer(window)
-                        var qStride = stride
-                        if poolsQueries {
-                            // Only q is pooled; k and v keep every token.
-                            Pooling.maxPool2x2(window, height: side, width: side, channels: dimOut, tokenStride: stride, into: pooled)
-                            q = UnsafePointer(pooled)
-                            qStride = dimOut
+                if poolsQueries {
+                    // Only q is pooled; k and v keep every token.
+                    var pooled = [Float](repeating: 0, count: windows * queries * dimOut)
+                    pooled.withUnsafeMutableBufferPointer { p in
+                        let pb = p.baseAddress!
+                        Parallel.forEachChunk(windows, minimumChunk: 8) { range in
+                            for w in range {
+                                Pooling.maxPool2x2(base + w * tokens * stride, height: side, width: side, channels: dimOut,
+                                                   tokenStride: stride, into: pb + w * queries * dimOut)
+                            }
                         }
-                        Attention.scaledDotProduct(
-                            q: q, qStride: qStride, k: window + dimOut, kStride: stride, v: window + 2 * dimOut, vStride: stride,
-                            into: result + w * queries * dimOut, outStride: dimOut,
-                            queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim, scores: scores)
+                        Attention.batched(
+                            q: pb, qStride: dimOut, qBatchStride: queries * dimOut,
+                            k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
+                            v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
+                            into: result, outStride: dimOut, outBatchStride: queries * dimOut,
+                            batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
                     }
+                } else {
+                    Attention.batched(
+                        q: base, qStride: stride, qBatchStride: tokens * stride,
+                        k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
+                        v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
+                        into: result, outStride: dimOut, outBatchStride: queries * dimOut,
+                        batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
                 }
             }
         }

@@ -1,0 +1,60 @@
+#ifndef GEOSAM2_CKERNELS_H
+#define GEOSAM2_CKERNELS_H
+
+// Hand-written AVX-512 kernels for the hot loops of the encoder and decoder.
+//
+// Every entry point is compiled for AVX-512 with a function-level target attribute, so the
+// package needs no special compiler flags; callers must check `gs_has_avx512()` first and fall
+// back to the portable Swift/OpenBLAS paths when it returns 0. Matrices are row-major.
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the CPU supports AVX-512 F/DQ/BW/VL (checked once), else 0.
+int gs_has_avx512(void);
+
+/// Width of one packed weight panel (output features per panel).
+enum { GS_PANEL = 32 };
+
+/// Floats needed to pack an `[n, k]` weight matrix (`nn.Linear` layout).
+size_t gs_packed_count(long n, long k);
+
+/// Packs `w` (`[n, k]`, row stride `ldw`) into k-major panels of GS_PANEL output features,
+/// zero-padded to a multiple of GS_PANEL: element (j, t) goes to
+/// `packed[(j / 32)·k·32 + t·32 + j % 32]`.
+void gs_pack_weight(const float *w, long ldw, long n, long k, float *packed);
+
+/// `y[r, j] = Σ_t x[r, t]·w[j, t] (+ bias[j]) (+ y[r, j] when accumulate)` for rows `[0, m)` and the
+/// output features of panels `[panel_begin, panel_end)`; `packed` comes from `gs_pack_weight`.
+void gs_linear_packed(const float *x, long ldx, const float *packed, const float *bias, float *y, long ldy,
+                      long m, long n, long k, long panel_begin, long panel_end, int accumulate);
+
+/// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
+/// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an
+/// online (running-max) softmax, so memory stays small for 4096 keys.
+/// `scratch` must hold `gs_attention_scratch_count(nq, nk, hd)` floats.
+size_t gs_attention_scratch_count(long nq, long nk, long hd);
+void gs_attention_head(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
+                       float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
+
+/// Exact GELU `0.5·x·(1 + erf(x/√2))` in place.
+void gs_gelu(float *x, long count);
+
+/// `exp` of each element in place (accurate to a few ulp; for tests).
+void gs_exp(float *x, long count);
+
+/// Layer norm over each row of `[rows, channels]` (row stride `channels`), in place, with the
+/// biased variance, as `nn.LayerNorm`.
+void gs_layer_norm(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
+
+/// Softmax of each row in place.
+void gs_softmax_rows(float *x, long rows, long columns, long ld);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
