@@ -80,3 +80,99 @@ GS_TARGET void gs_softmax_rows(float *x, long rows, long columns, long ld) {
         }
     }
 }
+
+GS_TARGET void gs_softmax_columns(float *x, long rows, long columns, long ld) {
+    for (long c = 0; c < columns; c += 16) {
+        __mmask16 m = gs_lanes(columns - c);
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (long r = 0; r < rows; r++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + r * ld + c));
+        __m512 sum = _mm512_setzero_ps();
+        for (long r = 0; r < rows; r++) {
+            __m512 e = gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + r * ld + c), mx));
+            _mm512_mask_storeu_ps(x + r * ld + c, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+        for (long r = 0; r < rows; r++)
+            _mm512_mask_storeu_ps(x + r * ld + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + r * ld + c), inv));
+    }
+}
+
+/// One axis of `upsample_bilinear2d` (align_corners=False): source taps and weights.
+static void bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float *l1) {
+    float scale = (float)in / (float)out;
+    for (long i = 0; i < out; i++) {
+        // Parity: area_pixel_compute_source_index clamps the source index at 0 (non-cubic).
+        float real = scale * ((float)i + 0.5f) - 0.5f;
+        if (real < 0) real = 0;
+        long a = (long)real;
+        if (a > in - 1) a = in - 1;
+        long b = a + (a < in - 1 ? 1 : 0);
+        float lambda = real - (float)a;
+        if (lambda < 0) lambda = 0;
+        if (lambda > 1) lambda = 1;
+        i0[i] = (int)a; i1[i] = (int)b; l0[i] = 1.0f - lambda; l1[i] = lambda;
+    }
+}
+
+#include <stdlib.h>
+
+GS_TARGET void gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
+    int *xi0 = malloc(sizeof(int) * (size_t)ow), *xi1 = malloc(sizeof(int) * (size_t)ow);
+    float *xl0 = malloc(sizeof(float) * (size_t)ow), *xl1 = malloc(sizeof(float) * (size_t)ow);
+    int *yi0 = malloc(sizeof(int) * (size_t)oh), *yi1 = malloc(sizeof(int) * (size_t)oh);
+    float *yl0 = malloc(sizeof(float) * (size_t)oh), *yl1 = malloc(sizeof(float) * (size_t)oh);
+    // The width pass of every source row (h · ow floats), then the height pass per output row.
+    float *rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
+    if (!xi0 || !xi1 || !xl0 || !xl1 || !yi0 || !yi1 || !yl0 || !yl1 || !rows) goto done;
+    bilinear_axis(w, ow, xi0, xi1, xl0, xl1);
+    bilinear_axis(h, oh, yi0, yi1, yl0, yl1);
+    for (long i = 0; i < h; i++) {
+        const float *src = logits + i * w;
+        float *dst = rows + i * ow;
+        for (long x = 0; x < ow; x += 16) {
+            __mmask16 m = gs_lanes(ow - x);
+            __m512i a = _mm512_maskz_loadu_epi32(m, xi0 + x), b = _mm512_maskz_loadu_epi32(m, xi1 + x);
+            __m512 va = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, a, src, 4);
+            __m512 vb = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, b, src, 4);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl0 + x), va),
+                                     _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl1 + x), vb));
+            _mm512_mask_storeu_ps(dst + x, m, v);
+        }
+    }
+    for (long y = 0; y < oh; y++) {
+        const float *r0 = rows + (long)yi0[y] * ow, *r1 = rows + (long)yi1[y] * ow;
+        __m512 w0 = _mm512_set1_ps(yl0[y]), w1 = _mm512_set1_ps(yl1[y]);
+        unsigned char *o = mask + y * ow;
+        for (long x = 0; x < ow; x += 16) {
+            __mmask16 m = gs_lanes(ow - x);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m, r0 + x)),
+                                     _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m, r1 + x)));
+            // Parity: strict `>` against mask_threshold 0.
+            __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
+            _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(positive, _mm_set1_epi8(1)));
+        }
+    }
+done:
+    free(xi0); free(xi1); free(xl0); free(xl1); free(yi0); free(yi1); free(yl0); free(yl1); free(rows);
+}
+
+GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {
+    for (long g = 0; g < groups; g++) {
+        float *base = x + g * group * ld;
+        for (long c = 0; c < columns; c += 16) {
+            __mmask16 m = gs_lanes(columns - c);
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (long r = 0; r < group; r++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, base + r * ld + c));
+            __m512 sum = _mm512_setzero_ps();
+            for (long r = 0; r < group; r++) {
+                __m512 e = gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), mx));
+                _mm512_mask_storeu_ps(base + r * ld + c, m, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+            for (long r = 0; r < group; r++)
+                _mm512_mask_storeu_ps(base + r * ld + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), inv));
+        }
+    }
+}

@@ -40,33 +40,112 @@ public struct PackedWeight: Sendable {
         self.panels = panels
     }
 
+    /// Packs the right operand of `x · B` given as a row-major `[k, n]` matrix `b` (row stride
+    /// `ldb`): the result acts as a weight `[n, k]`, i.e. `apply` computes `x · b`.
+    public init(kn b: UnsafePointer<Float>, ldb: Int, k: Int, n: Int) {
+        outFeatures = n
+        inFeatures = k
+        var panels = [Float](repeating: 0, count: gs_packed_count(n, k))
+        panels.withUnsafeMutableBufferPointer { p in
+            if let pb = p.baseAddress { gs_pack_kn(b, ldb, k, n, pb) }
+        }
+        self.panels = panels
+    }
+
     var panelCount: Int { (outFeatures + Int(GS_PANEL) - 1) / Int(GS_PANEL) }
 
-    /// `y = x·Wᵀ (+ b) (+ y when accumulating)` on `rows` rows, split over the cores by rows when
-    /// there are many, else by panels of output features.
-    public func apply(
-        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
-        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
+    /// `yᵀ = (x·Wᵀ + b)ᵀ`: writes output feature j of row r at `y[j·yStride + r]`. Split over the
+    /// cores by rows of x (columns of y).
+    public func applyTransposed(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int
     ) {
         guard rows > 0 else { return }
         let (n, k) = (outFeatures, inFeatures)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
+            let minimum = rows * n * max(k, 1) < 1_000_000 ? rows : 96
+            Parallel.forEachChunk(rows, minimumChunk: minimum) { r in
+                // Chunks start on multiples of 12 rows except possibly the first, which is fine:
+                // the kernel handles any row offset.
+                gs_gemm_packed_transposed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound, yStride,
+                                          r.count, n, k, 0, panelCount)
+            }
+        }
+    }
+
+    /// `y = x·Wᵀ (+ b) (+ y when accumulating)` on `rows` rows, split over the cores by rows when
+    /// there are many, else by panels of output features.
+    /// - Parameters:
+    ///   - xStride: distance between rows of `x`.
+    ///   - xInnerStride: distance between consecutive elements of a row of `x` (1 unless `x` is
+    ///     a transposed view).
+    public func apply(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let (n, k) = (outFeatures, inFeatures)
+        let add: Int32 = accumulate ? 1 : 0
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
             let work = rows * n * max(k, 1)
             if work < 1_000_000 {
-                gs_linear_packed(x, xStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, accumulate ? 1 : 0)
+                gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
             } else if rows >= 96 {
-                // Row blocks: each worker packs its own rows and streams all panels.
+                // Row blocks: each worker streams all panels over its own rows.
                 Parallel.forEachChunk(rows, minimumChunk: 48) { r in
-                    gs_linear_packed(x + r.lowerBound * xStride, xStride, pb, bias, y + r.lowerBound * yStride, yStride,
-                                     r.count, n, k, 0, panelCount, accumulate ? 1 : 0)
+                    gs_gemm_packed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
+                                   yStride, r.count, n, k, 0, panelCount, add)
                 }
             } else {
                 Parallel.forEachChunk(panelCount, minimumChunk: 1) { panels in
-                    gs_linear_packed(x, xStride, pb, bias, y, yStride, rows, n, k, panels.lowerBound, panels.upperBound,
-                                     accumulate ? 1 : 0)
+                    gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k,
+                                   panels.lowerBound, panels.upperBound, add)
                 }
             }
         }
+    }
+}
+
+/// Small entry points into the AVX-512 kernels for callers outside this module. Each requires
+/// `Accelerated.isAvailable`.
+public enum AcceleratedOps {
+    /// Softmax down each column of a `[rows, columns]` matrix (row stride `ld`), in place.
+    public static func softmaxColumns(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        // Columns are independent: split them over the cores in 16-lane groups.
+        let groups = (columns + 15) / 16
+        Parallel.forEachChunk(groups, minimumChunk: rows * 16 >= 32768 ? 1 : groups) { g in
+            let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
+            gs_softmax_columns(x + c0, rows, c1 - c0, ld)
+        }
+    }
+
+    /// Softmax along each row of a `[rows, columns]` matrix (row stride `ld`), in place.
+    public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        Parallel.forEachChunk(rows, minimumChunk: max(1, 65536 / max(columns, 1))) { r in
+            gs_softmax_rows(x + r.lowerBound * ld, r.count, columns, ld)
+        }
+    }
+
+    /// Softmax over each group of `group` consecutive rows of `[groups·group, columns]` (row
+    /// stride `ld`), column by column, in place.
+    public static func softmaxRowGroups(_ x: UnsafeMutablePointer<Float>, groups: Int, group: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        let lanes = (columns + 15) / 16
+        Parallel.forEachChunk(lanes, minimumChunk: groups * group * 16 >= 16384 ? 1 : lanes) { g in
+            let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
+            gs_softmax_row_groups(x + c0, groups, group, c1 - c0, ld)
+        }
+    }
+
+    /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by
+    /// `> 0`, as 0/1 bytes.
+    public static func upsampleThreshold(_ logits: UnsafePointer<Float>, height h: Int, width w: Int,
+                                         into mask: UnsafeMutablePointer<UInt8>, height oh: Int, width ow: Int) {
+        precondition(Accelerated.isAvailable)
+        gs_upsample_threshold(logits, h, w, mask, oh, ow)
     }
 }

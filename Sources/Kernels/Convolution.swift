@@ -67,10 +67,15 @@ public enum Convolution {
     ///   relative to Conv2d).
     public static func transposedConv2x2(_ input: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
         precondition(input.rank == 3 && weight.shape[2] == 2 && weight.shape[3] == 2, "transposedConv2x2: bad shapes")
-        let (h, w, inChannels) = (input.shape[0], input.shape[1], input.shape[2])
-        let outChannels = weight.shape[1]
+        let inChannels = input.shape[2]
         precondition(weight.shape[0] == inChannels, "transposedConv2x2: weight \(weight.shape) vs \(inChannels) input channels")
-        // Rearrange W to [(dy, dx, o), i] so one GEMM gives all four sub-pixel outputs.
+        return transposedConv2x2(input, matrix: transposedConv2x2Matrix(weight), packed: nil, bias: bias, adding: nil)
+    }
+
+    /// The ConvTranspose weight `[in, out, 2, 2]` rearranged to a linear weight `[(dy, dx, o), in]`,
+    /// so one GEMM gives all four sub-pixel outputs.
+    public static func transposedConv2x2Matrix(_ weight: Tensor) -> Tensor {
+        let (inChannels, outChannels) = (weight.shape[0], weight.shape[1])
         var packed = [Float](repeating: 0, count: 4 * outChannels * inChannels)
         for i in 0..<inChannels {
             for o in 0..<outChannels {
@@ -79,19 +84,34 @@ public enum Convolution {
                 }
             }
         }
-        let products = GEMM.linear(input.reshaped([h * w, inChannels]),
-                                   weight: Tensor(shape: [4 * outChannels, inChannels], scalars: packed), bias: nil)
-        var out = Tensor(shape: [2 * h, 2 * w, outChannels])
+        return Tensor(shape: [4 * outChannels, inChannels], scalars: packed)
+    }
+
+    /// `transposedConv2x2` with the weight already rearranged (`transposedConv2x2Matrix`, and
+    /// optionally packed), plus an optional channels-last `[2H, 2W, out]` tensor added to the output.
+    public static func transposedConv2x2(_ input: Tensor, matrix: Tensor, packed: PackedWeight?, bias: Tensor,
+                                         adding addend: Tensor?) -> Tensor {
+        let (h, w, inChannels) = (input.shape[0], input.shape[1], input.shape[2])
+        let outChannels = matrix.shape[0] / 4
+        precondition(matrix.shape[1] == inChannels, "transposedConv2x2: weight \(matrix.shape) vs \(inChannels) input channels")
+        let products = GEMM.linear(input.reshaped([h * w, inChannels]), weight: matrix, bias: nil, packed: packed)
+        var out = addend ?? Tensor(shape: [2 * h, 2 * w, outChannels])
+        precondition(out.shape == [2 * h, 2 * w, outChannels], "transposedConv2x2: addend \(out.shape)")
         products.scalars.withUnsafeBufferPointer { src in
             bias.scalars.withUnsafeBufferPointer { b in
                 out.scalars.withUnsafeMutableBufferPointer { dst in
-                    for y in 0..<h {
-                        for x in 0..<w {
-                            let s = src.baseAddress! + (y * w + x) * 4 * outChannels
-                            for d in 0..<4 {
-                                let (dy, dx) = (d / 2, d % 2)
-                                let o = dst.baseAddress! + ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
-                                for c in 0..<outChannels { o[c] = s[d * outChannels + c] + b[c] }
+                    let (sp, bp, dp) = (src.baseAddress!, b.baseAddress!, dst.baseAddress!)
+                    Parallel.forEachChunk(h, minimumChunk: 16) { rows in
+                        for y in rows {
+                            for x in 0..<w {
+                                let s = sp + (y * w + x) * 4 * outChannels
+                                for d in 0..<4 {
+                                    let (dy, dx) = (d / 2, d % 2)
+                                    let o = dp + ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
+                                    let sd = s + d * outChannels
+                                    // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                                    for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + o[c] }
+                                }
                             }
                         }
                     }

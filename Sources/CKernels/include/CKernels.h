@@ -32,6 +32,33 @@ void gs_pack_weight(const float *w, long ldw, long n, long k, float *packed);
 void gs_linear_packed(const float *x, long ldx, const float *packed, const float *bias, float *y, long ldy,
                       long m, long n, long k, long panel_begin, long panel_end, int accumulate);
 
+/// The same product with a general operand: element (r, t) of x at `x[r·xs + t·xk]` (so a
+/// transposed operand is `xs = 1, xk = ld`).
+void gs_gemm_packed(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,
+                    long m, long n, long k, long panel_begin, long panel_end, int accumulate);
+
+/// `gs_gemm_packed` without accumulation, writing the transposed result: `y[j, r]` (row stride
+/// `ldy`) for output feature j of row r. For products whose consumer wants the other layout.
+void gs_gemm_packed_transposed(const float *x, long xs, long xk, const float *packed, const float *bias,
+                               float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end);
+
+/// Softmax over groups of `group` consecutive rows of `[groups·group, columns]` (row stride
+/// `ld`), independently for each column, in place.
+void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld);
+
+/// Packs a `[k, n]` row-major matrix (row stride `ldb`) as the right operand of
+/// `gs_gemm_packed`, i.e. like `gs_pack_weight` of its transpose.
+void gs_pack_kn(const float *b, long ldb, long k, long n, float *packed);
+
+/// Softmax down each column of `[rows, columns]` (row stride `ld`), in place.
+void gs_softmax_columns(float *x, long rows, long columns, long ld);
+
+/// `postprocess_masks` + threshold for one low-resolution logit map `[h, w]`: bilinear
+/// upsampling (align_corners=False, no antialias) to `[oh, ow]` and `mask = value > 0`, written
+/// as 0/1 bytes. The width pass runs once per source row, so the cost is one blend per output
+/// pixel.
+void gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
+
 /// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
 /// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an
 /// online (running-max) softmax, so memory stays small for 4096 keys.
