@@ -88,15 +88,15 @@ final class FixtureParityTests: XCTestCase {
 
                     // The reference decoder (plain attention, no re-association) as an oracle.
                     if Accelerated.isAvailable {
-                    let (sparse, maskInput) = try model.encodePrompt(prompt, width: image.width, height: image.height)
-                    let reference = model.maskDecoder.predictMasks(
-                        image: prepared.image, imagePE: model.densePositionalEncoding, sparse: sparse,
-                        dense: model.promptEncoder.embedMask(maskInput), highResolution: (prepared.s0, prepared.s1))
-                    let fast = model.maskDecoder.predictMasksFast(
-                        prepared: prepared, imagePE: model.densePositionalEncoding, sparse: sparse,
-                        dense: maskInput.map { model.promptEncoder.embedMask($0) },
-                        noMaskEmbedding: model.promptEncoder.noMaskEmbedding.reshaped([model.configuration.modelDimension]))
-                    XCTAssertLessThanOrEqual(fast.logits.maxAbsDifference(reference.logits), 1e-4, "\(caseName) fast vs reference decoder")
+                        let (sparse, maskInput) = try model.encodePrompt(prompt, width: image.width, height: image.height)
+                        let reference = model.maskDecoder.predictMasks(
+                            image: prepared.image, imagePE: model.densePositionalEncoding, sparse: sparse,
+                            dense: model.promptEncoder.embedMask(maskInput), highResolution: (prepared.s0, prepared.s1))
+                        let fast = model.maskDecoder.predictMasksFast(
+                            prepared: prepared, imagePE: model.densePositionalEncoding, sparse: sparse,
+                            dense: maskInput.map { model.promptEncoder.embedMask($0) },
+                            noMaskEmbedding: model.promptEncoder.noMaskEmbedding.reshaped([model.configuration.modelDimension]))
+                        XCTAssertLessThanOrEqual(fast.logits.maxAbsDifference(reference.logits), 1e-4, "\(caseName) fast vs reference decoder")
                     }
 
                     let logits = try NumPy.read(caseDir.appendingPathComponent("low_res_logits.npy"))
