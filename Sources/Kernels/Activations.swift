@@ -64,8 +64,16 @@ extension Tensor {
     }
 
     public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var out = lhs
-        out += rhs
+        precondition(lhs.shape == rhs.shape, "+: \(lhs.shape) vs \(rhs.shape)")
+        // One pass into a fresh buffer (copying lhs first would read and write it twice).
+        var out = Tensor(unsafeUninitializedShape: lhs.shape)
+        lhs.scalars.withUnsafeBufferPointer { a in
+            rhs.scalars.withUnsafeBufferPointer { b in
+                out.scalars.withUnsafeMutableBufferPointer { o in
+                    for i in 0..<o.count { o[i] = a[i] + b[i] }
+                }
+            }
+        }
         return out
     }
 

@@ -95,22 +95,25 @@ public enum Convolution {
         let outChannels = matrix.shape[0] / 4
         precondition(matrix.shape[1] == inChannels, "transposedConv2x2: weight \(matrix.shape) vs \(inChannels) input channels")
         let products = GEMM.linear(input.reshaped([h * w, inChannels]), weight: matrix, bias: nil, packed: packed)
-        var out = addend ?? Tensor(shape: [2 * h, 2 * w, outChannels])
-        precondition(out.shape == [2 * h, 2 * w, outChannels], "transposedConv2x2: addend \(out.shape)")
-        products.scalars.withUnsafeBufferPointer { src in
-            bias.scalars.withUnsafeBufferPointer { b in
-                out.scalars.withUnsafeMutableBufferPointer { dst in
-                    let (sp, bp, dp) = (src.baseAddress!, b.baseAddress!, dst.baseAddress!)
-                    Parallel.forEachChunk(h, minimumChunk: 16) { rows in
-                        for y in rows {
-                            for x in 0..<w {
-                                let s = sp + (y * w + x) * 4 * outChannels
-                                for d in 0..<4 {
-                                    let (dy, dx) = (d / 2, d % 2)
-                                    let o = dp + ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
-                                    let sd = s + d * outChannels
-                                    // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
-                                    for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + o[c] }
+        if let addend { precondition(addend.shape == [2 * h, 2 * w, outChannels], "transposedConv2x2: addend \(addend.shape)") }
+        var out = Tensor(unsafeUninitializedShape: [2 * h, 2 * w, outChannels])
+        let zero = [Float](repeating: 0, count: addend == nil ? 4 * h * w * outChannels : 0)
+        (addend?.scalars ?? zero).withUnsafeBufferPointer { add in
+            products.scalars.withUnsafeBufferPointer { src in
+                bias.scalars.withUnsafeBufferPointer { b in
+                    out.scalars.withUnsafeMutableBufferPointer { dst in
+                        let (sp, bp, ap, dp) = (src.baseAddress!, b.baseAddress!, add.baseAddress!, dst.baseAddress!)
+                        Parallel.forEachChunk(h, minimumChunk: 16) { rows in
+                            for y in rows {
+                                for x in 0..<w {
+                                    let s = sp + (y * w + x) * 4 * outChannels
+                                    for d in 0..<4 {
+                                        let (dy, dx) = (d / 2, d % 2)
+                                        let offset = ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
+                                        let (o, a, sd) = (dp + offset, ap + offset, s + d * outChannels)
+                                        // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                                        for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + a[c] }
+                                    }
                                 }
                             }
                         }

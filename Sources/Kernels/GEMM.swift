@@ -65,7 +65,8 @@ public enum GEMM {
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
         let rows = x.count / max(inFeatures, 1)
-        var out = Tensor(shape: Array(x.shape.dropLast()) + [outFeatures])
+        // Every element is written below (bias copy or beta = 0), so no zero-fill.
+        var out = Tensor(unsafeUninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
         if let packed, Accelerated.isAvailable {
             precondition(packed.outFeatures == outFeatures && packed.inFeatures == inFeatures, "linear: packed weight mismatch")
             x.scalars.withUnsafeBufferPointer { xp in

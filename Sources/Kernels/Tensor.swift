@@ -22,6 +22,15 @@ public struct Tensor: Sendable, Equatable {
         self.init(shape: shape, scalars: [Float](repeating: value, count: shape.reduce(1, *)))
     }
 
+    /// A tensor whose elements are not initialised, for outputs that a kernel overwrites
+    /// entirely (skips the zero-fill, which for large outputs costs as much as a light kernel).
+    public init(unsafeUninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        let n = shape.reduce(1, *)
+        self.shape = shape
+        scalars = [Float](unsafeUninitializedCapacity: n) { _, initialized in initialized = n }
+    }
+
     /// The number of elements.
     @inlinable public var count: Int { scalars.count }
 

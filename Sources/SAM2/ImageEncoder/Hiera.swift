@@ -30,7 +30,7 @@ struct MultiScaleAttention: Sendable {
         let fused = qkv(x)  // [windows·tokens, 3·dimOut]; channel s·dimOut + h·headDim + d, s ∈ {q, k, v}
         let stride = 3 * dimOut
         let headDim = dimOut / heads
-        var out = Tensor(shape: [windows * queries, dimOut])
+        var out = Tensor(unsafeUninitializedShape: [windows * queries, dimOut])  // attention writes every element
         fused.scalars.withUnsafeBufferPointer { f in
             out.scalars.withUnsafeMutableBufferPointer { o in
                 let base = f.baseAddress!, result = o.baseAddress!

@@ -58,7 +58,7 @@ extension DecoderAttention {
         let qp = qProj(q)
         let scale = 1 / Float(hd).squareRoot()
         // Q' [heads·N, D]: row h·N + j = scale · q_h[j] · W_k,h.
-        var qPrime = Tensor(shape: [hn, d])
+        var qPrime = Tensor(unsafeUninitializedShape: [hn, d])
         qp.scalars.withUnsafeBufferPointer { a in
             kProj.weight.scalars.withUnsafeBufferPointer { w in
                 qPrime.scalars.withUnsafeMutableBufferPointer { o in
@@ -70,7 +70,7 @@ extension DecoderAttention {
             }
         }
         // Scoresᵀ [T, heads·N]; softmax down the columns (over the image positions).
-        var scoresT = Tensor(shape: [t, hn])
+        var scoresT = Tensor(unsafeUninitializedShape: [t, hn])
         let packedQ = PackedWeight(qPrime)
         x.scalars.withUnsafeBufferPointer { xp in
             scoresT.scalars.withUnsafeMutableBufferPointer { sp in
@@ -79,7 +79,7 @@ extension DecoderAttention {
             }
         }
         // Gᵀ [D, heads·N] = keysᵀ · Pᵀ.
-        var gT = Tensor(shape: [d, hn])
+        var gT = Tensor(unsafeUninitializedShape: [d, hn])
         scoresT.scalars.withUnsafeBufferPointer { sp in
             let packedP = PackedWeight(kn: sp.baseAddress!, ldb: hn, k: t, n: hn)
             keys.scalars.withUnsafeBufferPointer { kp in
@@ -134,7 +134,7 @@ extension DecoderAttention {
         let scale = 1 / Float(hd).squareRoot()
         // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
         // head runs down short columns with one lane per image position.
-        var scoresT = Tensor(shape: [hn, t])
+        var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
         if let projectedQueries {
             // scores[:, h·N + j] = scale · Q_h · k_h[j]: a block-diagonal right operand.
             var blocks = Tensor(shape: [hn, inner])
@@ -197,7 +197,7 @@ extension DecoderAttention {
                 }
             }
         }
-        var y = Tensor(shape: [t, d])
+        var y = Tensor(unsafeUninitializedShape: [t, d])
         vPrime.scalars.withUnsafeBufferPointer { vb in
             let packed = PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d)
             scoresT.scalars.withUnsafeBufferPointer { sp in
@@ -286,8 +286,12 @@ extension MaskDecoder {
         let cache = dense == nil ? prepared.layer0 : nil
         var image = Tensor(shape: [0])
         if cache == nil {
-            image = prepared.image
-            if let dense { image += dense } else { image.addRowVector(noMaskEmbedding) }
+            if let dense {
+                image = prepared.image + dense
+            } else {
+                image = prepared.image
+                image.addRowVector(noMaskEmbedding)
+            }
         }
         let (hs, keys) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
         return head(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1)
