@@ -1,29 +1,11 @@
 #include "CKernels.h"
 #include "internal.h"
 
-/// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e−7), the formula PyTorch's own
-/// vectorised CPU `erf` (and so its exact-GELU kernel) uses.
-GS_INLINE __m512 gs_erf512(__m512 x) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
-    __m512 ax = _mm512_abs_ps(x);
-    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
-    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
-    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
-    __m512 e = gs_exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
-    __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);
-    return _mm512_or_ps(y, sign);
-}
-
 GS_TARGET void gs_gelu(float *x, long count) {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), alpha = _mm512_set1_ps(0.70710678118654752440f);
     for (long i = 0; i < count; i += 16) {
         __mmask16 m = gs_lanes(count - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 y = _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, gs_erf512(_mm512_mul_ps(v, alpha))));
-        _mm512_mask_storeu_ps(x + i, m, y);
+        _mm512_mask_storeu_ps(x + i, m, gs_gelu512(v));
     }
 }
 

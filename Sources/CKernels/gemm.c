@@ -61,8 +61,8 @@ void gs_pack_kn(const float *b, long ldb, long k, long n, float *packed) {
     }
 }
 
-/// The 12×32 micro-kernel: y[0..mr) × [0..32 masked by m0/m1] (+)= A·B (+ bias).
-/// `mode`: 0 = store (plus bias if given), 1 = accumulate into y.
+/// The 12×32 micro-kernel: y[0..mr) × [0..32 masked by m0/m1] = A·B (+ bias if given)
+/// (+ y when `mode & GS_ACC`), then GELU when `mode & GS_GELU`.
 GS_INLINE void micro_12x32(const float *a, long as, long ak, const float *b, long kc, float *y, long ldy, long mr,
                            __mmask16 m0, __mmask16 m1, const float *bias, int mode) {
     __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
@@ -83,7 +83,7 @@ GS_INLINE void micro_12x32(const float *a, long as, long ak, const float *b, lon
 #undef GS_ROW
     }
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-    if (mode == 0 && bias) {
+    if (bias) {
         bias0 = _mm512_maskz_loadu_ps(m0, bias);
         bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
     }
@@ -91,13 +91,14 @@ GS_INLINE void micro_12x32(const float *a, long as, long ak, const float *b, lon
                           {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
     for (long i = 0; i < mr; i++) {
         float *o = y + i * ldy;
-        __m512 v0 = rows[i][0], v1 = rows[i][1];
-        if (mode) {
+        __m512 v0 = _mm512_add_ps(rows[i][0], bias0), v1 = _mm512_add_ps(rows[i][1], bias1);
+        if (mode & GS_ACC) {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, o));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, o + 16));
-        } else {
-            v0 = _mm512_add_ps(v0, bias0);
-            v1 = _mm512_add_ps(v1, bias1);
+        }
+        if (mode & GS_GELU) {
+            v0 = gs_gelu512(v0);
+            v1 = gs_gelu512(v1);
         }
         _mm512_mask_storeu_ps(o, m0, v0);
         _mm512_mask_storeu_ps(o + 16, m1, v1);
@@ -110,20 +111,24 @@ GS_TARGET void gs_linear_packed(const float *x, long ldx, const float *packed, c
 }
 
 GS_TARGET void gs_gemm_packed(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,
-                              long m, long n, long k, long panel_begin, long panel_end, int accumulate) {
+                              long m, long n, long k, long panel_begin, long panel_end, int flags) {
     const long ldx = xs;
+    const int accumulate = flags & GS_ACC;
     if (m <= 0 || panel_end <= panel_begin) return;
     if (k == 0) {
-        // An empty sum: y = bias (or unchanged when accumulating).
-        for (long r = 0; r < m && !accumulate; r++)
-            for (long j = panel_begin * GS_PANEL; j < n && j < panel_end * GS_PANEL; j++) y[r * ldy + j] = bias ? bias[j] : 0;
+        // An empty sum: y = bias (+ y); no model layer has k = 0, so the activation is not applied.
+        for (long r = 0; r < m; r++)
+            for (long j = panel_begin * GS_PANEL; j < n && j < panel_end * GS_PANEL; j++)
+                y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
         return;
     }
     // The zero-padded copy of a short row tail, per thread.
     static _Thread_local float abuf[MR * KC] __attribute__((aligned(64)));
     for (long k0 = 0; k0 < k; k0 += KC) {
         long kc = k - k0 < KC ? k - k0 : KC;
-        int mode = (k0 > 0 || accumulate) ? 1 : 0;
+        // Bias on the first k block, the activation on the last.
+        int mode = (k0 > 0 || accumulate) ? GS_ACC : 0;
+        if (k0 + KC >= k) mode |= flags & GS_GELU;
         for (long m0 = 0; m0 < m; m0 += MC) {
             long mc = m - m0 < MC ? m - m0 : MC;
             for (long p = panel_begin; p < panel_end; p++) {
@@ -131,7 +136,7 @@ GS_TARGET void gs_gemm_packed(const float *x, long xs, long xk, const float *pac
                 long col = p * GS_PANEL;
                 long width = n - col < GS_PANEL ? n - col : GS_PANEL;
                 __mmask16 mk0 = gs_lanes(width), mk1 = gs_lanes(width - 16);
-                const float *pb = bias && mode == 0 ? bias + col : NULL;
+                const float *pb = bias && k0 == 0 ? bias + col : NULL;
                 for (long s = 0; s < mc; s += MR) {
                     long mr = mc - s < MR ? mc - s : MR;
                     float *yt = y + (m0 + s) * ldy + col;
@@ -163,7 +168,7 @@ GS_TARGET void gs_gemm_packed_transposed(const float *x, long xs, long xk, const
                 long kc = k - k0 < KC ? k - k0 : KC;
                 const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
                 const float *xt = x + m0 * xs + k0 * xk;
-                int mode = k0 > 0 ? 1 : 0;
+                int mode = k0 > 0 ? GS_ACC : 0;
                 if (kc <= 0) {
                     for (long i = 0; i < MR * GS_PANEL; i++) tile[i] = 0;
                 } else if (mr == MR) {

@@ -34,4 +34,26 @@ GS_INLINE __m512 gs_exp512(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
+/// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e−7), the formula PyTorch's own
+/// vectorised CPU `erf` (and so its exact-GELU kernel) uses.
+GS_INLINE __m512 gs_erf512(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
+    __m512 ax = _mm512_abs_ps(x);
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
+    __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+    __m512 e = gs_exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
+    __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);
+    return _mm512_or_ps(y, sign);
+}
+
+/// Exact GELU, 0.5·x·(1 + erf(x/√2)).
+GS_INLINE __m512 gs_gelu512(__m512 v) {
+    return _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), gs_erf512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752440f)))));
+}
+
 #endif

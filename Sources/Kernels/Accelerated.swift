@@ -54,6 +54,19 @@ public struct PackedWeight: Sendable {
 
     var panelCount: Int { (outFeatures + Int(GS_PANEL) - 1) / Int(GS_PANEL) }
 
+    /// `apply` on the calling thread only, for callers that split the work themselves.
+    public func applySingleThreaded(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
+            gs_gemm_packed(x, xStride, 1, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
+        }
+    }
+
     /// `yᵀ = (x·Wᵀ + b)ᵀ`: writes output feature j of row r at `y[j·yStride + r]`. Split over the
     /// cores by rows of x (columns of y).
     public func applyTransposed(
@@ -80,13 +93,15 @@ public struct PackedWeight: Sendable {
     ///   - xStride: distance between rows of `x`.
     ///   - xInnerStride: distance between consecutive elements of a row of `x` (1 unless `x` is
     ///     a transposed view).
+    ///   - accumulate: add the result (bias included) to `y`.
+    ///   - gelu: apply exact GELU to the result.
     public func apply(
         _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
-        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
     ) {
         guard rows > 0 else { return }
         let (n, k) = (outFeatures, inFeatures)
-        let add: Int32 = accumulate ? 1 : 0
+        let add = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
             let work = rows * n * max(k, 1)
@@ -139,6 +154,27 @@ public enum AcceleratedOps {
             let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
             gs_softmax_row_groups(x + c0, groups, group, c1 - c0, ld)
         }
+    }
+
+    /// One head of attention on the calling thread (`gs_attention_head`); `scratch` holds
+    /// `attentionScratchCount` floats.
+    public static func attentionHead(
+        q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int, v: UnsafePointer<Float>, vStride: Int,
+        into out: UnsafeMutablePointer<Float>, outStride: Int, queryCount: Int, keyCount: Int, headDim: Int,
+        scratch: UnsafeMutablePointer<Float>
+    ) {
+        gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim,
+                          1 / Float(headDim).squareRoot(), scratch)
+    }
+
+    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int) -> Int {
+        gs_attention_scratch_count(queryCount, keyCount, headDim)
+    }
+
+    /// Layer norm of `rows` rows on the calling thread.
+    public static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
+                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) {
+        gs_layer_norm(x, rows, channels, weight, bias, eps)
     }
 
     /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by

@@ -19,6 +19,9 @@ int gs_has_avx512(void);
 /// Width of one packed weight panel (output features per panel).
 enum { GS_PANEL = 32 };
 
+/// Flags of `gs_gemm_packed`: add to the existing output; apply exact GELU to the result.
+enum { GS_ACC = 1, GS_GELU = 2 };
+
 /// Floats needed to pack an `[n, k]` weight matrix (`nn.Linear` layout).
 size_t gs_packed_count(long n, long k);
 
@@ -33,9 +36,10 @@ void gs_linear_packed(const float *x, long ldx, const float *packed, const float
                       long m, long n, long k, long panel_begin, long panel_end, int accumulate);
 
 /// The same product with a general operand: element (r, t) of x at `x[r·xs + t·xk]` (so a
-/// transposed operand is `xs = 1, xk = ld`).
+/// transposed operand is `xs = 1, xk = ld`). `flags`: GS_ACC adds the result (with the bias) to
+/// y; GS_GELU applies GELU to the final value.
 void gs_gemm_packed(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,
-                    long m, long n, long k, long panel_begin, long panel_end, int accumulate);
+                    long m, long n, long k, long panel_begin, long panel_end, int flags);
 
 /// `gs_gemm_packed` without accumulation, writing the transposed result: `y[j, r]` (row stride
 /// `ldy`) for output feature j of row r. For products whose consumer wants the other layout.

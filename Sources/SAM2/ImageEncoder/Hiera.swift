@@ -246,8 +246,9 @@ struct Hiera: Sendable {
         x += positionEmbedding
         var outputs: [Tensor] = []
         let ends = Set(configuration.stageEnds)
+        let fast = Accelerated.isAvailable
         for (i, block) in blocks.enumerated() {
-            x = block(x)
+            if fast { block.fast(&x) } else { x = block(x) }
             if ends.contains(i) { outputs.append(x) }
         }
         return outputs
