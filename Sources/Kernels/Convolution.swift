@@ -22,8 +22,10 @@ public enum Convolution {
     /// - Parameters:
     ///   - weight: `[out, in, k, k]`, PyTorch's layout.
     /// - Returns: `[outHeight, outWidth, out]`, channels-last.
+    /// - Parameter packed: `weight` as `[out, in·k·k]`, packed for the AVX-512 GEMM (optional).
     public static func conv2d(
-        _ input: Tensor, layout: Layout, weight: Tensor, bias: Tensor?, stride: Int, padding: Int
+        _ input: Tensor, layout: Layout, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
+        packed: PackedWeight? = nil
     ) -> Tensor {
         let outChannels = weight.shape[0], kernel = weight.shape[2]
         precondition(weight.shape[1] == layout.channels, "conv2d: weight \(weight.shape) vs \(layout.channels) input channels")
@@ -58,7 +60,7 @@ public enum Convolution {
         }
         let matrix = Tensor(shape: [positions, patch], scalars: columns)
         let flatWeight = weight.reshaped([outChannels, patch])
-        return GEMM.linear(matrix, weight: flatWeight, bias: bias).reshaped([outHeight, outWidth, outChannels])
+        return GEMM.linear(matrix, weight: flatWeight, bias: bias, packed: packed).reshaped([outHeight, outWidth, outChannels])
     }
 
     /// A transposed convolution with kernel 2 and stride 2 (`nn.ConvTranspose2d(k=2, s=2)`) on
