@@ -158,3 +158,65 @@ GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long col
         }
     }
 }
+
+GS_INLINE void convt_epilogue(const long vectors, const float *products, long h, long w, long y0, long y1, long oc,
+                              const float *bias, const float *addend, const float *lnw, const float *lnb, float eps,
+                              int gelu, float *out, const float *hyper, long masks, float *logits) {
+    const long ow = 2 * w, plane = 4 * h * w;
+    __m512 v[8];
+    for (long y = y0; y < y1; y++) {
+        for (long x = 0; x < w; x++) {
+            const float *s = products + (y * w + x) * 4 * oc;
+            for (long d = 0; d < 4; d++) {
+                long pixel = (2 * y + d / 2) * ow + 2 * x + d % 2;
+                const float *a = addend + pixel * oc;
+                // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                for (long u = 0; u < vectors; u++) {
+                    __mmask16 m = gs_lanes(oc - 16 * u);
+                    v[u] = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, s + d * oc + 16 * u), _mm512_maskz_loadu_ps(m, bias + 16 * u)),
+                                         _mm512_maskz_loadu_ps(m, a + 16 * u));
+                }
+                if (lnw) {
+                    // LayerNorm2d over the channels of the pixel (biased variance, two passes).
+                    __m512 acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++) acc = _mm512_add_ps(acc, v[u]);
+                    __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(acc) / (float)oc);
+                    acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++) {
+                        __m512 c = _mm512_maskz_sub_ps(gs_lanes(oc - 16 * u), v[u], mean);
+                        acc = _mm512_fmadd_ps(c, c, acc);
+                    }
+                    __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(acc) / (float)oc + eps));
+                    for (long u = 0; u < vectors; u++) {
+                        __mmask16 m = gs_lanes(oc - 16 * u);
+                        v[u] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v[u], mean), inv), _mm512_maskz_loadu_ps(m, lnw + 16 * u),
+                                               _mm512_maskz_loadu_ps(m, lnb + 16 * u));
+                    }
+                }
+                if (gelu)
+                    for (long u = 0; u < vectors; u++) v[u] = _mm512_maskz_mov_ps(gs_lanes(oc - 16 * u), gs_gelu512(v[u]));
+                if (out)
+                    for (long u = 0; u < vectors; u++) _mm512_mask_storeu_ps(out + pixel * oc + 16 * u, gs_lanes(oc - 16 * u), v[u]);
+                for (long k = 0; k < masks; k++) {
+                    __m512 acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++)
+                        acc = _mm512_fmadd_ps(v[u], _mm512_maskz_loadu_ps(gs_lanes(oc - 16 * u), hyper + k * oc + 16 * u), acc);
+                    logits[k * plane + pixel] = _mm512_reduce_add_ps(acc);
+                }
+            }
+        }
+    }
+}
+
+GS_TARGET void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+                                    const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
+                                    float *out, const float *hyper, long masks, float *logits) {
+    // Constant channel counts let the per-pixel vectors live in registers.
+    switch ((oc + 15) / 16) {
+    case 2: convt_epilogue(2, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
+    case 4: convt_epilogue(4, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
+    default:
+        if (oc <= 128)
+            convt_epilogue((oc + 15) / 16, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits);
+    }
+}

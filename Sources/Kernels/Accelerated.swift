@@ -177,6 +177,23 @@ public enum AcceleratedOps {
         gs_layer_norm(x, rows, channels, weight, bias, eps)
     }
 
+    /// The tail of `Convolution.transposedConv2x2` done as one GEMM (`gs_convt2x2_epilogue`):
+    /// scatter of the sub-pixel products of an `h × w` input, `+ bias + addend`, optional
+    /// LayerNorm2d and GELU; the result goes to `out` and/or, as dot products with the rows of
+    /// `hyper` (`[masks, channels]`), to `logits` (`[masks, 2h, 2w]`). Split over the cores by rows.
+    public static func transposedConvEpilogue(
+        products: UnsafePointer<Float>, height h: Int, width w: Int, channels: Int, bias: UnsafePointer<Float>,
+        adding addend: UnsafePointer<Float>, norm: (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float)?,
+        gelu: Bool, into out: UnsafeMutablePointer<Float>?, hyper: UnsafePointer<Float>?, masks: Int,
+        logits: UnsafeMutablePointer<Float>?
+    ) {
+        precondition(Accelerated.isAvailable && channels <= 128)
+        Parallel.forEachChunk(h, minimumChunk: 8) { rows in
+            gs_convt2x2_epilogue(products, h, w, rows.lowerBound, rows.upperBound, channels, bias, addend, norm?.weight, norm?.bias,
+                                 norm?.eps ?? 0, gelu ? 1 : 0, out, hyper, masks, logits)
+        }
+    }
+
     /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by
     /// `> 0`, as 0/1 bytes.
     public static func upsampleThreshold(_ logits: UnsafePointer<Float>, height h: Int, width w: Int,

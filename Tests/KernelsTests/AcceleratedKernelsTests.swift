@@ -114,4 +114,73 @@ final class AcceleratedKernelsTests: XCTestCase {
         Activations.gelu(&g)
         assertClose(g.scalars, original.scalars.map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
     }
+
+    func testTransposedConvEpilogueMatchesUnfusedOps() {
+        let (h, w, cin, cout, masks) = (5, 6, 24, 40, 3)
+        let x = randomTensor([h, w, cin], seed: 70)
+        let weight = randomTensor([cin, cout, 2, 2], seed: 71, scale: 0.3)
+        let bias = randomTensor([cout], seed: 72)
+        let addend = randomTensor([2 * h, 2 * w, cout], seed: 73)
+        let lnw = randomTensor([cout], seed: 74), lnb = randomTensor([cout], seed: 75)
+        let hyper = randomTensor([masks, cout], seed: 76)
+        // Unfused reference: convT, + map, LayerNorm2d, GELU, then the hypernetwork products.
+        var expected = ReferenceKernels.transposedConv2x2(x.channelsFirst(), weight: weight, bias: bias).channelsLast()
+        expected += addend
+        Normalization.layerNorm(&expected, weight: lnw, bias: lnb, eps: 1e-6)
+        Activations.gelu(&expected)
+        var expectedLogits = [Float](repeating: 0, count: masks * 4 * h * w)
+        for k in 0..<masks {
+            for p in 0..<(4 * h * w) {
+                var acc: Float = 0
+                for c in 0..<cout { acc += hyper.scalars[k * cout + c] * expected.scalars[p * cout + c] }
+                expectedLogits[k * 4 * h * w + p] = acc
+            }
+        }
+        let matrix = Convolution.transposedConv2x2Matrix(weight)
+        let products = GEMM.linear(x.reshaped([h * w, cin]), weight: matrix, bias: nil, packed: PackedWeight(matrix))
+        var out = [Float](repeating: 0, count: 4 * h * w * cout)
+        var logits = [Float](repeating: 0, count: masks * 4 * h * w)
+        products.scalars.withUnsafeBufferPointer { p in
+            bias.scalars.withUnsafeBufferPointer { b in
+                addend.scalars.withUnsafeBufferPointer { a in
+                    lnw.scalars.withUnsafeBufferPointer { lw in
+                        lnb.scalars.withUnsafeBufferPointer { lb in
+                            hyper.scalars.withUnsafeBufferPointer { hp in
+                                out.withUnsafeMutableBufferPointer { o in
+                                    logits.withUnsafeMutableBufferPointer { l in
+                                        AcceleratedOps.transposedConvEpilogue(
+                                            products: p.baseAddress!, height: h, width: w, channels: cout, bias: b.baseAddress!,
+                                            adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, 1e-6), gelu: true,
+                                            into: o.baseAddress!, hyper: hp.baseAddress!, masks: masks, logits: l.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assertClose(out, expected.scalars, tolerance: 2e-5, "convT epilogue")
+        assertClose(logits, expectedLogits, tolerance: 1e-4, "hypernetwork products")
+    }
+
+    func testUpsampleThresholdMatchesBilinear() {
+        let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
+        for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {
+            let reference = Resize.bilinear(logits, height: oh, width: ow)
+            var mask = [UInt8](repeating: 7, count: 2 * oh * ow)
+            logits.scalars.withUnsafeBufferPointer { l in
+                mask.withUnsafeMutableBufferPointer { m in
+                    for c in 0..<2 {
+                        AcceleratedOps.upsampleThreshold(l.baseAddress! + c * 256, height: 16, width: 16,
+                                                         into: m.baseAddress! + c * oh * ow, height: oh, width: ow)
+                    }
+                }
+            }
+            // Identical except where the interpolated logit is within rounding of 0.
+            for i in 0..<mask.count where abs(reference.scalars[i]) > 1e-5 {
+                XCTAssertEqual(mask[i], reference.scalars[i] > 0 ? 1 : 0, "pixel \(i) of \(oh)×\(ow)")
+            }
+        }
+    }
 }

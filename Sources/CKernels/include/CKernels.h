@@ -63,6 +63,16 @@ void gs_softmax_columns(float *x, long rows, long columns, long ld);
 /// pixel.
 void gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
 
+/// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM: for input rows [y0, y1) of an
+/// `h × w` grid, scatters `products` (`[h·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)
+/// to the `2h × 2w` output, adding `bias` and the channels-last `addend`, then optionally a
+/// per-pixel LayerNorm (`lnw`/`lnb` non-null) and GELU. Writes the result to `out` (if non-null)
+/// and, if `masks > 0`, the dot products with each row of `hyper` (`[masks, oc]`) to
+/// `logits[k·4hw + pixel]`. At most 128 channels.
+void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+                          const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
+                          float *out, const float *hyper, long masks, float *logits);
+
 /// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
 /// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an
 /// online (running-max) softmax, so memory stays small for 4096 keys.

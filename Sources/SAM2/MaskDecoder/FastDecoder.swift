@@ -294,6 +294,60 @@ extension MaskDecoder {
             }
         }
         let (hs, keys) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
-        return head(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1)
+        return headFast(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1)
+    }
+
+    /// `head` with the transposed convolutions' epilogues fused: (bias + high-res map + LayerNorm2d
+    /// + GELU) in one pass for the first, (bias + map + GELU + the hypernetwork dot products) for
+    /// the second, so the 256×256×32 upscaled map is never stored.
+    func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor) -> (logits: Tensor, iou: [Float]) {
+        let d = dimension
+        let grid = SAM2Configuration.embeddingSize
+        let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
+        let products1 = GEMM.linear(keys, weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
+        var upscaled = Tensor(unsafeUninitializedShape: [2 * grid * 2 * grid, c1])
+        products1.scalars.withUnsafeBufferPointer { p in
+            upscaleConv1Bias.scalars.withUnsafeBufferPointer { b in
+                s1.scalars.withUnsafeBufferPointer { a in
+                    upscaleNorm.weight.scalars.withUnsafeBufferPointer { lw in
+                        upscaleNorm.bias.scalars.withUnsafeBufferPointer { lb in
+                            upscaled.scalars.withUnsafeMutableBufferPointer { o in
+                                // Parity: the high-res map is added before the LayerNorm, then GELU.
+                                AcceleratedOps.transposedConvEpilogue(
+                                    products: p.baseAddress!, height: grid, width: grid, channels: c1, bias: b.baseAddress!,
+                                    adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, upscaleNorm.eps), gelu: true,
+                                    into: o.baseAddress!, hyper: nil, masks: 0, logits: nil)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var hyper = [Float]()
+        hyper.reserveCapacity(Self.maskTokenCount * c2)
+        for k in 0..<Self.maskTokenCount {
+            let token = Tensor(shape: [1, d], scalars: Array(hs.scalars[((2 + k) * d)..<((3 + k) * d)]))
+            hyper += hypernetworks[k](token).scalars
+        }
+        let products2 = GEMM.linear(upscaled, weight: upscaleConv2Matrix, bias: nil, packed: upscaleConv2Packed)
+        let side = SAM2Configuration.lowResolutionMaskSize
+        var logits = Tensor(unsafeUninitializedShape: [Self.maskTokenCount, side, side])
+        products2.scalars.withUnsafeBufferPointer { p in
+            upscaleConv2Bias.scalars.withUnsafeBufferPointer { b in
+                s0.scalars.withUnsafeBufferPointer { a in
+                    hyper.withUnsafeBufferPointer { hp in
+                        logits.scalars.withUnsafeMutableBufferPointer { l in
+                            // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
+                            AcceleratedOps.transposedConvEpilogue(
+                                products: p.baseAddress!, height: 2 * grid, width: 2 * grid, channels: c2, bias: b.baseAddress!,
+                                adding: a.baseAddress!, norm: nil, gelu: true, into: nil, hyper: hp.baseAddress!,
+                                masks: Self.maskTokenCount, logits: l.baseAddress!)
+                        }
+                    }
+                }
+            }
+        }
+        let iouToken = Tensor(shape: [1, d], scalars: Array(hs.scalars[d..<(2 * d)]))
+        return (logits, iouHead(iouToken).scalars)
     }
 }
