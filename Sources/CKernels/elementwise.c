@@ -99,7 +99,8 @@ static void bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float 
 
 #include <stdlib.h>
 
-GS_TARGET void gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
+GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
+    int status = -1;
     int *xi0 = malloc(sizeof(int) * (size_t)ow), *xi1 = malloc(sizeof(int) * (size_t)ow);
     float *xl0 = malloc(sizeof(float) * (size_t)ow), *xl1 = malloc(sizeof(float) * (size_t)ow);
     int *yi0 = malloc(sizeof(int) * (size_t)oh), *yi1 = malloc(sizeof(int) * (size_t)oh);
@@ -135,8 +136,10 @@ GS_TARGET void gs_upsample_threshold(const float *logits, long h, long w, unsign
             _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(positive, _mm_set1_epi8(1)));
         }
     }
+    status = 0;
 done:
     free(xi0); free(xi1); free(xl0); free(xl1); free(yi0); free(yi1); free(yl0); free(yl1); free(rows);
+    return status;
 }
 
 GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {

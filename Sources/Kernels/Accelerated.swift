@@ -196,9 +196,10 @@ public enum AcceleratedOps {
 
     /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by
     /// `> 0`, as 0/1 bytes.
+    /// - Returns: false (mask untouched) when the kernel could not allocate its scratch memory.
     public static func upsampleThreshold(_ logits: UnsafePointer<Float>, height h: Int, width w: Int,
-                                         into mask: UnsafeMutablePointer<UInt8>, height oh: Int, width ow: Int) {
+                                         into mask: UnsafeMutablePointer<UInt8>, height oh: Int, width ow: Int) -> Bool {
         precondition(Accelerated.isAvailable)
-        gs_upsample_threshold(logits, h, w, mask, oh, ow)
+        return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
     }
 }

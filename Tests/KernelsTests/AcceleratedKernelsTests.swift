@@ -172,8 +172,8 @@ final class AcceleratedKernelsTests: XCTestCase {
             logits.scalars.withUnsafeBufferPointer { l in
                 mask.withUnsafeMutableBufferPointer { m in
                     for c in 0..<2 {
-                        AcceleratedOps.upsampleThreshold(l.baseAddress! + c * 256, height: 16, width: 16,
-                                                         into: m.baseAddress! + c * oh * ow, height: oh, width: ow)
+                        XCTAssertTrue(AcceleratedOps.upsampleThreshold(l.baseAddress! + c * 256, height: 16, width: 16,
+                                                                       into: m.baseAddress! + c * oh * ow, height: oh, width: ow))
                     }
                 }
             }

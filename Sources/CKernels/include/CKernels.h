@@ -60,8 +60,8 @@ void gs_softmax_columns(float *x, long rows, long columns, long ld);
 /// `postprocess_masks` + threshold for one low-resolution logit map `[h, w]`: bilinear
 /// upsampling (align_corners=False, no antialias) to `[oh, ow]` and `mask = value > 0`, written
 /// as 0/1 bytes. The width pass runs once per source row, so the cost is one blend per output
-/// pixel.
-void gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
+/// pixel. Returns 0, or −1 (mask untouched) when its scratch memory cannot be allocated.
+int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
 
 /// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM: for input rows [y0, y1) of an
 /// `h × w` grid, scatters `products` (`[h·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)

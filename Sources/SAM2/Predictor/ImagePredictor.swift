@@ -76,27 +76,28 @@ extension SAM2Model {
     static func postprocess(logits: Tensor, scores: [Float], width w: Int, height h: Int) -> Prediction {
         // Parity: the masks come from the *unclamped* logits; the clamp applies to the returned
         // low-resolution logits only.
-        let masks: [UInt8]
+        var masks: [UInt8]? = nil
         if Accelerated.isAvailable {
             let (count, side) = (logits.shape[0], logits.shape[1])
-            masks = [UInt8](unsafeUninitializedCapacity: count * h * w) { buffer, initialized in
+            var ok = true
+            let fast = [UInt8](unsafeUninitializedCapacity: count * h * w) { buffer, initialized in
                 logits.scalars.withUnsafeBufferPointer { l in
-                    for c in 0..<count {
-                        AcceleratedOps.upsampleThreshold(l.baseAddress! + c * side * side, height: side, width: side,
-                                                         into: buffer.baseAddress! + c * h * w, height: h, width: w)
+                    for c in 0..<count where ok {
+                        ok = AcceleratedOps.upsampleThreshold(l.baseAddress! + c * side * side, height: side, width: side,
+                                                              into: buffer.baseAddress! + c * h * w, height: h, width: w)
                     }
                 }
+                if !ok { buffer.initialize(repeating: 0) }
                 initialized = count * h * w
             }
-        } else {
-            let upsampled = Transforms.upsample(logits, height: h, width: w)
-            masks = upsampled.scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>` mask_threshold 0
+            if ok { masks = fast }
         }
+        let finalMasks = masks ?? Transforms.upsample(logits, height: h, width: w).scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>`
         var clamped = logits
         clamped.scalars.withUnsafeMutableBufferPointer { c in
             for i in 0..<c.count { c[i] = min(max(c[i], -32), 32) }
         }
-        return Prediction(masks: masks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
+        return Prediction(masks: finalMasks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
     }
 
     /// Lays the features out for fast repeated decoding and precomputes the first decoder
