@@ -22,8 +22,11 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
 
+        // AVX-512 micro-kernels (GEMM on packed weights, flash-style attention, GELU, LayerNorm),
+        // compiled with function-level target attributes and dispatched at run time.
+        .target(name: "CKernels"),
         // Tensors and numeric kernels: no model knowledge.
-        .target(name: "Kernels", dependencies: ["CBLAS"]),
+        .target(name: "Kernels", dependencies: ["CBLAS", "CKernels"]),
         // Weight-file containers (PyTorch zip + restricted unpickler, safetensors, NumPy .npy).
         .target(name: "TensorIO", dependencies: ["Kernels"]),
         // Segment Anything 2: one file per upstream module.
@@ -54,7 +57,7 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TensorIOTests", dependencies: ["TensorIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SAM2Tests", dependencies: ["SAM2", "TensorIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "GeoIOTests", dependencies: ["GeoIO"]),

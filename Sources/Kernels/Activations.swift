@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,6 +10,13 @@ import Darwin
 public enum Activations {
     /// Exact GELU, `0.5·x·(1 + erf(x/√2))`, as `nn.GELU()` with `approximate='none'`.
     public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        if Accelerated.isAvailable {
+            // Vectorised erf (Abramowitz–Stegun 7.1.26, |error| ≤ 1.5e-7, as PyTorch's own kernel).
+            Parallel.forEachChunk(count, minimumChunk: 65536) { range in
+                gs_gelu(x + range.lowerBound, range.count)
+            }
+            return
+        }
         Parallel.forEachChunk(count, minimumChunk: 16384) { range in
             for i in range {
                 let v = x[i]
@@ -55,8 +64,16 @@ extension Tensor {
     }
 
     public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
-        var out = lhs
-        out += rhs
+        precondition(lhs.shape == rhs.shape, "+: \(lhs.shape) vs \(rhs.shape)")
+        // One pass into a fresh buffer (copying lhs first would read and write it twice).
+        var out = Tensor(unsafeUninitializedShape: lhs.shape)
+        lhs.scalars.withUnsafeBufferPointer { a in
+            rhs.scalars.withUnsafeBufferPointer { b in
+                out.scalars.withUnsafeMutableBufferPointer { o in
+                    for i in 0..<o.count { o[i] = a[i] + b[i] }
+                }
+            }
+        }
         return out
     }
 

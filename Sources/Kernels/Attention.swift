@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,7 +14,8 @@ import Darwin
 /// column slices of one fused qkv projection.
 public enum Attention {
     /// One attention over `queryCount` queries and `keyCount` keys, for every head.
-    /// - Parameter scores: scratch of at least `queryCount · keyCount` floats.
+    /// - Parameter scores: scratch of at least `queryCount · keyCount` floats (unused by the
+    ///   AVX-512 path, which needs no score matrix).
     public static func scaledDotProduct(
         q: UnsafePointer<Float>, qStride: Int,
         k: UnsafePointer<Float>, kStride: Int,
@@ -22,6 +25,12 @@ public enum Attention {
         scores: UnsafeMutablePointer<Float>
     ) {
         let scale = 1 / Float(headDim).squareRoot()
+        if Accelerated.isAvailable {
+            batched(q: q, qStride: qStride, qBatchStride: 0, k: k, kStride: kStride, kBatchStride: 0,
+                    v: v, vStride: vStride, vBatchStride: 0, into: out, outStride: outStride, outBatchStride: 0,
+                    batches: 1, queryCount: queryCount, keyCount: keyCount, heads: heads, headDim: headDim)
+            return
+        }
         for h in 0..<heads {
             let offset = h * headDim
             GEMM.multiply(
@@ -34,8 +43,60 @@ public enum Attention {
         }
     }
 
+    /// Attention for `batches` independent groups (windows) of `queryCount` queries and
+    /// `keyCount` keys, every head, with the groups `…BatchStride` floats apart. Runs the
+    /// (group, head) pairs in parallel; uses the flash-style AVX-512 kernel when available.
+    public static func batched(
+        q: UnsafePointer<Float>, qStride: Int, qBatchStride: Int,
+        k: UnsafePointer<Float>, kStride: Int, kBatchStride: Int,
+        v: UnsafePointer<Float>, vStride: Int, vBatchStride: Int,
+        into out: UnsafeMutablePointer<Float>, outStride: Int, outBatchStride: Int,
+        batches: Int, queryCount: Int, keyCount: Int, heads: Int, headDim: Int
+    ) {
+        guard batches > 0, heads > 0, queryCount > 0 else { return }
+        let scale = 1 / Float(headDim).squareRoot()
+        if !Accelerated.isAvailable {
+            Parallel.forEachChunk(batches, minimumChunk: 1) { range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(queryCount * keyCount, 1))
+                defer { scores.deallocate() }
+                for b in range {
+                    for h in 0..<heads {
+                        let offset = h * headDim
+                        let (qb, kb, vb) = (q + b * qBatchStride + offset, k + b * kBatchStride + offset, v + b * vBatchStride + offset)
+                        let ob = out + b * outBatchStride + offset
+                        GEMM.sgemm(qb, false, qStride, kb, true, kStride, scores, keyCount, queryCount, keyCount, headDim, scale, 0)
+                        softmaxRows(scores, rows: queryCount, columns: keyCount)
+                        GEMM.sgemm(scores, false, keyCount, vb, false, vStride, ob, outStride, queryCount, headDim, keyCount, 1, 0)
+                    }
+                }
+            }
+            return
+        }
+        let pairs = batches * heads
+        // Tiny problems (the decoder's few tokens) are not worth waking a second core.
+        let work = pairs * queryCount * keyCount * headDim
+        let minimumChunk = work < 400_000 ? pairs : 1
+        Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
+            let count = gs_attention_scratch_count(queryCount, keyCount, headDim)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            defer { scratch.deallocate() }
+            for pair in range {
+                let (b, h) = (pair / heads, pair % heads)
+                let offset = h * headDim
+                gs_attention_head(
+                    q + b * qBatchStride + offset, qStride, k + b * kBatchStride + offset, kStride,
+                    v + b * vBatchStride + offset, vStride, out + b * outBatchStride + offset, outStride,
+                    queryCount, keyCount, headDim, scale, scratch)
+            }
+        }
+    }
+
     /// Softmax over each row of a `[rows, columns]` matrix, in place.
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+        if Accelerated.isAvailable {
+            gs_softmax_rows(x, rows, columns, columns)
+            return
+        }
         for r in 0..<rows {
             let row = x + r * columns
             var maximum = -Float.infinity

@@ -22,8 +22,10 @@ public enum Convolution {
     /// - Parameters:
     ///   - weight: `[out, in, k, k]`, PyTorch's layout.
     /// - Returns: `[outHeight, outWidth, out]`, channels-last.
+    /// - Parameter packed: `weight` as `[out, in·k·k]`, packed for the AVX-512 GEMM (optional).
     public static func conv2d(
-        _ input: Tensor, layout: Layout, weight: Tensor, bias: Tensor?, stride: Int, padding: Int
+        _ input: Tensor, layout: Layout, weight: Tensor, bias: Tensor?, stride: Int, padding: Int,
+        packed: PackedWeight? = nil
     ) -> Tensor {
         let outChannels = weight.shape[0], kernel = weight.shape[2]
         precondition(weight.shape[1] == layout.channels, "conv2d: weight \(weight.shape) vs \(layout.channels) input channels")
@@ -58,7 +60,7 @@ public enum Convolution {
         }
         let matrix = Tensor(shape: [positions, patch], scalars: columns)
         let flatWeight = weight.reshaped([outChannels, patch])
-        return GEMM.linear(matrix, weight: flatWeight, bias: bias).reshaped([outHeight, outWidth, outChannels])
+        return GEMM.linear(matrix, weight: flatWeight, bias: bias, packed: packed).reshaped([outHeight, outWidth, outChannels])
     }
 
     /// A transposed convolution with kernel 2 and stride 2 (`nn.ConvTranspose2d(k=2, s=2)`) on
@@ -67,10 +69,15 @@ public enum Convolution {
     ///   relative to Conv2d).
     public static func transposedConv2x2(_ input: Tensor, weight: Tensor, bias: Tensor) -> Tensor {
         precondition(input.rank == 3 && weight.shape[2] == 2 && weight.shape[3] == 2, "transposedConv2x2: bad shapes")
-        let (h, w, inChannels) = (input.shape[0], input.shape[1], input.shape[2])
-        let outChannels = weight.shape[1]
+        let inChannels = input.shape[2]
         precondition(weight.shape[0] == inChannels, "transposedConv2x2: weight \(weight.shape) vs \(inChannels) input channels")
-        // Rearrange W to [(dy, dx, o), i] so one GEMM gives all four sub-pixel outputs.
+        return transposedConv2x2(input, matrix: transposedConv2x2Matrix(weight), packed: nil, bias: bias, adding: nil)
+    }
+
+    /// The ConvTranspose weight `[in, out, 2, 2]` rearranged to a linear weight `[(dy, dx, o), in]`,
+    /// so one GEMM gives all four sub-pixel outputs.
+    public static func transposedConv2x2Matrix(_ weight: Tensor) -> Tensor {
+        let (inChannels, outChannels) = (weight.shape[0], weight.shape[1])
         var packed = [Float](repeating: 0, count: 4 * outChannels * inChannels)
         for i in 0..<inChannels {
             for o in 0..<outChannels {
@@ -79,19 +86,37 @@ public enum Convolution {
                 }
             }
         }
-        let products = GEMM.linear(input.reshaped([h * w, inChannels]),
-                                   weight: Tensor(shape: [4 * outChannels, inChannels], scalars: packed), bias: nil)
-        var out = Tensor(shape: [2 * h, 2 * w, outChannels])
-        products.scalars.withUnsafeBufferPointer { src in
-            bias.scalars.withUnsafeBufferPointer { b in
-                out.scalars.withUnsafeMutableBufferPointer { dst in
-                    for y in 0..<h {
-                        for x in 0..<w {
-                            let s = src.baseAddress! + (y * w + x) * 4 * outChannels
-                            for d in 0..<4 {
-                                let (dy, dx) = (d / 2, d % 2)
-                                let o = dst.baseAddress! + ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
-                                for c in 0..<outChannels { o[c] = s[d * outChannels + c] + b[c] }
+        return Tensor(shape: [4 * outChannels, inChannels], scalars: packed)
+    }
+
+    /// `transposedConv2x2` with the weight already rearranged (`transposedConv2x2Matrix`, and
+    /// optionally packed), plus an optional channels-last `[2H, 2W, out]` tensor added to the output.
+    public static func transposedConv2x2(_ input: Tensor, matrix: Tensor, packed: PackedWeight?, bias: Tensor,
+                                         adding addend: Tensor?) -> Tensor {
+        let (h, w, inChannels) = (input.shape[0], input.shape[1], input.shape[2])
+        let outChannels = matrix.shape[0] / 4
+        precondition(matrix.shape[1] == inChannels, "transposedConv2x2: weight \(matrix.shape) vs \(inChannels) input channels")
+        let products = GEMM.linear(input.reshaped([h * w, inChannels]), weight: matrix, bias: nil, packed: packed)
+        if let addend { precondition(addend.shape == [2 * h, 2 * w, outChannels], "transposedConv2x2: addend \(addend.shape)") }
+        var out = Tensor(unsafeUninitializedShape: [2 * h, 2 * w, outChannels])
+        let zero = [Float](repeating: 0, count: addend == nil ? 4 * h * w * outChannels : 0)
+        (addend?.scalars ?? zero).withUnsafeBufferPointer { add in
+            products.scalars.withUnsafeBufferPointer { src in
+                bias.scalars.withUnsafeBufferPointer { b in
+                    out.scalars.withUnsafeMutableBufferPointer { dst in
+                        let (sp, bp, ap, dp) = (src.baseAddress!, b.baseAddress!, add.baseAddress!, dst.baseAddress!)
+                        Parallel.forEachChunk(h, minimumChunk: 16) { rows in
+                            for y in rows {
+                                for x in 0..<w {
+                                    let s = sp + (y * w + x) * 4 * outChannels
+                                    for d in 0..<4 {
+                                        let (dy, dx) = (d / 2, d % 2)
+                                        let offset = ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
+                                        let (o, a, sd) = (dp + offset, ap + offset, s + d * outChannels)
+                                        // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                                        for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + a[c] }
+                                    }
+                                }
                             }
                         }
                     }

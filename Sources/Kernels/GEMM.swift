@@ -60,11 +60,30 @@ public enum GEMM {
     }
 
     /// `y = x · Wᵀ + b` on tensors: `x` is `[..., in]`, `weight` `[out, in]`, `bias` `[out]`.
-    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    /// - Parameter packed: `weight` packed for the AVX-512 kernel; used when given and available.
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, packed: PackedWeight? = nil) -> Tensor {
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
         let rows = x.count / max(inFeatures, 1)
-        var out = Tensor(shape: Array(x.shape.dropLast()) + [outFeatures])
+        // Every element is written below (bias copy or beta = 0), so no zero-fill.
+        var out = Tensor(unsafeUninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
+        if let packed, Accelerated.isAvailable {
+            precondition(packed.outFeatures == outFeatures && packed.inFeatures == inFeatures, "linear: packed weight mismatch")
+            x.scalars.withUnsafeBufferPointer { xp in
+                out.scalars.withUnsafeMutableBufferPointer { yp in
+                    if let bias {
+                        bias.scalars.withUnsafeBufferPointer { bp in
+                            packed.apply(xp.baseAddress!, rows: rows, xStride: inFeatures, bias: bp.baseAddress!,
+                                         into: yp.baseAddress!, yStride: outFeatures)
+                        }
+                    } else {
+                        packed.apply(xp.baseAddress!, rows: rows, xStride: inFeatures, bias: nil,
+                                     into: yp.baseAddress!, yStride: outFeatures)
+                    }
+                }
+            }
+            return out
+        }
         x.scalars.withUnsafeBufferPointer { xp in
             weight.scalars.withUnsafeBufferPointer { wp in
                 out.scalars.withUnsafeMutableBufferPointer { yp in

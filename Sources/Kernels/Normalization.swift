@@ -1,3 +1,5 @@
+import CKernels
+
 /// Layer normalisation over the last (channel) dimension.
 public enum Normalization {
     /// Normalises each row of a `[rows, channels]` matrix in place:
@@ -9,6 +11,12 @@ public enum Normalization {
         _ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
     ) {
+        if Accelerated.isAvailable {
+            Parallel.forEachChunk(rows, minimumChunk: max(64, 16384 / max(channels, 1))) { range in
+                gs_layer_norm(x + range.lowerBound * channels, range.count, channels, weight, bias, eps)
+            }
+            return
+        }
         Parallel.forEachChunk(rows, minimumChunk: 64) { range in
             for r in range {
                 let row = x + r * channels

@@ -22,6 +22,15 @@ public struct Tensor: Sendable, Equatable {
         self.init(shape: shape, scalars: [Float](repeating: value, count: shape.reduce(1, *)))
     }
 
+    /// A tensor whose elements are not initialised, for outputs that a kernel overwrites
+    /// entirely (skips the zero-fill, which for large outputs costs as much as a light kernel).
+    public init(unsafeUninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        let n = shape.reduce(1, *)
+        self.shape = shape
+        scalars = [Float](unsafeUninitializedCapacity: n) { _, initialized in initialized = n }
+    }
+
     /// The number of elements.
     @inlinable public var count: Int { scalars.count }
 
@@ -67,31 +76,37 @@ extension Tensor {
     public func channelsFirst() -> Tensor {
         precondition(rank == 3, "channelsFirst expects rank 3, got \(shape)")
         let (h, w, c) = (shape[0], shape[1], shape[2])
-        var out = [Float](repeating: 0, count: count)
-        scalars.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for p in 0..<(h * w) {
-                    let row = p * c
-                    for ch in 0..<c { dst[ch * h * w + p] = src[row + ch] }
+        var out = Tensor(unsafeUninitializedShape: [c, h, w])
+        Tensor.transpose(scalars, rows: h * w, columns: c, into: &out.scalars)
+        return out
+    }
+
+    /// `dst[j·rows + i] = src[i·columns + j]`, in cache-sized blocks of rows (so the strided side
+    /// of the copy stays in L1), split over the cores.
+    static func transpose(_ src: [Float], rows: Int, columns: Int, into dst: inout [Float]) {
+        let block = 64
+        src.withUnsafeBufferPointer { sb in
+            dst.withUnsafeMutableBufferPointer { db in
+                guard let s = sb.baseAddress, let d = db.baseAddress else { return }
+                Parallel.forEachChunk((rows + block - 1) / block, minimumChunk: 64) { blocks in
+                    for b in blocks {
+                        let r0 = b * block, r1 = min(rows, r0 + block)
+                        for j in 0..<columns {
+                            let line = d + j * rows
+                            for i in r0..<r1 { line[i] = s[i * columns + j] }
+                        }
+                    }
                 }
             }
         }
-        return Tensor(shape: [c, h, w], scalars: out)
     }
 
     /// Permutes a rank-3 `[C, A, B]` tensor to `[A, B, C]` (e.g. CHW → HWC).
     public func channelsLast() -> Tensor {
         precondition(rank == 3, "channelsLast expects rank 3, got \(shape)")
         let (c, h, w) = (shape[0], shape[1], shape[2])
-        var out = [Float](repeating: 0, count: count)
-        scalars.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for ch in 0..<c {
-                    let plane = ch * h * w
-                    for p in 0..<(h * w) { dst[p * c + ch] = src[plane + p] }
-                }
-            }
-        }
-        return Tensor(shape: [h, w, c], scalars: out)
+        var out = Tensor(unsafeUninitializedShape: [h, w, c])
+        Tensor.transpose(scalars, rows: c, columns: h * w, into: &out.scalars)
+        return out
     }
 }

@@ -46,6 +46,9 @@ public struct SAM2Model: Sendable {
     let noMemoryEmbedding: Tensor
     /// The prompt encoder's dense positional encoding, input-independent.
     let densePositionalEncoding: Tensor
+    /// `conv_s0 ∘ neck.convs[3]` and `conv_s1 ∘ neck.convs[2]` folded into single maps (fast path only).
+    let foldedS0: Linear?
+    let foldedS1: Linear?
 
     /// Builds the model from weights with official key names.
     /// - Parameter configuration: the architecture; inferred from the tensor shapes when nil.
@@ -60,15 +63,31 @@ public struct SAM2Model: Sendable {
         maskDecoder = try MaskDecoder(reader.scoped("sam_mask_decoder"), dimension: d)
         noMemoryEmbedding = try reader.load("no_mem_embed", [1, 1, d])
         densePositionalEncoding = promptEncoder.positionEmbedding.dense(size: SAM2Configuration.embeddingSize)
+        if Accelerated.isAvailable {
+            foldedS0 = imageEncoder.neck.composed(level: 0, with: maskDecoder.convS0)
+            foldedS1 = imageEncoder.neck.composed(level: 1, with: maskDecoder.convS1)
+        } else {
+            (foldedS0, foldedS1) = (nil, nil)
+        }
     }
 
     /// `set_image`: preprocesses the image, runs the image encoder, applies `conv_s0`/`conv_s1`
     /// and adds `no_mem_embed`.
     public func encode(_ image: RGBImage) throws -> ImageFeatures {
-        let levels = imageEncoder(Transforms.preprocess(image))
-        let s0 = maskDecoder.convS0(levels[0])
-        let s1 = maskDecoder.convS1(levels[1])
-        var embedding = levels[2]
+        let s0: Tensor, s1: Tensor
+        var embedding: Tensor
+        if let foldedS0, let foldedS1 {
+            // Levels 0 and 1 of the pyramid only feed conv_s0/conv_s1 in the image predictor.
+            let stages = imageEncoder.trunk(Transforms.preprocess(image))
+            s0 = foldedS0(stages[0])
+            s1 = foldedS1(stages[1])
+            embedding = imageEncoder.neck.level2(stages)
+        } else {
+            let levels = imageEncoder(Transforms.preprocess(image))
+            s0 = maskDecoder.convS0(levels[0])
+            s1 = maskDecoder.convS1(levels[1])
+            embedding = levels[2]
+        }
         // Parity: no_mem_embed goes to the 64×64 embedding only, not to the high-res maps.
         embedding.addRowVector(noMemoryEmbedding.reshaped([configuration.modelDimension]))
         return try ImageFeatures(

@@ -34,20 +34,37 @@ struct Bench: ParsableCommand {
             encodes.append(clock.lap())
         }
         guard let features else { return }
-        var decodes: [Double] = []
+        // Prompt → masks at the image size, the way an interactive session runs: the features are
+        // prepared once per image (timed separately), then every prompt is decoded against them.
+        // `unprepared` is the one-shot `predict(ImageFeatures, …)`, which redoes the layout work.
+        _ = clock.lap()
+        let prepared = try model.prepare(features)
+        let prepare = clock.lap()
         let prompts = [
             Prompt(points: [PointPrompt(x: 500, y: 420, label: 1)]),
             Prompt(points: [PointPrompt(x: 300, y: 300, label: 1), PointPrompt(x: 340, y: 310, label: 0)]),
             Prompt(box: BoxPrompt(x0: 200, y0: 150, x1: 600, y1: 500)),
         ]
-        for i in 0..<max(decodeRuns, 1) {
+        _ = try model.predict(prepared, prompt: prompts[0], multimask: false)  // warm-up (lazy setup, page faults)
+        var decodes: [Double] = [], logits: [Double] = [], unprepared: [Double] = []
+        let runs = max(decodeRuns, 1)
+        for i in 0..<runs {
+            let prompt = prompts[i % prompts.count]
             _ = clock.lap()
-            _ = try model.predict(features, prompt: prompts[i % prompts.count], multimask: false)
+            _ = try model.predict(prepared, prompt: prompt, multimask: false)
             decodes.append(clock.lap())
+            _ = try model.decodeLogits(prepared, prompt: prompt, multimask: false)
+            logits.append(clock.lap())
+            if i < max(runs / 3, 1) {
+                _ = try model.predict(features, prompt: prompt, multimask: false)
+                unprepared.append(clock.lap())
+            }
         }
         let result: [String: Double] = [
-            "load_s": load, "encode_median_s": percentile(encodes, 50),
+            "load_s": load, "encode_median_s": percentile(encodes, 50), "prepare_ms": prepare * 1000,
             "decode_p50_ms": percentile(decodes, 50) * 1000, "decode_p95_ms": percentile(decodes, 95) * 1000,
+            "logits_p50_ms": percentile(logits, 50) * 1000,
+            "unprepared_decode_p50_ms": percentile(unprepared, 50) * 1000,
         ]
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])

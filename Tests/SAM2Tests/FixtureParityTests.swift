@@ -56,6 +56,8 @@ final class FixtureParityTests: XCTestCase {
             let model = try loadModel(root, m)
             for image in manifest.images {
                 let features = try model.encode(try loadImage(root, image))
+                // Prepared features take the fast decoder with the cached first layer (when AVX-512 is there).
+                let prepared = try model.prepare(features)
                 let dir = root.appendingPathComponent(m.name).appendingPathComponent(image.name)
                 let pairs: [(Tensor, String)] = [
                     (features.imageEmbedding, "image_embed.npy"),
@@ -76,6 +78,26 @@ final class FixtureParityTests: XCTestCase {
                     if let b = c.box { prompt.box = BoxPrompt(x0: b[0], y0: b[1], x1: b[2], y1: b[3]) }
                     if let mask = c.maskInput { prompt.maskInput = try NumPy.read(caseDir.deletingLastPathComponent().appendingPathComponent(mask)) }
                     let prediction = try model.predict(features, prompt: prompt, multimask: c.multimask)
+                    let fromPrepared = try model.predict(prepared, prompt: prompt, multimask: c.multimask)
+                    XCTAssertLessThanOrEqual(fromPrepared.lowResolutionLogits.maxAbsDifference(prediction.lowResolutionLogits), 1e-4,
+                                             "\(caseName) prepared vs one-shot logits")
+                    XCTAssertEqual(fromPrepared.scores.count, prediction.scores.count, caseName)
+                    for (a, b) in zip(fromPrepared.scores, prediction.scores) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(caseName) prepared iou") }
+                    let sameMask = zip(fromPrepared.masks, prediction.masks).filter { $0 == $1 }.count
+                    XCTAssertGreaterThanOrEqual(Double(sameMask) / Double(max(prediction.masks.count, 1)), 0.999, "\(caseName) prepared masks")
+
+                    // The reference decoder (plain attention, no re-association) as an oracle.
+                    if Accelerated.isAvailable {
+                        let (sparse, maskInput) = try model.encodePrompt(prompt, width: image.width, height: image.height)
+                        let reference = model.maskDecoder.predictMasks(
+                            image: prepared.image, imagePE: model.densePositionalEncoding, sparse: sparse,
+                            dense: model.promptEncoder.embedMask(maskInput), highResolution: (prepared.s0, prepared.s1))
+                        let fast = model.maskDecoder.predictMasksFast(
+                            prepared: prepared, imagePE: model.densePositionalEncoding, sparse: sparse,
+                            dense: maskInput.map { model.promptEncoder.embedMask($0) },
+                            noMaskEmbedding: model.promptEncoder.noMaskEmbedding.reshaped([model.configuration.modelDimension]))
+                        XCTAssertLessThanOrEqual(fast.logits.maxAbsDifference(reference.logits), 1e-4, "\(caseName) fast vs reference decoder")
+                    }
 
                     let logits = try NumPy.read(caseDir.appendingPathComponent("low_res_logits.npy"))
                     XCTAssertEqual(prediction.lowResolutionLogits.shape, logits.shape, caseName)

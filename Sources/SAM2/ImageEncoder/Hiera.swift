@@ -30,32 +30,35 @@ struct MultiScaleAttention: Sendable {
         let fused = qkv(x)  // [windows·tokens, 3·dimOut]; channel s·dimOut + h·headDim + d, s ∈ {q, k, v}
         let stride = 3 * dimOut
         let headDim = dimOut / heads
-        var out = Tensor(shape: [windows * queries, dimOut])
+        var out = Tensor(unsafeUninitializedShape: [windows * queries, dimOut])  // attention writes every element
         fused.scalars.withUnsafeBufferPointer { f in
             out.scalars.withUnsafeMutableBufferPointer { o in
                 let base = f.baseAddress!, result = o.baseAddress!
-                Parallel.forEachChunk(windows, minimumChunk: 1) { range in
-                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: queries * tokens)
-                    let pooled = UnsafeMutablePointer<Float>.allocate(capacity: poolsQueries ? queries * dimOut : 1)
-                    defer {
-                        scores.deallocate()
-                        pooled.deallocate()
-                    }
-                    for w in range {
-                        let window = base + w * tokens * stride
-                        var q = UnsafePointer(window)
-                        var qStride = stride
-                        if poolsQueries {
-                            // Only q is pooled; k and v keep every token.
-                            Pooling.maxPool2x2(window, height: side, width: side, channels: dimOut, tokenStride: stride, into: pooled)
-                            q = UnsafePointer(pooled)
-                            qStride = dimOut
+                if poolsQueries {
+                    // Only q is pooled; k and v keep every token.
+                    var pooled = [Float](repeating: 0, count: windows * queries * dimOut)
+                    pooled.withUnsafeMutableBufferPointer { p in
+                        let pb = p.baseAddress!
+                        Parallel.forEachChunk(windows, minimumChunk: 8) { range in
+                            for w in range {
+                                Pooling.maxPool2x2(base + w * tokens * stride, height: side, width: side, channels: dimOut,
+                                                   tokenStride: stride, into: pb + w * queries * dimOut)
+                            }
                         }
-                        Attention.scaledDotProduct(
-                            q: q, qStride: qStride, k: window + dimOut, kStride: stride, v: window + 2 * dimOut, vStride: stride,
-                            into: result + w * queries * dimOut, outStride: dimOut,
-                            queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim, scores: scores)
+                        Attention.batched(
+                            q: pb, qStride: dimOut, qBatchStride: queries * dimOut,
+                            k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
+                            v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
+                            into: result, outStride: dimOut, outBatchStride: queries * dimOut,
+                            batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
                     }
+                } else {
+                    Attention.batched(
+                        q: base, qStride: stride, qBatchStride: tokens * stride,
+                        k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
+                        v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
+                        into: result, outStride: dimOut, outBatchStride: queries * dimOut,
+                        batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
                 }
             }
         }
@@ -180,6 +183,8 @@ struct Hiera: Sendable {
     let configuration: SAM2Configuration
     let patchEmbedWeight: Tensor
     let patchEmbedBias: Tensor
+    /// The patch-embedding weight as `[C, 3·7·7]`, packed for the fast GEMM (nil without AVX-512).
+    let patchEmbedPacked: PackedWeight?
     /// The input-independent position embedding for the 256×256 patch grid, `[256, 256, C]`.
     let positionEmbedding: Tensor
     let blocks: [MultiScaleBlock]
@@ -192,6 +197,7 @@ struct Hiera: Sendable {
         let dim = c.embedDim
         patchEmbedWeight = try weights.load("patch_embed.proj.weight", [dim, 3, 7, 7])
         patchEmbedBias = try weights.load("patch_embed.proj.bias", [dim])
+        patchEmbedPacked = Accelerated.isAvailable ? PackedWeight(patchEmbedWeight.reshaped([dim, 3 * 7 * 7])) : nil
         let background = try weights.load("pos_embed", [1, dim] + c.windowPositionEmbeddingBackgroundSize)
         let window = try weights.load("pos_embed_window", [1, dim, c.windowSpec[0], c.windowSpec[0]])
         positionEmbedding = Hiera.positionEmbedding(background: background, window: window, gridSize: Hiera.gridSize)
@@ -239,12 +245,14 @@ struct Hiera: Sendable {
     /// - Returns: the output of every stage, channels-last, highest resolution first.
     func callAsFunction(_ image: Tensor) -> [Tensor] {
         let layout = Convolution.Layout.channelsFirst(channels: 3, height: image.shape[1], width: image.shape[2])
-        var x = Convolution.conv2d(image, layout: layout, weight: patchEmbedWeight, bias: patchEmbedBias, stride: 4, padding: 3)
+        var x = Convolution.conv2d(image, layout: layout, weight: patchEmbedWeight, bias: patchEmbedBias, stride: 4, padding: 3,
+                                   packed: patchEmbedPacked)
         x += positionEmbedding
         var outputs: [Tensor] = []
         let ends = Set(configuration.stageEnds)
+        let fast = Accelerated.isAvailable
         for (i, block) in blocks.enumerated() {
-            x = block(x)
+            if fast { block.fast(&x) } else { x = block(x) }
             if ends.contains(i) { outputs.append(x) }
         }
         return outputs

@@ -31,6 +31,37 @@ struct FPNNeck: Sendable {
         }
         return Array(out.prefix(3))
     }
+
+    /// Level 2 alone (the 64×64 embedding: lateral of stage 3 plus the nearest ×2 top-down path
+    /// from stage 4), for callers that fold levels 0 and 1 into `conv_s0`/`conv_s1`.
+    func level2(_ stages: [Tensor]) -> Tensor {
+        let n = stages.count - 1
+        var out = convs[n - 2](stages[2])
+        out += Resize.nearestTimesTwo(convs[0](stages[n]))
+        return out
+    }
+
+    /// `conv(lateral(x))` for a pyramid level without top-down input, as one linear map:
+    /// W = W_conv·W_lateral, b = W_conv·b_lateral + b_conv (composed in Double). Exact in real
+    /// arithmetic; saves the 256-channel intermediate (≈2.7 GMACs for the two high-res levels).
+    func composed(level: Int, with conv: Linear) -> Linear {
+        let lateral = convs[convs.count - 1 - level]
+        let (mid, inner, out) = (lateral.outFeatures, lateral.inFeatures, conv.outFeatures)
+        precondition(conv.inFeatures == mid, "composed: \(conv.inFeatures) vs \(mid)")
+        var weight = [Float](repeating: 0, count: out * inner)
+        var bias = [Float](repeating: 0, count: out)
+        for o in 0..<out {
+            var b = Double(conv.bias?.scalars[o] ?? 0)
+            for m in 0..<mid { b += Double(conv.weight.scalars[o * mid + m]) * Double(lateral.bias?.scalars[m] ?? 0) }
+            bias[o] = Float(b)
+            for i in 0..<inner {
+                var acc = 0.0
+                for m in 0..<mid { acc += Double(conv.weight.scalars[o * mid + m]) * Double(lateral.weight.scalars[m * inner + i]) }
+                weight[o * inner + i] = Float(acc)
+            }
+        }
+        return Linear(weight: Tensor(shape: [out, inner], scalars: weight), bias: Tensor(shape: [out], scalars: bias))
+    }
 }
 
 /// `ImageEncoder`: the Hiera trunk followed by the FPN neck.

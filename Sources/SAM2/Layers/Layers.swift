@@ -7,22 +7,30 @@ import Kernels
 struct Linear: Sendable {
     let weight: Tensor
     let bias: Tensor?
+    /// The weight repacked for the AVX-512 GEMM, done once at load (nil without AVX-512).
+    let packed: PackedWeight?
+
+    init(weight: Tensor, bias: Tensor?) {
+        self.weight = weight
+        self.bias = bias
+        packed = Accelerated.isAvailable ? PackedWeight(weight) : nil
+    }
 
     init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) throws {
-        weight = try weights.load("\(name).weight", [outFeatures, inFeatures])
-        self.bias = bias ? try weights.load("\(name).bias", [outFeatures]) : nil
+        self.init(weight: try weights.load("\(name).weight", [outFeatures, inFeatures]),
+                  bias: bias ? try weights.load("\(name).bias", [outFeatures]) : nil)
     }
 
     /// A 1×1 convolution (`[out, in, 1, 1]`) acts on channels-last data as a linear layer.
     init(conv1x1 weights: WeightReader, _ name: String, inChannels: Int, outChannels: Int) throws {
-        weight = try weights.load("\(name).weight", [outChannels, inChannels, 1, 1]).reshaped([outChannels, inChannels])
-        bias = try weights.load("\(name).bias", [outChannels])
+        self.init(weight: try weights.load("\(name).weight", [outChannels, inChannels, 1, 1]).reshaped([outChannels, inChannels]),
+                  bias: try weights.load("\(name).bias", [outChannels]))
     }
 
     var inFeatures: Int { weight.shape[1] }
     var outFeatures: Int { weight.shape[0] }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { GEMM.linear(x, weight: weight, bias: bias) }
+    func callAsFunction(_ x: Tensor) -> Tensor { GEMM.linear(x, weight: weight, bias: bias, packed: packed) }
 }
 
 /// `nn.LayerNorm` over the last dimension; also `LayerNorm2d` on channels-last data.

@@ -11,6 +11,9 @@ struct MaskDecoder: Sendable {
     let upscaleConv1Weight: Tensor, upscaleConv1Bias: Tensor
     let upscaleNorm: LayerNorm
     let upscaleConv2Weight: Tensor, upscaleConv2Bias: Tensor
+    /// The transposed-conv weights as linear weights `[(dy, dx, o), in]` (and packed), built at load.
+    let upscaleConv1Matrix: Tensor, upscaleConv2Matrix: Tensor
+    let upscaleConv1Packed: PackedWeight?, upscaleConv2Packed: PackedWeight?
     let convS0: Linear
     let convS1: Linear
     let hypernetworks: [MLP]
@@ -34,6 +37,10 @@ struct MaskDecoder: Sendable {
         upscaleNorm = try LayerNorm(weights, "output_upscaling.1", channels: d / 4, eps: 1e-6)
         upscaleConv2Weight = try weights.load("output_upscaling.3.weight", [d / 4, d / 8, 2, 2])
         upscaleConv2Bias = try weights.load("output_upscaling.3.bias", [d / 8])
+        upscaleConv1Matrix = Convolution.transposedConv2x2Matrix(upscaleConv1Weight)
+        upscaleConv2Matrix = Convolution.transposedConv2x2Matrix(upscaleConv2Weight)
+        upscaleConv1Packed = Accelerated.isAvailable ? PackedWeight(upscaleConv1Matrix) : nil
+        upscaleConv2Packed = Accelerated.isAvailable ? PackedWeight(upscaleConv2Matrix) : nil
         convS0 = try Linear(conv1x1: weights, "conv_s0", inChannels: d, outChannels: d / 8)
         convS1 = try Linear(conv1x1: weights, "conv_s1", inChannels: d, outChannels: d / 4)
         hypernetworks = try (0..<Self.maskTokenCount).map {
@@ -58,15 +65,21 @@ struct MaskDecoder: Sendable {
         let tokens = Tensor(shape: [6 + sparse.shape[0], d],
                             scalars: objectScoreToken.scalars + iouToken.scalars + maskTokens.scalars + sparse.scalars)
         let (hs, keys) = transformer(image: image + dense, imagePE: imagePE, tokens: tokens)
+        return head(hs: hs, keys: keys, s0: highResolution.s0, s1: highResolution.s1)
+    }
 
+    /// The upscaling, hypernetworks and IoU head after the transformer: all four mask logits
+    /// `[4, 256, 256]` and their IoU predictions.
+    func head(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor) -> (logits: Tensor, iou: [Float]) {
+        let d = dimension
         let grid = SAM2Configuration.embeddingSize
         // Parity: the high-res maps are added before the LayerNorm (stage 1) and before the GELU (stage 2).
-        var upscaled = Convolution.transposedConv2x2(keys.reshaped([grid, grid, d]), weight: upscaleConv1Weight, bias: upscaleConv1Bias)
-        upscaled += highResolution.s1
+        var upscaled = Convolution.transposedConv2x2(keys.reshaped([grid, grid, d]), matrix: upscaleConv1Matrix,
+                                                     packed: upscaleConv1Packed, bias: upscaleConv1Bias, adding: s1)
         upscaleNorm.apply(&upscaled)
         Activations.gelu(&upscaled)
-        upscaled = Convolution.transposedConv2x2(upscaled, weight: upscaleConv2Weight, bias: upscaleConv2Bias)
-        upscaled += highResolution.s0
+        upscaled = Convolution.transposedConv2x2(upscaled, matrix: upscaleConv2Matrix, packed: upscaleConv2Packed,
+                                                 bias: upscaleConv2Bias, adding: s0)
         Activations.gelu(&upscaled)
 
         var hyper = [Float]()

@@ -56,28 +56,119 @@ public struct Prediction: Sendable {
 
 extension SAM2Model {
     /// `SAM2ImagePredictor.predict` on features computed by `encode`.
+    ///
+    /// For several prompts on the same image, `prepare` the features once and use
+    /// `predict(_: PreparedFeatures, …)`, which skips the per-call layout work.
     /// - Parameter multimask: three candidates (true) or one (false, with the stability fallback).
     public func predict(_ features: ImageFeatures, prompt: Prompt, multimask: Bool) throws -> Prediction {
         let (logits, scores) = try decodeLogits(features, prompt: prompt, multimask: multimask)
-        let (h, w) = (features.originalHeight, features.originalWidth)
+        return Self.postprocess(logits: logits, scores: scores, width: features.originalWidth, height: features.originalHeight)
+    }
+
+    /// `predict` on prepared features.
+    public func predict(_ prepared: PreparedFeatures, prompt: Prompt, multimask: Bool) throws -> Prediction {
+        let (logits, scores) = try decodeLogits(prepared, prompt: prompt, multimask: multimask)
+        let f = prepared.features
+        return Self.postprocess(logits: logits, scores: scores, width: f.originalWidth, height: f.originalHeight)
+    }
+
+    /// `postprocess_masks` and the threshold: masks at the original size from the logits.
+    static func postprocess(logits: Tensor, scores: [Float], width w: Int, height h: Int) -> Prediction {
         // Parity: the masks come from the *unclamped* logits; the clamp applies to the returned
         // low-resolution logits only.
-        let upsampled = Transforms.upsample(logits, height: h, width: w)
-        let masks = upsampled.scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>` mask_threshold 0
+        var masks: [UInt8]? = nil
+        if Accelerated.isAvailable {
+            let (count, side) = (logits.shape[0], logits.shape[1])
+            var ok = true
+            let fast = [UInt8](unsafeUninitializedCapacity: count * h * w) { buffer, initialized in
+                logits.scalars.withUnsafeBufferPointer { l in
+                    for c in 0..<count where ok {
+                        ok = AcceleratedOps.upsampleThreshold(l.baseAddress! + c * side * side, height: side, width: side,
+                                                              into: buffer.baseAddress! + c * h * w, height: h, width: w)
+                    }
+                }
+                if !ok { buffer.initialize(repeating: 0) }
+                initialized = count * h * w
+            }
+            if ok { masks = fast }
+        }
+        let finalMasks = masks ?? Transforms.upsample(logits, height: h, width: w).scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>`
         var clamped = logits
-        for i in 0..<clamped.count { clamped.scalars[i] = min(max(clamped.scalars[i], -32), 32) }
-        return Prediction(masks: masks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
+        clamped.scalars.withUnsafeMutableBufferPointer { c in
+            for i in 0..<c.count { c[i] = min(max(c[i], -32), 32) }
+        }
+        return Prediction(masks: finalMasks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
+    }
+
+    /// Lays the features out for fast repeated decoding and precomputes the first decoder
+    /// layer's image side for prompts without a mask input (about 4 ms for Hiera-T on one core,
+    /// saved on every such prompt afterwards).
+    public func prepare(_ features: ImageFeatures) throws -> PreparedFeatures {
+        try prepare(features, cachingFirstLayer: true)
+    }
+
+    func prepare(_ features: ImageFeatures, cachingFirstLayer: Bool) throws -> PreparedFeatures {
+        let d = configuration.modelDimension
+        guard features.dimension == d else {
+            throw SAM2Error("features have \(features.dimension) channels but the model has \(d)")
+        }
+        let g = SAM2Configuration.embeddingSize
+        let image = features.imageEmbedding.channelsLast().reshaped([g * g, d])
+        var layer0: DecoderLayer0Cache? = nil
+        if cachingFirstLayer, Accelerated.isAvailable {
+            var keys = image
+            keys.addRowVector(promptEncoder.noMaskEmbedding.reshaped([d]))
+            layer0 = maskDecoder.transformer.layer0Cache(keys: keys, imagePE: densePositionalEncoding)
+        }
+        return PreparedFeatures(features: features, image: image, s0: features.highResolutionS0.channelsLast(),
+                                s1: features.highResolutionS1.channelsLast(), layer0: layer0)
     }
 
     /// The prompt encoder and mask decoder: unclamped low-resolution logits `[C, 256, 256]` and
     /// the IoU predictions, without upsampling.
     public func decodeLogits(_ features: ImageFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
+        if Accelerated.isAvailable {
+            // One prompt: the layout work is needed anyway, the first-layer cache would not pay off.
+            return try decodeLogits(prepare(features, cachingFirstLayer: false), prompt: prompt, multimask: multimask)
+        }
+        let (sparse, mask) = try encodePrompt(prompt, width: features.originalWidth, height: features.originalHeight)
         let d = configuration.modelDimension
         guard features.dimension == d else {
             throw SAM2Error("features have \(features.dimension) channels but the model has \(d)")
         }
+        let dense = promptEncoder.embedMask(mask)
+        let g = SAM2Configuration.embeddingSize
+        let image = features.imageEmbedding.channelsLast().reshaped([g * g, d])
+        let s0 = features.highResolutionS0.channelsLast()
+        let s1 = features.highResolutionS1.channelsLast()
+        let all = maskDecoder.predictMasks(image: image, imagePE: densePositionalEncoding, sparse: sparse, dense: dense,
+                                           highResolution: (s0, s1))
+        let selected = maskDecoder.selectMasks(logits: all.logits, iou: all.iou, multimask: multimask)
+        return (selected.logits, selected.iou)
+    }
+
+    /// `decodeLogits` on prepared features.
+    public func decodeLogits(_ prepared: PreparedFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
+        let f = prepared.features
+        let (sparse, mask) = try encodePrompt(prompt, width: f.originalWidth, height: f.originalHeight)
+        let all: (logits: Tensor, iou: [Float])
+        if Accelerated.isAvailable {
+            let dense = mask.map { promptEncoder.embedMask($0) }
+            all = maskDecoder.predictMasksFast(prepared: prepared, imagePE: densePositionalEncoding, sparse: sparse, dense: dense,
+                                               noMaskEmbedding: promptEncoder.noMaskEmbedding.reshaped([configuration.modelDimension]))
+        } else {
+            all = maskDecoder.predictMasks(image: prepared.image, imagePE: densePositionalEncoding, sparse: sparse,
+                                           dense: promptEncoder.embedMask(mask), highResolution: (prepared.s0, prepared.s1))
+        }
+        let selected = maskDecoder.selectMasks(logits: all.logits, iou: all.iou, multimask: multimask)
+        return (selected.logits, selected.iou)
+    }
+
+    /// `_prep_prompts` and the sparse half of the prompt encoder: the sparse embeddings `[N, D]`
+    /// and the validated mask input `[1, 256, 256]`, if any.
+    func encodePrompt(_ prompt: Prompt, width w: Int, height h: Int) throws -> (sparse: Tensor, mask: Tensor?) {
+        let d = configuration.modelDimension
         guard !prompt.isEmpty else { throw SAM2Error("empty prompt: give at least one point, a box or a mask input") }
-        let (w, h) = (features.originalWidth, features.originalHeight)
 
         // `_prep_prompts` / `_predict`: a box becomes two points labelled 2 and 3, placed first.
         var points: [ModelPoint] = []
@@ -106,15 +197,6 @@ extension SAM2Model {
             }
             mask = input.reshaped([1, side, side])
         }
-        let dense = promptEncoder.embedMask(mask)
-
-        let g = SAM2Configuration.embeddingSize
-        let image = features.imageEmbedding.channelsLast().reshaped([g * g, d])
-        let s0 = features.highResolutionS0.channelsLast()
-        let s1 = features.highResolutionS1.channelsLast()
-        let all = maskDecoder.predictMasks(image: image, imagePE: densePositionalEncoding, sparse: sparse, dense: dense,
-                                           highResolution: (s0, s1))
-        let selected = maskDecoder.selectMasks(logits: all.logits, iou: all.iou, multimask: multimask)
-        return (selected.logits, selected.iou)
+        return (sparse, mask)
     }
 }

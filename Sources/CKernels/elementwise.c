@@ -1,0 +1,225 @@
+#include "CKernels.h"
+#include "internal.h"
+
+GS_TARGET void gs_gelu(float *x, long count) {
+    for (long i = 0; i < count; i += 16) {
+        __mmask16 m = gs_lanes(count - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, gs_gelu512(v));
+    }
+}
+
+GS_TARGET void gs_exp(float *x, long count) {
+    for (long i = 0; i < count; i += 16) {
+        __mmask16 m = gs_lanes(count - i);
+        _mm512_mask_storeu_ps(x + i, m, gs_exp512(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+GS_TARGET void gs_layer_norm(float *x, long rows, long channels, const float *weight, const float *bias, float eps) {
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * channels;
+        // Two passes as PyTorch does: the mean, then the mean of centred squares.
+        __m512 acc = _mm512_setzero_ps();
+        for (long c = 0; c < channels; c += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(gs_lanes(channels - c), row + c));
+        float mean = _mm512_reduce_add_ps(acc) / (float)channels;
+        __m512 mv = _mm512_set1_ps(mean);
+        acc = _mm512_setzero_ps();
+        for (long c = 0; c < channels; c += 16) {
+            __mmask16 m = gs_lanes(channels - c);
+            __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, row + c), mv);
+            acc = _mm512_fmadd_ps(d, d, acc);
+        }
+        float variance = _mm512_reduce_add_ps(acc) / (float)channels;
+        __m512 inv = _mm512_set1_ps(1.0f / sqrtf(variance + eps));
+        for (long c = 0; c < channels; c += 16) {
+            __mmask16 m = gs_lanes(channels - c);
+            __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + c), mv), inv);
+            __m512 y = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, weight + c), _mm512_maskz_loadu_ps(m, bias + c));
+            _mm512_mask_storeu_ps(row + c, m, y);
+        }
+    }
+}
+
+GS_TARGET void gs_softmax_rows(float *x, long rows, long columns, long ld) {
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * ld;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (long c = 0; c < columns; c += 16)
+            mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), gs_lanes(columns - c), row + c));
+        __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (long c = 0; c < columns; c += 16) {
+            __mmask16 m = gs_lanes(columns - c);
+            __m512 e = _mm512_maskz_mov_ps(m, gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + c), mv)));
+            _mm512_mask_storeu_ps(row + c, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (long c = 0; c < columns; c += 16) {
+            __mmask16 m = gs_lanes(columns - c);
+            _mm512_mask_storeu_ps(row + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), inv));
+        }
+    }
+}
+
+GS_TARGET void gs_softmax_columns(float *x, long rows, long columns, long ld) {
+    for (long c = 0; c < columns; c += 16) {
+        __mmask16 m = gs_lanes(columns - c);
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (long r = 0; r < rows; r++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + r * ld + c));
+        __m512 sum = _mm512_setzero_ps();
+        for (long r = 0; r < rows; r++) {
+            __m512 e = gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + r * ld + c), mx));
+            _mm512_mask_storeu_ps(x + r * ld + c, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+        for (long r = 0; r < rows; r++)
+            _mm512_mask_storeu_ps(x + r * ld + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + r * ld + c), inv));
+    }
+}
+
+/// One axis of `upsample_bilinear2d` (align_corners=False): source taps and weights.
+static void bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float *l1) {
+    float scale = (float)in / (float)out;
+    for (long i = 0; i < out; i++) {
+        // Parity: area_pixel_compute_source_index clamps the source index at 0 (non-cubic).
+        float real = scale * ((float)i + 0.5f) - 0.5f;
+        if (real < 0) real = 0;
+        long a = (long)real;
+        if (a > in - 1) a = in - 1;
+        long b = a + (a < in - 1 ? 1 : 0);
+        float lambda = real - (float)a;
+        if (lambda < 0) lambda = 0;
+        if (lambda > 1) lambda = 1;
+        i0[i] = (int)a; i1[i] = (int)b; l0[i] = 1.0f - lambda; l1[i] = lambda;
+    }
+}
+
+#include <stdlib.h>
+
+GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
+    int status = -1;
+    int *xi0 = malloc(sizeof(int) * (size_t)ow), *xi1 = malloc(sizeof(int) * (size_t)ow);
+    float *xl0 = malloc(sizeof(float) * (size_t)ow), *xl1 = malloc(sizeof(float) * (size_t)ow);
+    int *yi0 = malloc(sizeof(int) * (size_t)oh), *yi1 = malloc(sizeof(int) * (size_t)oh);
+    float *yl0 = malloc(sizeof(float) * (size_t)oh), *yl1 = malloc(sizeof(float) * (size_t)oh);
+    // The width pass of every source row (h · ow floats), then the height pass per output row.
+    float *rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
+    if (!xi0 || !xi1 || !xl0 || !xl1 || !yi0 || !yi1 || !yl0 || !yl1 || !rows) goto done;
+    bilinear_axis(w, ow, xi0, xi1, xl0, xl1);
+    bilinear_axis(h, oh, yi0, yi1, yl0, yl1);
+    for (long i = 0; i < h; i++) {
+        const float *src = logits + i * w;
+        float *dst = rows + i * ow;
+        for (long x = 0; x < ow; x += 16) {
+            __mmask16 m = gs_lanes(ow - x);
+            __m512i a = _mm512_maskz_loadu_epi32(m, xi0 + x), b = _mm512_maskz_loadu_epi32(m, xi1 + x);
+            __m512 va = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, a, src, 4);
+            __m512 vb = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, b, src, 4);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl0 + x), va),
+                                     _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl1 + x), vb));
+            _mm512_mask_storeu_ps(dst + x, m, v);
+        }
+    }
+    for (long y = 0; y < oh; y++) {
+        const float *r0 = rows + (long)yi0[y] * ow, *r1 = rows + (long)yi1[y] * ow;
+        __m512 w0 = _mm512_set1_ps(yl0[y]), w1 = _mm512_set1_ps(yl1[y]);
+        unsigned char *o = mask + y * ow;
+        for (long x = 0; x < ow; x += 16) {
+            __mmask16 m = gs_lanes(ow - x);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m, r0 + x)),
+                                     _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m, r1 + x)));
+            // Parity: strict `>` against mask_threshold 0.
+            __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
+            _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(positive, _mm_set1_epi8(1)));
+        }
+    }
+    status = 0;
+done:
+    free(xi0); free(xi1); free(xl0); free(xl1); free(yi0); free(yi1); free(yl0); free(yl1); free(rows);
+    return status;
+}
+
+GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {
+    for (long g = 0; g < groups; g++) {
+        float *base = x + g * group * ld;
+        for (long c = 0; c < columns; c += 16) {
+            __mmask16 m = gs_lanes(columns - c);
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (long r = 0; r < group; r++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, base + r * ld + c));
+            __m512 sum = _mm512_setzero_ps();
+            for (long r = 0; r < group; r++) {
+                __m512 e = gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), mx));
+                _mm512_mask_storeu_ps(base + r * ld + c, m, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+            for (long r = 0; r < group; r++)
+                _mm512_mask_storeu_ps(base + r * ld + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), inv));
+        }
+    }
+}
+
+GS_INLINE void convt_epilogue(const long vectors, const float *products, long h, long w, long y0, long y1, long oc,
+                              const float *bias, const float *addend, const float *lnw, const float *lnb, float eps,
+                              int gelu, float *out, const float *hyper, long masks, float *logits) {
+    const long ow = 2 * w, plane = 4 * h * w;
+    __m512 v[8];
+    for (long y = y0; y < y1; y++) {
+        for (long x = 0; x < w; x++) {
+            const float *s = products + (y * w + x) * 4 * oc;
+            for (long d = 0; d < 4; d++) {
+                long pixel = (2 * y + d / 2) * ow + 2 * x + d % 2;
+                const float *a = addend + pixel * oc;
+                // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                for (long u = 0; u < vectors; u++) {
+                    __mmask16 m = gs_lanes(oc - 16 * u);
+                    v[u] = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, s + d * oc + 16 * u), _mm512_maskz_loadu_ps(m, bias + 16 * u)),
+                                         _mm512_maskz_loadu_ps(m, a + 16 * u));
+                }
+                if (lnw) {
+                    // LayerNorm2d over the channels of the pixel (biased variance, two passes).
+                    __m512 acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++) acc = _mm512_add_ps(acc, v[u]);
+                    __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(acc) / (float)oc);
+                    acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++) {
+                        __m512 c = _mm512_maskz_sub_ps(gs_lanes(oc - 16 * u), v[u], mean);
+                        acc = _mm512_fmadd_ps(c, c, acc);
+                    }
+                    __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(acc) / (float)oc + eps));
+                    for (long u = 0; u < vectors; u++) {
+                        __mmask16 m = gs_lanes(oc - 16 * u);
+                        v[u] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v[u], mean), inv), _mm512_maskz_loadu_ps(m, lnw + 16 * u),
+                                               _mm512_maskz_loadu_ps(m, lnb + 16 * u));
+                    }
+                }
+                if (gelu)
+                    for (long u = 0; u < vectors; u++) v[u] = _mm512_maskz_mov_ps(gs_lanes(oc - 16 * u), gs_gelu512(v[u]));
+                if (out)
+                    for (long u = 0; u < vectors; u++) _mm512_mask_storeu_ps(out + pixel * oc + 16 * u, gs_lanes(oc - 16 * u), v[u]);
+                for (long k = 0; k < masks; k++) {
+                    __m512 acc = _mm512_setzero_ps();
+                    for (long u = 0; u < vectors; u++)
+                        acc = _mm512_fmadd_ps(v[u], _mm512_maskz_loadu_ps(gs_lanes(oc - 16 * u), hyper + k * oc + 16 * u), acc);
+                    logits[k * plane + pixel] = _mm512_reduce_add_ps(acc);
+                }
+            }
+        }
+    }
+}
+
+GS_TARGET void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+                                    const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
+                                    float *out, const float *hyper, long masks, float *logits) {
+    // Constant channel counts let the per-pixel vectors live in registers.
+    switch ((oc + 15) / 16) {
+    case 2: convt_epilogue(2, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
+    case 4: convt_epilogue(4, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
+    default:
+        if (oc <= 128)
+            convt_epilogue((oc + 15) / 16, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits);
+    }
+}

@@ -1,0 +1,101 @@
+#ifndef GEOSAM2_CKERNELS_H
+#define GEOSAM2_CKERNELS_H
+
+// Hand-written AVX-512 kernels for the hot loops of the encoder and decoder.
+//
+// Every entry point is compiled for AVX-512 with a function-level target attribute, so the
+// package needs no special compiler flags; callers must check `gs_has_avx512()` first and fall
+// back to the portable Swift/OpenBLAS paths when it returns 0. Matrices are row-major.
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the CPU supports AVX-512 F/DQ/BW/VL (checked once), else 0.
+int gs_has_avx512(void);
+
+/// Width of one packed weight panel (output features per panel).
+enum { GS_PANEL = 32 };
+
+/// Flags of `gs_gemm_packed`: add to the existing output; apply exact GELU to the result.
+enum { GS_ACC = 1, GS_GELU = 2 };
+
+/// Floats needed to pack an `[n, k]` weight matrix (`nn.Linear` layout).
+size_t gs_packed_count(long n, long k);
+
+/// Packs `w` (`[n, k]`, row stride `ldw`) into k-major panels of GS_PANEL output features,
+/// zero-padded to a multiple of GS_PANEL: element (j, t) goes to
+/// `packed[(j / 32)·k·32 + t·32 + j % 32]`.
+void gs_pack_weight(const float *w, long ldw, long n, long k, float *packed);
+
+/// `y[r, j] = Σ_t x[r, t]·w[j, t] (+ bias[j]) (+ y[r, j] when accumulate)` for rows `[0, m)` and the
+/// output features of panels `[panel_begin, panel_end)`; `packed` comes from `gs_pack_weight`.
+void gs_linear_packed(const float *x, long ldx, const float *packed, const float *bias, float *y, long ldy,
+                      long m, long n, long k, long panel_begin, long panel_end, int accumulate);
+
+/// The same product with a general operand: element (r, t) of x at `x[r·xs + t·xk]` (so a
+/// transposed operand is `xs = 1, xk = ld`). `flags`: GS_ACC adds the result (with the bias) to
+/// y; GS_GELU applies GELU to the final value.
+void gs_gemm_packed(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,
+                    long m, long n, long k, long panel_begin, long panel_end, int flags);
+
+/// `gs_gemm_packed` without accumulation, writing the transposed result: `y[j, r]` (row stride
+/// `ldy`) for output feature j of row r. For products whose consumer wants the other layout.
+void gs_gemm_packed_transposed(const float *x, long xs, long xk, const float *packed, const float *bias,
+                               float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end);
+
+/// Softmax over groups of `group` consecutive rows of `[groups·group, columns]` (row stride
+/// `ld`), independently for each column, in place.
+void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld);
+
+/// Packs a `[k, n]` row-major matrix (row stride `ldb`) as the right operand of
+/// `gs_gemm_packed`, i.e. like `gs_pack_weight` of its transpose.
+void gs_pack_kn(const float *b, long ldb, long k, long n, float *packed);
+
+/// Softmax down each column of `[rows, columns]` (row stride `ld`), in place.
+void gs_softmax_columns(float *x, long rows, long columns, long ld);
+
+/// `postprocess_masks` + threshold for one low-resolution logit map `[h, w]`: bilinear
+/// upsampling (align_corners=False, no antialias) to `[oh, ow]` and `mask = value > 0`, written
+/// as 0/1 bytes. The width pass runs once per source row, so the cost is one blend per output
+/// pixel. Returns 0, or −1 (mask untouched) when its scratch memory cannot be allocated.
+int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
+
+/// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM: for input rows [y0, y1) of an
+/// `h × w` grid, scatters `products` (`[h·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)
+/// to the `2h × 2w` output, adding `bias` and the channels-last `addend`, then optionally a
+/// per-pixel LayerNorm (`lnw`/`lnb` non-null) and GELU. Writes the result to `out` (if non-null)
+/// and, if `masks > 0`, the dot products with each row of `hyper` (`[masks, oc]`) to
+/// `logits[k·4hw + pixel]`. At most 128 channels.
+void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+                          const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
+                          float *out, const float *hyper, long masks, float *logits);
+
+/// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
+/// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an
+/// online (running-max) softmax, so memory stays small for 4096 keys.
+/// `scratch` must hold `gs_attention_scratch_count(nq, nk, hd)` floats.
+size_t gs_attention_scratch_count(long nq, long nk, long hd);
+void gs_attention_head(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
+                       float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
+
+/// Exact GELU `0.5·x·(1 + erf(x/√2))` in place.
+void gs_gelu(float *x, long count);
+
+/// `exp` of each element in place (accurate to a few ulp; for tests).
+void gs_exp(float *x, long count);
+
+/// Layer norm over each row of `[rows, channels]` (row stride `channels`), in place, with the
+/// biased variance, as `nn.LayerNorm`.
+void gs_layer_norm(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
+
+/// Softmax of each row in place.
+void gs_softmax_rows(float *x, long rows, long columns, long ld);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,205 @@
+import CKernels
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whether the hand-written AVX-512 kernels (`CKernels`) are used.
+///
+/// They are used when the CPU has AVX-512 F/DQ/BW/VL, unless the environment variable
+/// `GEOSAM2_PORTABLE_KERNELS=1` asks for the portable paths (OpenBLAS and plain Swift), which the
+/// tests use to check both.
+public enum Accelerated {
+    public static let isAvailable: Bool = {
+        if let v = getenv("GEOSAM2_PORTABLE_KERNELS"), String(cString: v) == "1" { return false }
+        return gs_has_avx512() != 0
+    }()
+}
+
+/// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the AVX-512
+/// GEMM streams through (`gs_pack_weight`).
+public struct PackedWeight: Sendable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    let panels: [Float]
+
+    /// Packs `weight` (`[out, in]`, row-major).
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "PackedWeight expects [out, in], got \(weight.shape)")
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        outFeatures = n
+        inFeatures = k
+        var panels = [Float](repeating: 0, count: gs_packed_count(n, k))
+        weight.scalars.withUnsafeBufferPointer { w in
+            panels.withUnsafeMutableBufferPointer { p in
+                if let wb = w.baseAddress, let pb = p.baseAddress { gs_pack_weight(wb, k, n, k, pb) }
+            }
+        }
+        self.panels = panels
+    }
+
+    /// Packs the right operand of `x · B` given as a row-major `[k, n]` matrix `b` (row stride
+    /// `ldb`): the result acts as a weight `[n, k]`, i.e. `apply` computes `x · b`.
+    public init(kn b: UnsafePointer<Float>, ldb: Int, k: Int, n: Int) {
+        outFeatures = n
+        inFeatures = k
+        var panels = [Float](repeating: 0, count: gs_packed_count(n, k))
+        panels.withUnsafeMutableBufferPointer { p in
+            if let pb = p.baseAddress { gs_pack_kn(b, ldb, k, n, pb) }
+        }
+        self.panels = panels
+    }
+
+    var panelCount: Int { (outFeatures + Int(GS_PANEL) - 1) / Int(GS_PANEL) }
+
+    /// `apply` on the calling thread only, for callers that split the work themselves.
+    public func applySingleThreaded(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
+            gs_gemm_packed(x, xStride, 1, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
+        }
+    }
+
+    /// `yᵀ = (x·Wᵀ + b)ᵀ`: writes output feature j of row r at `y[j·yStride + r]`. Split over the
+    /// cores by rows of x (columns of y).
+    public func applyTransposed(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int
+    ) {
+        guard rows > 0 else { return }
+        let (n, k) = (outFeatures, inFeatures)
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
+            let minimum = rows * n * max(k, 1) < 1_000_000 ? rows : 96
+            Parallel.forEachChunk(rows, minimumChunk: minimum) { r in
+                // Chunks start on multiples of 12 rows except possibly the first, which is fine:
+                // the kernel handles any row offset.
+                gs_gemm_packed_transposed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound, yStride,
+                                          r.count, n, k, 0, panelCount)
+            }
+        }
+    }
+
+    /// `y = x·Wᵀ (+ b) (+ y when accumulating)` on `rows` rows, split over the cores by rows when
+    /// there are many, else by panels of output features.
+    /// - Parameters:
+    ///   - xStride: distance between rows of `x`.
+    ///   - xInnerStride: distance between consecutive elements of a row of `x` (1 unless `x` is
+    ///     a transposed view).
+    ///   - accumulate: add the result (bias included) to `y`.
+    ///   - gelu: apply exact GELU to the result.
+    public func apply(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let (n, k) = (outFeatures, inFeatures)
+        let add = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
+            let work = rows * n * max(k, 1)
+            if work < 1_000_000 {
+                gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
+            } else if rows >= 96 {
+                // Row blocks: each worker streams all panels over its own rows.
+                Parallel.forEachChunk(rows, minimumChunk: 48) { r in
+                    gs_gemm_packed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
+                                   yStride, r.count, n, k, 0, panelCount, add)
+                }
+            } else {
+                Parallel.forEachChunk(panelCount, minimumChunk: 1) { panels in
+                    gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k,
+                                   panels.lowerBound, panels.upperBound, add)
+                }
+            }
+        }
+    }
+}
+
+/// Small entry points into the AVX-512 kernels for callers outside this module. Each requires
+/// `Accelerated.isAvailable`.
+public enum AcceleratedOps {
+    /// Softmax down each column of a `[rows, columns]` matrix (row stride `ld`), in place.
+    public static func softmaxColumns(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        // Columns are independent: split them over the cores in 16-lane groups.
+        let groups = (columns + 15) / 16
+        Parallel.forEachChunk(groups, minimumChunk: rows * 16 >= 32768 ? 1 : groups) { g in
+            let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
+            gs_softmax_columns(x + c0, rows, c1 - c0, ld)
+        }
+    }
+
+    /// Softmax along each row of a `[rows, columns]` matrix (row stride `ld`), in place.
+    public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        Parallel.forEachChunk(rows, minimumChunk: max(1, 65536 / max(columns, 1))) { r in
+            gs_softmax_rows(x + r.lowerBound * ld, r.count, columns, ld)
+        }
+    }
+
+    /// Softmax over each group of `group` consecutive rows of `[groups·group, columns]` (row
+    /// stride `ld`), column by column, in place.
+    public static func softmaxRowGroups(_ x: UnsafeMutablePointer<Float>, groups: Int, group: Int, columns: Int, ld: Int) {
+        precondition(Accelerated.isAvailable)
+        let lanes = (columns + 15) / 16
+        Parallel.forEachChunk(lanes, minimumChunk: groups * group * 16 >= 16384 ? 1 : lanes) { g in
+            let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
+            gs_softmax_row_groups(x + c0, groups, group, c1 - c0, ld)
+        }
+    }
+
+    /// One head of attention on the calling thread (`gs_attention_head`); `scratch` holds
+    /// `attentionScratchCount` floats.
+    public static func attentionHead(
+        q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int, v: UnsafePointer<Float>, vStride: Int,
+        into out: UnsafeMutablePointer<Float>, outStride: Int, queryCount: Int, keyCount: Int, headDim: Int,
+        scratch: UnsafeMutablePointer<Float>
+    ) {
+        gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim,
+                          1 / Float(headDim).squareRoot(), scratch)
+    }
+
+    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int) -> Int {
+        gs_attention_scratch_count(queryCount, keyCount, headDim)
+    }
+
+    /// Layer norm of `rows` rows on the calling thread.
+    public static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
+                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) {
+        gs_layer_norm(x, rows, channels, weight, bias, eps)
+    }
+
+    /// The tail of `Convolution.transposedConv2x2` done as one GEMM (`gs_convt2x2_epilogue`):
+    /// scatter of the sub-pixel products of an `h × w` input, `+ bias + addend`, optional
+    /// LayerNorm2d and GELU; the result goes to `out` and/or, as dot products with the rows of
+    /// `hyper` (`[masks, channels]`), to `logits` (`[masks, 2h, 2w]`). Split over the cores by rows.
+    public static func transposedConvEpilogue(
+        products: UnsafePointer<Float>, height h: Int, width w: Int, channels: Int, bias: UnsafePointer<Float>,
+        adding addend: UnsafePointer<Float>, norm: (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float)?,
+        gelu: Bool, into out: UnsafeMutablePointer<Float>?, hyper: UnsafePointer<Float>?, masks: Int,
+        logits: UnsafeMutablePointer<Float>?
+    ) {
+        precondition(Accelerated.isAvailable && channels <= 128)
+        Parallel.forEachChunk(h, minimumChunk: 8) { rows in
+            gs_convt2x2_epilogue(products, h, w, rows.lowerBound, rows.upperBound, channels, bias, addend, norm?.weight, norm?.bias,
+                                 norm?.eps ?? 0, gelu ? 1 : 0, out, hyper, masks, logits)
+        }
+    }
+
+    /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by
+    /// `> 0`, as 0/1 bytes.
+    /// - Returns: false (mask untouched) when the kernel could not allocate its scratch memory.
+    public static func upsampleThreshold(_ logits: UnsafePointer<Float>, height h: Int, width w: Int,
+                                         into mask: UnsafeMutablePointer<UInt8>, height oh: Int, width ow: Int) -> Bool {
+        precondition(Accelerated.isAvailable)
+        return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
+    }
+}

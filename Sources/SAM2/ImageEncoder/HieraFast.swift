@@ -1,0 +1,241 @@
+import Kernels
+
+// `MultiScaleBlock` on the AVX-512 kernels (the plain version in Hiera.swift stays the portable
+// path and the reference).
+//
+// Written as in PyTorch, a block materialises several token-sized tensors (the windows, the fused
+// qkv — 150 MB in stage 1 — the attention output, its projection, the unpartitioned copy, the MLP
+// hidden layer) and each one costs page faults and a round trip through memory. Here the windowed
+// attention runs group by group of windows (gather → qkv → attention → projection → add into the
+// residual) and the MLP chunk by chunk of rows (norm → fc1+GELU → fc2 added into the residual),
+// with small per-worker buffers that stay in cache.
+//
+// Padded window tokens (stage 3 and 4 at 1024²: 64² padded to 70², 32² to 35²) are zeros after the
+// norm, so their q, k and v are just the qkv bias: they skip the qkv GEMM, and padded query rows
+// (discarded by window_unpartition) skip the output projection.
+
+extension MultiScaleBlock {
+    /// Runs the block in place: `x` `[H, W, dim]` becomes `[H', W', dimOut]`.
+    func fast(_ x: inout Tensor) {
+        let normed = norm1(x)
+        var y: Tensor
+        if let proj {
+            // Parity: the residual of a stage-change block is the pooled projection of the
+            // *normalised* input, not of x.
+            y = proj(normed)
+            if poolsQueries { y = Pooling.maxPool2x2(y) }
+        } else {
+            y = x
+        }
+        x = Tensor(shape: [0])  // y is now the only reference: it is updated in place
+        if windowSize > 0 {
+            windowedAttention(normed, into: &y)
+        } else {
+            globalAttention(normed, into: &y)
+        }
+        mlpResidual(&y)
+        x = y
+    }
+
+    /// `y += proj(attn(window_partition(normed)))` cropped by `window_unpartition`.
+    private func windowedAttention(_ normed: Tensor, into y: inout Tensor) {
+        let (h, w, c) = (normed.shape[0], normed.shape[1], normed.shape[2])
+        let ws = windowSize
+        let ph = h + (ws - h % ws) % ws, pw = w + (ws - w % ws) % ws
+        let cols = pw / ws
+        let windows = (ph / ws) * cols
+        let tokens = ws * ws
+        // Parity: after query pooling the window halves and the output grid is the pooled one.
+        let outWs = poolsQueries ? ws / 2 : ws
+        let queries = outWs * outWs
+        let (oh, ow) = (y.shape[0], y.shape[1])
+        let d = dimOut, heads = attn.heads, hd = dimOut / attn.heads, fused = 3 * dimOut
+        guard let qkvWeight = attn.qkv.packed, let projWeight = attn.proj.packed else {
+            preconditionFailure("fast path without packed weights")
+        }
+        let group = max(1, 384 / tokens)  // windows per GEMM: a few hundred rows
+        let qkvBias = attn.qkv.bias?.scalars ?? [Float](repeating: 0, count: fused)
+        let projBiasScalars = attn.proj.bias?.scalars ?? []
+
+        normed.scalars.withUnsafeBufferPointer { np in
+            y.scalars.withUnsafeMutableBufferPointer { yp in
+                qkvBias.withUnsafeBufferPointer { bp in
+                    projBiasScalars.withUnsafeBufferPointer { projBias in
+                        let (src, out, qkvB) = (np.baseAddress!, yp.baseAddress!, bp.baseAddress!)
+                        Parallel.forEachChunk(windows, minimumChunk: group) { range in
+                            let rowsBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * c)
+                            let qkvBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * fused)
+                            let qBuf = UnsafeMutablePointer<Float>.allocate(capacity: poolsQueries ? group * queries * d : 1)
+                            let attBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
+                            let outBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
+                            let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd)
+                            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
+                            var valid = [Bool](repeating: false, count: group * tokens)
+                            var targets = [Int](repeating: 0, count: group * queries)
+                            defer {
+                                rowsBuf.deallocate(); qkvBuf.deallocate(); qBuf.deallocate()
+                                attBuf.deallocate(); outBuf.deallocate(); scratch.deallocate()
+                            }
+                            var w0 = range.lowerBound
+                            while w0 < range.upperBound {
+                                let g = min(group, range.upperBound - w0)
+                                // 1. Gather the image tokens of the windows, compactly (no padding rows).
+                                var count = 0
+                                for wi in 0..<g {
+                                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
+                                    for ty in 0..<ws {
+                                        for tx in 0..<ws {
+                                            let (yy, xx) = (wy * ws + ty, wx * ws + tx)
+                                            let inside = yy < h && xx < w
+                                            valid[wi * tokens + ty * ws + tx] = inside
+                                            if inside {
+                                                (rowsBuf + count * c).update(from: src + (yy * w + xx) * c, count: c)
+                                                count += 1
+                                            }
+                                        }
+                                    }
+                                }
+                                // 2. qkv of the real tokens; padding tokens get the bias alone.
+                                let full = g * tokens
+                                if count == full {
+                                    qkvWeight.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB, into: qkvBuf, yStride: fused)
+                                } else {
+                                    // Compute into the tail, then spread forward (sources never lag behind targets).
+                                    let offset = full - count
+                                    qkvWeight.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB,
+                                                                  into: qkvBuf + offset * fused, yStride: fused)
+                                    var next = offset
+                                    for t in 0..<full {
+                                        let dst = qkvBuf + t * fused
+                                        if valid[t] {
+                                            if next != t { dst.update(from: qkvBuf + next * fused, count: fused) }
+                                            next += 1
+                                        } else {
+                                            dst.update(from: qkvB, count: fused)
+                                        }
+                                    }
+                                }
+                                // 3. Queries: pooled 2×2 within each window when the block pools (q only).
+                                var q = UnsafePointer(qkvBuf), qStride = fused
+                                if poolsQueries {
+                                    for wi in 0..<g {
+                                        Pooling.maxPool2x2(qkvBuf + wi * tokens * fused, height: ws, width: ws, channels: d,
+                                                           tokenStride: fused, into: qBuf + wi * queries * d)
+                                    }
+                                    q = UnsafePointer(qBuf)
+                                    qStride = d
+                                }
+                                // 4. Attention per window and head.
+                                for wi in 0..<g {
+                                    for head in 0..<heads {
+                                        let o = head * hd
+                                        let kv = qkvBuf + wi * tokens * fused
+                                        AcceleratedOps.attentionHead(
+                                            q: q + wi * queries * qStride + o, qStride: qStride, k: kv + d + o, kStride: fused,
+                                            v: kv + 2 * d + o, vStride: fused, into: attBuf + wi * queries * d + o, outStride: d,
+                                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch)
+                                    }
+                                }
+                                // 5. Output projection of the queries that survive the crop, added into y.
+                                var kept = 0
+                                for wi in 0..<g {
+                                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
+                                    for ty in 0..<outWs {
+                                        for tx in 0..<outWs {
+                                            let (yy, xx) = (wy * outWs + ty, wx * outWs + tx)
+                                            guard yy < oh, xx < ow else { continue }
+                                            let row = wi * queries + ty * outWs + tx
+                                            if kept != row { (attBuf + kept * d).update(from: attBuf + row * d, count: d) }
+                                            targets[kept] = yy * ow + xx
+                                            kept += 1
+                                        }
+                                    }
+                                }
+                                projWeight.applySingleThreaded(attBuf, rows: kept, xStride: d, bias: projBias.isEmpty ? nil : projBias.baseAddress,
+                                                               into: outBuf, yStride: d)
+                                // Parity: shortcut + proj(attn), the projection's bias included first.
+                                for r in 0..<kept {
+                                    let (o, s) = (out + targets[r] * d, outBuf + r * d)
+                                    for ch in 0..<d { o[ch] += s[ch] }
+                                }
+                                w0 += g
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Global attention over all tokens: `y += proj(attn(normed))`.
+    private func globalAttention(_ normed: Tensor, into y: inout Tensor) {
+        precondition(!poolsQueries, "no q-pool block uses global attention")
+        let tokens = normed.count / dim
+        let (d, fused) = (dimOut, 3 * dimOut)
+        guard let projWeight = attn.proj.packed else { preconditionFailure("fast path without packed weights") }
+        let qkv = attn.qkv(normed.reshaped([tokens, dim]))
+        var att = Tensor(unsafeUninitializedShape: [tokens, d])  // attention writes every element
+        qkv.scalars.withUnsafeBufferPointer { f in
+            att.scalars.withUnsafeMutableBufferPointer { a in
+                let base = f.baseAddress!
+                Attention.batched(
+                    q: base, qStride: fused, qBatchStride: 0, k: base + d, kStride: fused, kBatchStride: 0,
+                    v: base + 2 * d, vStride: fused, vBatchStride: 0, into: a.baseAddress!, outStride: d, outBatchStride: 0,
+                    batches: 1, queryCount: tokens, keyCount: tokens, heads: attn.heads, headDim: d / attn.heads)
+            }
+        }
+        att.scalars.withUnsafeBufferPointer { a in
+            y.scalars.withUnsafeMutableBufferPointer { yp in
+                if let b = attn.proj.bias {
+                    b.scalars.withUnsafeBufferPointer { bp in
+                        projWeight.apply(a.baseAddress!, rows: tokens, xStride: d, bias: bp.baseAddress!, into: yp.baseAddress!,
+                                         yStride: d, accumulate: true)
+                    }
+                } else {
+                    projWeight.apply(a.baseAddress!, rows: tokens, xStride: d, bias: nil, into: yp.baseAddress!, yStride: d,
+                                     accumulate: true)
+                }
+            }
+        }
+    }
+
+    /// `y += mlp(norm2(y))`, chunk by chunk of rows, with GELU fused into the first layer.
+    private func mlpResidual(_ y: inout Tensor) {
+        let d = dimOut
+        let tokens = y.count / d
+        let (fc1, fc2) = (mlp.layers[0], mlp.layers[1])
+        let hidden = fc1.outFeatures
+        guard let w1 = fc1.packed, let w2 = fc2.packed, let b1 = fc1.bias, let b2 = fc2.bias else {
+            preconditionFailure("fast path without packed weights")
+        }
+        // A few hundred rows: the hidden chunk stays in cache; at least one 192-row GEMM block.
+        let chunkRows = max(192, (262_144 / hidden) / 12 * 12)
+        let chunks = (tokens + chunkRows - 1) / chunkRows
+        y.scalars.withUnsafeMutableBufferPointer { yp in
+            b1.scalars.withUnsafeBufferPointer { b1p in
+                b2.scalars.withUnsafeBufferPointer { b2p in
+                    norm2.weight.scalars.withUnsafeBufferPointer { gp in
+                        norm2.bias.scalars.withUnsafeBufferPointer { bp in
+                            let base = yp.baseAddress!
+                            Parallel.forEachChunk(chunks, minimumChunk: 1) { range in
+                                let normedRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * d)
+                                let hiddenRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * hidden)
+                                defer { normedRows.deallocate(); hiddenRows.deallocate() }
+                                for chunk in range {
+                                    let r0 = chunk * chunkRows, rows = min(chunkRows, tokens - r0)
+                                    normedRows.update(from: base + r0 * d, count: rows * d)
+                                    AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp.baseAddress!,
+                                                             bias: bp.baseAddress!, eps: norm2.eps)
+                                    w1.applySingleThreaded(normedRows, rows: rows, xStride: d, bias: b1p.baseAddress!,
+                                                           into: hiddenRows, yStride: hidden, gelu: true)
+                                    w2.applySingleThreaded(hiddenRows, rows: rows, xStride: hidden, bias: b2p.baseAddress!,
+                                                           into: base + r0 * d, yStride: d, accumulate: true)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

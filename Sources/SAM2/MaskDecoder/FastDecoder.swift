@@ -1,0 +1,353 @@
+import Kernels
+
+// The mask decoder restructured for speed (AVX-512 kernels only; `predictMasks` in
+// MaskDecoder.swift stays the plain reference and the portable path).
+//
+// The two-way transformer attends between a few tokens (N ≈ 7–10) and the 4096 image positions.
+// Written as in PyTorch, every cross-attention projects all 4096 positions (4096×256×128 MACs per
+// projection). Re-associating the products moves the projections to the token side, which is
+// exact in real arithmetic (only the rounding order changes):
+//
+// - token→image: scores_h = (q_h·W_k,h)·Xᵀ and out_h = (P_h·keys)·W_v,hᵀ + b_v,h, with
+//   X = keys + PE. The key bias adds the same q_h·b_k,h to a whole softmax row: it cancels.
+// - image→token: scores_h = X·(W_q,hᵀ·k_hᵀ) + b_q,h·k_hᵀ, and the output projection folds into
+//   the values, V'_h = v_h·W_o,hᵀ, so y = Σ_h P_h·V'_h + b_o.
+//
+// That halves the transformer's work. Without a mask input, the first layer's image side is
+// also input-independent (keys = image + no_mask_embed), so `prepare` caches its projections.
+
+/// Image features laid out for fast repeated decoding: channels-last copies of the maps, and
+/// for prompts without a mask input, the first decoder layer's image-side projections.
+///
+/// Build it once per image with `SAM2Model.prepare(_:)` and pass it to `predict` or
+/// `decodeLogits` for every prompt.
+public struct PreparedFeatures: Sendable {
+    /// The features this was prepared from.
+    public let features: ImageFeatures
+    /// `image_embed` channels-last, `[4096, D]`.
+    let image: Tensor
+    /// `high_res_feats` channels-last: `[256, 256, D/8]` and `[128, 128, D/4]`.
+    let s0: Tensor
+    let s1: Tensor
+    /// Input-independent first-layer state for prompts without a mask input.
+    let layer0: DecoderLayer0Cache?
+}
+
+/// The first two-way layer's image side when the dense prompt is `no_mask_embed`.
+struct DecoderLayer0Cache: Sendable {
+    /// `image_embed + no_mask_embed`, `[4096, D]`.
+    let keys: Tensor
+    /// `keys + image_pe`.
+    let keysWithPE: Tensor
+    /// token→image k and v projections, `[4096, D/2]`.
+    let tokenToImageK: Tensor
+    let tokenToImageV: Tensor
+    /// image→token q projection, `[4096, D/2]`.
+    let imageToTokenQ: Tensor
+}
+
+extension DecoderAttention {
+    var inner: Int { qProj.outFeatures }
+    var headDim: Int { inner / heads }
+
+    /// `self(q: q, k: x, v: keys)` for few queries and many keys (token→image), re-associated.
+    /// - Parameters: q `[N, D]` (with PE), x `[T, D]` (keys with PE), keys `[T, D]`.
+    func tokenToImage(_ q: Tensor, keysWithPE x: Tensor, keys: Tensor) -> Tensor {
+        let (n, d, t) = (q.shape[0], x.shape[1], x.shape[0])
+        let (inner, hd, hn) = (self.inner, headDim, heads * q.shape[0])
+        let qp = qProj(q)
+        let scale = 1 / Float(hd).squareRoot()
+        // Q' [heads·N, D]: row h·N + j = scale · q_h[j] · W_k,h.
+        var qPrime = Tensor(unsafeUninitializedShape: [hn, d])
+        qp.scalars.withUnsafeBufferPointer { a in
+            kProj.weight.scalars.withUnsafeBufferPointer { w in
+                qPrime.scalars.withUnsafeMutableBufferPointer { o in
+                    for h in 0..<heads {
+                        GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd * d, ldb: d,
+                                      into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd, alpha: scale)
+                    }
+                }
+            }
+        }
+        // Scoresᵀ [T, heads·N]; softmax down the columns (over the image positions).
+        var scoresT = Tensor(unsafeUninitializedShape: [t, hn])
+        let packedQ = PackedWeight(qPrime)
+        x.scalars.withUnsafeBufferPointer { xp in
+            scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+                packedQ.apply(xp.baseAddress!, rows: t, xStride: d, bias: nil, into: sp.baseAddress!, yStride: hn)
+                AcceleratedOps.softmaxColumns(sp.baseAddress!, rows: t, columns: hn, ld: hn)
+            }
+        }
+        // Gᵀ [D, heads·N] = keysᵀ · Pᵀ.
+        var gT = Tensor(unsafeUninitializedShape: [d, hn])
+        scoresT.scalars.withUnsafeBufferPointer { sp in
+            let packedP = PackedWeight(kn: sp.baseAddress!, ldb: hn, k: t, n: hn)
+            keys.scalars.withUnsafeBufferPointer { kp in
+                gT.scalars.withUnsafeMutableBufferPointer { gp in
+                    packedP.apply(kp.baseAddress!, rows: d, xStride: 1, xInnerStride: d, bias: nil, into: gp.baseAddress!, yStride: hn)
+                }
+            }
+        }
+        // o[j, h·hd + e] = Σ_c G[h·N + j, c] · W_v[h·hd + e, c] + b_v (rows of P sum to 1).
+        var o = Tensor(shape: [n, inner])
+        gT.scalars.withUnsafeBufferPointer { gp in
+            vProj.weight.scalars.withUnsafeBufferPointer { w in
+                o.scalars.withUnsafeMutableBufferPointer { op in
+                    for h in 0..<heads {
+                        GEMM.multiply(gp.baseAddress! + h * n, transposeA: true, lda: hn, w.baseAddress! + h * hd * d,
+                                      transposeB: true, ldb: d, into: op.baseAddress! + h * hd, ldc: inner, m: n, n: hd, k: d)
+                    }
+                }
+            }
+        }
+        if let b = vProj.bias { o.addRowVector(b) }
+        return outProj(o)
+    }
+
+    /// token→image with the image-side k and v projections given (`[T, inner]` each).
+    func tokenToImage(_ q: Tensor, projectedKeys k: Tensor, projectedValues v: Tensor) -> Tensor {
+        let (n, t, inner) = (q.shape[0], k.shape[0], self.inner)
+        let qp = qProj(q)
+        var o = Tensor(shape: [n, inner])
+        qp.scalars.withUnsafeBufferPointer { qb in
+            k.scalars.withUnsafeBufferPointer { kb in
+                v.scalars.withUnsafeBufferPointer { vb in
+                    o.scalars.withUnsafeMutableBufferPointer { ob in
+                        Attention.batched(
+                            q: qb.baseAddress!, qStride: inner, qBatchStride: 0, k: kb.baseAddress!, kStride: inner, kBatchStride: 0,
+                            v: vb.baseAddress!, vStride: inner, vBatchStride: 0, into: ob.baseAddress!, outStride: inner,
+                            outBatchStride: 0, batches: 1, queryCount: n, keyCount: t, heads: heads, headDim: headDim)
+                    }
+                }
+            }
+        }
+        return outProj(o)
+    }
+
+    /// `self(q: x, k: kIn, v: vIn)` for many queries and few keys (image→token), re-associated.
+    /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
+    ///   projectedQueries: `qProj(x)` when cached.
+    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: Tensor?) -> Tensor {
+        let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
+        let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
+        let kp = kProj(kIn), vp = vProj(vIn)
+        let scale = 1 / Float(hd).squareRoot()
+        // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
+        // head runs down short columns with one lane per image position.
+        var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
+        if let projectedQueries {
+            // scores[:, h·N + j] = scale · Q_h · k_h[j]: a block-diagonal right operand.
+            var blocks = Tensor(shape: [hn, inner])
+            for h in 0..<heads {
+                for j in 0..<n {
+                    for e in 0..<hd { blocks.scalars[(h * n + j) * inner + h * hd + e] = scale * kp.scalars[j * inner + h * hd + e] }
+                }
+            }
+            let packed = PackedWeight(blocks)
+            projectedQueries.scalars.withUnsafeBufferPointer { qb in
+                scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+                    packed.applyTransposed(qb.baseAddress!, rows: t, xStride: inner, bias: nil, into: sp.baseAddress!, yStride: t)
+                }
+            }
+        } else {
+            // Kq [heads·N, D]: row h·N + j = scale · k_h[j] · W_q,h, and the q bias becomes a
+            // per-column constant c[h·N + j] = scale · b_q,h · k_h[j].
+            var kq = Tensor(shape: [hn, d])
+            var c = [Float](repeating: 0, count: hn)
+            kp.scalars.withUnsafeBufferPointer { a in
+                qProj.weight.scalars.withUnsafeBufferPointer { w in
+                    kq.scalars.withUnsafeMutableBufferPointer { o in
+                        for h in 0..<heads {
+                            GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd * d, ldb: d,
+                                          into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd, alpha: scale)
+                        }
+                    }
+                }
+            }
+            if let bq = qProj.bias {
+                for h in 0..<heads {
+                    for j in 0..<n {
+                        var acc: Float = 0
+                        for e in 0..<hd { acc += bq.scalars[h * hd + e] * kp.scalars[j * inner + h * hd + e] }
+                        c[h * n + j] = scale * acc
+                    }
+                }
+            }
+            let packed = PackedWeight(kq)
+            x.scalars.withUnsafeBufferPointer { xp in
+                c.withUnsafeBufferPointer { cb in
+                    scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+                        packed.applyTransposed(xp.baseAddress!, rows: t, xStride: d, bias: cb.baseAddress!, into: sp.baseAddress!, yStride: t)
+                    }
+                }
+            }
+        }
+        scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+            AcceleratedOps.softmaxRowGroups(sp.baseAddress!, groups: heads, group: n, columns: t, ld: t)
+        }
+        // V' [heads·N, D]: row h·N + j = v_h[j] · W_o,hᵀ, then y = P · V' + b_o.
+        var vPrime = Tensor(shape: [hn, d])
+        vp.scalars.withUnsafeBufferPointer { a in
+            outProj.weight.scalars.withUnsafeBufferPointer { w in
+                vPrime.scalars.withUnsafeMutableBufferPointer { o in
+                    for h in 0..<heads {
+                        GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd, transposeB: true, ldb: inner,
+                                      into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd)
+                    }
+                }
+            }
+        }
+        var y = Tensor(unsafeUninitializedShape: [t, d])
+        vPrime.scalars.withUnsafeBufferPointer { vb in
+            let packed = PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d)
+            scoresT.scalars.withUnsafeBufferPointer { sp in
+                y.scalars.withUnsafeMutableBufferPointer { yp in
+                    // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
+                    if let bo = outProj.bias {
+                        bo.scalars.withUnsafeBufferPointer { bb in
+                            packed.apply(sp.baseAddress!, rows: t, xStride: 1, xInnerStride: t, bias: bb.baseAddress!,
+                                         into: yp.baseAddress!, yStride: d)
+                        }
+                    } else {
+                        packed.apply(sp.baseAddress!, rows: t, xStride: 1, xInnerStride: t, bias: nil, into: yp.baseAddress!, yStride: d)
+                    }
+                }
+            }
+        }
+        return y
+    }
+}
+
+extension TwoWayAttentionBlock {
+    /// The block with the re-associated cross-attentions; `cache` for layer 0 without a mask input.
+    func fast(queries: inout Tensor, keys: inout Tensor, queryPE: Tensor, keyPE: Tensor, cache: DecoderLayer0Cache?) {
+        if skipFirstLayerPositionEmbedding {
+            // Parity: the first layer's self-attention *replaces* the queries (no residual, no PE).
+            queries = selfAttention(q: queries, k: queries, v: queries)
+        } else {
+            let q = queries + queryPE
+            queries += selfAttention(q: q, k: q, v: queries)
+        }
+        norm1.apply(&queries)
+
+        let keysWithPE = cache?.keysWithPE ?? keys + keyPE
+        if let cache {
+            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, projectedKeys: cache.tokenToImageK,
+                                                               projectedValues: cache.tokenToImageV)
+        } else {
+            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: keysWithPE, keys: keys)
+        }
+        norm2.apply(&queries)
+
+        queries += mlp(queries)
+        norm3.apply(&queries)
+
+        keys += crossAttentionImageToToken.imageToToken(keysWithPE, keys: queries + queryPE, values: queries,
+                                                        projectedQueries: cache?.imageToTokenQ)
+        norm4.apply(&keys)
+    }
+}
+
+extension TwoWayTransformer {
+    /// `callAsFunction` with the re-associated attentions.
+    /// - Parameter image: image embedding plus dense prompt `[4096, D]` (ignored when `cache` is given).
+    func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?) -> (queries: Tensor, keys: Tensor) {
+        var queries = tokens
+        var keys = cache?.keys ?? image
+        for (i, layer) in layers.enumerated() {
+            layer.fast(queries: &queries, keys: &keys, queryPE: tokens, keyPE: imagePE, cache: i == 0 ? cache : nil)
+        }
+        queries += finalAttentionTokenToImage.tokenToImage(queries + tokens, keysWithPE: keys + imagePE, keys: keys)
+        normFinalAttention.apply(&queries)
+        return (queries, keys)
+    }
+
+    /// The layer-0 image-side state for `keys = image + no_mask_embed`.
+    func layer0Cache(keys: Tensor, imagePE: Tensor) -> DecoderLayer0Cache {
+        let layer = layers[0]
+        let keysWithPE = keys + imagePE
+        return DecoderLayer0Cache(
+            keys: keys, keysWithPE: keysWithPE,
+            tokenToImageK: layer.crossAttentionTokenToImage.kProj(keysWithPE),
+            tokenToImageV: layer.crossAttentionTokenToImage.vProj(keys),
+            imageToTokenQ: layer.crossAttentionImageToToken.qProj(keysWithPE))
+    }
+}
+
+extension MaskDecoder {
+    /// `predict_masks` on prepared features with the fast transformer.
+    /// - Parameter dense: the dense prompt embedding `[4096, D]`, or nil for `no_mask_embed` (then
+    ///   `prepared.layer0` is used when present).
+    func predictMasksFast(prepared: PreparedFeatures, imagePE: Tensor, sparse: Tensor, dense: Tensor?,
+                          noMaskEmbedding: Tensor) -> (logits: Tensor, iou: [Float]) {
+        let d = dimension
+        let tokens = Tensor(shape: [6 + sparse.shape[0], d],
+                            scalars: objectScoreToken.scalars + iouToken.scalars + maskTokens.scalars + sparse.scalars)
+        let cache = dense == nil ? prepared.layer0 : nil
+        var image = Tensor(shape: [0])
+        if cache == nil {
+            if let dense {
+                image = prepared.image + dense
+            } else {
+                image = prepared.image
+                image.addRowVector(noMaskEmbedding)
+            }
+        }
+        let (hs, keys) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
+        return headFast(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1)
+    }
+
+    /// `head` with the transposed convolutions' epilogues fused: (bias + high-res map + LayerNorm2d
+    /// + GELU) in one pass for the first, (bias + map + GELU + the hypernetwork dot products) for
+    /// the second, so the 256×256×32 upscaled map is never stored.
+    func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor) -> (logits: Tensor, iou: [Float]) {
+        let d = dimension
+        let grid = SAM2Configuration.embeddingSize
+        let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
+        let products1 = GEMM.linear(keys, weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
+        var upscaled = Tensor(unsafeUninitializedShape: [2 * grid * 2 * grid, c1])
+        products1.scalars.withUnsafeBufferPointer { p in
+            upscaleConv1Bias.scalars.withUnsafeBufferPointer { b in
+                s1.scalars.withUnsafeBufferPointer { a in
+                    upscaleNorm.weight.scalars.withUnsafeBufferPointer { lw in
+                        upscaleNorm.bias.scalars.withUnsafeBufferPointer { lb in
+                            upscaled.scalars.withUnsafeMutableBufferPointer { o in
+                                // Parity: the high-res map is added before the LayerNorm, then GELU.
+                                AcceleratedOps.transposedConvEpilogue(
+                                    products: p.baseAddress!, height: grid, width: grid, channels: c1, bias: b.baseAddress!,
+                                    adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, upscaleNorm.eps), gelu: true,
+                                    into: o.baseAddress!, hyper: nil, masks: 0, logits: nil)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var hyper = [Float]()
+        hyper.reserveCapacity(Self.maskTokenCount * c2)
+        for k in 0..<Self.maskTokenCount {
+            let token = Tensor(shape: [1, d], scalars: Array(hs.scalars[((2 + k) * d)..<((3 + k) * d)]))
+            hyper += hypernetworks[k](token).scalars
+        }
+        let products2 = GEMM.linear(upscaled, weight: upscaleConv2Matrix, bias: nil, packed: upscaleConv2Packed)
+        let side = SAM2Configuration.lowResolutionMaskSize
+        var logits = Tensor(unsafeUninitializedShape: [Self.maskTokenCount, side, side])
+        products2.scalars.withUnsafeBufferPointer { p in
+            upscaleConv2Bias.scalars.withUnsafeBufferPointer { b in
+                s0.scalars.withUnsafeBufferPointer { a in
+                    hyper.withUnsafeBufferPointer { hp in
+                        logits.scalars.withUnsafeMutableBufferPointer { l in
+                            // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
+                            AcceleratedOps.transposedConvEpilogue(
+                                products: p.baseAddress!, height: 2 * grid, width: 2 * grid, channels: c2, bias: b.baseAddress!,
+                                adding: a.baseAddress!, norm: nil, gelu: true, into: nil, hyper: hp.baseAddress!,
+                                masks: Self.maskTokenCount, logits: l.baseAddress!)
+                        }
+                    }
+                }
+            }
+        }
+        let iouToken = Tensor(shape: [1, d], scalars: Array(hs.scalars[d..<(2 * d)]))
+        return (logits, iouHead(iouToken).scalars)
+    }
+}

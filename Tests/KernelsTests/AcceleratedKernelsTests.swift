@@ -1,0 +1,186 @@
+import CKernels
+import Foundation
+import XCTest
+@testable import Kernels
+
+/// The AVX-512 kernels against the plain reference oracles, at shapes that hit every tail:
+/// row counts that are not multiples of the 12-row micro-kernel, output widths that are not
+/// multiples of the 32-wide panels, k beyond one 256 block, key counts beyond one 384-key
+/// online-softmax block, head dims that are not multiples of 8.
+final class AcceleratedKernelsTests: XCTestCase {
+    override func setUpWithError() throws {
+        try XCTSkipUnless(gs_has_avx512() != 0, "no AVX-512 on this CPU")
+    }
+
+    func referenceLinear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
+        let (rows, k, n) = (x.shape[0], x.shape[1], w.shape[0])
+        var wt = [Float](repeating: 0, count: k * n)
+        for o in 0..<n { for i in 0..<k { wt[i * n + o] = w.scalars[o * k + i] } }
+        var y = ReferenceKernels.matrixProduct(x.scalars, wt, m: rows, n: n, k: k)
+        if let b { for r in 0..<rows { for o in 0..<n { y[r * n + o] += b.scalars[o] } } }
+        return y
+    }
+
+    func testPackedLinearMatchesReference() {
+        for (rows, k, n) in [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 300, 70), (7, 600, 64), (200, 16, 17)] {
+            let x = randomTensor([rows, k], seed: UInt64(rows * 7 + k))
+            let w = randomTensor([n, k], seed: UInt64(n * 3 + k))
+            let b = randomTensor([n], seed: UInt64(n))
+            let packed = PackedWeight(w)
+            let y = GEMM.linear(x, weight: w, bias: b, packed: packed)
+            assertClose(y.scalars, referenceLinear(x, w, b), tolerance: 2e-5 * Float(k).squareRoot(), "linear \(rows)×\(k)→\(n)")
+            let unbiased = GEMM.linear(x, weight: w, bias: nil, packed: packed)
+            assertClose(unbiased.scalars, referenceLinear(x, w, nil), tolerance: 2e-5 * Float(k).squareRoot(), "no bias \(rows)×\(k)→\(n)")
+        }
+    }
+
+    func testPackedLinearAccumulatesWithStrides() {
+        let (rows, k, n) = (29, 40, 45)
+        let x = randomTensor([rows, k + 3], seed: 31)  // operand: columns 0..<k of a wider matrix
+        let w = randomTensor([n, k], seed: 32)
+        let packed = PackedWeight(w)
+        var y = [Float](repeating: 1, count: rows * (n + 5))
+        x.scalars.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                packed.apply(xp.baseAddress!, rows: rows, xStride: k + 3, bias: nil, into: yp.baseAddress!, yStride: n + 5,
+                             accumulate: true)
+            }
+        }
+        let dense = Tensor(shape: [rows, k], scalars: (0..<rows).flatMap { r in x.scalars[(r * (k + 3))..<(r * (k + 3) + k)] })
+        let expected = referenceLinear(dense, w, nil)
+        for r in 0..<rows {
+            for o in 0..<n { XCTAssertEqual(y[r * (n + 5) + o], expected[r * n + o] + 1, accuracy: 1e-4) }
+            for o in n..<(n + 5) { XCTAssertEqual(y[r * (n + 5) + o], 1, "padding column written") }
+        }
+    }
+
+    func testFlashAttentionMatchesReference() {
+        for (nq, nk, heads, hd) in [(9, 31, 2, 8), (49, 196, 1, 96), (16, 64, 2, 56), (40, 900, 2, 72), (5, 7, 1, 3), (100, 8, 8, 16)] {
+            let width = heads * hd
+            let q = randomTensor([nq, width], seed: UInt64(nq), scale: 2), k = randomTensor([nk, width], seed: UInt64(nk + 1), scale: 2)
+            let v = randomTensor([nk, width], seed: UInt64(nk + 2))
+            var out = [Float](repeating: 0, count: nq * width)
+            q.scalars.withUnsafeBufferPointer { qp in
+                k.scalars.withUnsafeBufferPointer { kp in
+                    v.scalars.withUnsafeBufferPointer { vp in
+                        out.withUnsafeMutableBufferPointer { op in
+                            Attention.batched(
+                                q: qp.baseAddress!, qStride: width, qBatchStride: 0, k: kp.baseAddress!, kStride: width, kBatchStride: 0,
+                                v: vp.baseAddress!, vStride: width, vBatchStride: 0, into: op.baseAddress!, outStride: width,
+                                outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd)
+                        }
+                    }
+                }
+            }
+            let expected = ReferenceKernels.attention(q: q.scalars, k: k.scalars, v: v.scalars, queries: nq, keys: nk, heads: heads, headDim: hd)
+            assertClose(out, expected, tolerance: 2e-6 * Float(hd).squareRoot() + 1e-6, "attention nq \(nq) nk \(nk) hd \(hd)")
+        }
+    }
+
+    func testVectorisedExpIsAccurate() {
+        var x = (0..<2000).map { Float($0) / 20 - 80 }
+        let original = x
+        x.withUnsafeMutableBufferPointer { gs_exp($0.baseAddress!, $0.count) }
+        for (e, v) in zip(x, original) {
+            let exact = Foundation.exp(Double(v))
+            XCTAssertLessThanOrEqual(abs(Double(e) - exact) / exact, 3e-7, "exp(\(v))")
+        }
+    }
+
+    func testSoftmaxAndLayerNormAndGELU() {
+        var s = randomTensor([7, 45], seed: 40, scale: 8)
+        var expected = s.scalars
+        for r in 0..<7 {
+            let row = expected[(r * 45)..<((r + 1) * 45)].map(Double.init)
+            let m = row.max()!
+            let e = row.map { Foundation.exp($0 - m) }
+            let total = e.reduce(0, +)
+            for c in 0..<45 { expected[r * 45 + c] = Float(e[c] / total) }
+        }
+        s.scalars.withUnsafeMutableBufferPointer { Attention.softmaxRows($0.baseAddress!, rows: 7, columns: 45) }
+        assertClose(s.scalars, expected, tolerance: 1e-6, "softmax")
+
+        for channels in [4, 16, 64, 96, 100, 768] {
+            var x = randomTensor([33, channels], seed: UInt64(channels), scale: 4)
+            let original = x
+            let w = randomTensor([channels], seed: 50), b = randomTensor([channels], seed: 51)
+            Normalization.layerNorm(&x, weight: w, bias: b, eps: 1e-6)
+            let ref = ReferenceKernels.layerNorm(original.scalars, channels: channels, weight: w.scalars, bias: b.scalars, eps: 1e-6)
+            assertClose(x.scalars, ref, tolerance: 2e-5, "layerNorm \(channels)")
+        }
+
+        var g = randomTensor([100_003], seed: 60, scale: 9)
+        let original = g
+        Activations.gelu(&g)
+        assertClose(g.scalars, original.scalars.map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
+    }
+
+    func testTransposedConvEpilogueMatchesUnfusedOps() {
+        let (h, w, cin, cout, masks) = (5, 6, 24, 40, 3)
+        let x = randomTensor([h, w, cin], seed: 70)
+        let weight = randomTensor([cin, cout, 2, 2], seed: 71, scale: 0.3)
+        let bias = randomTensor([cout], seed: 72)
+        let addend = randomTensor([2 * h, 2 * w, cout], seed: 73)
+        let lnw = randomTensor([cout], seed: 74), lnb = randomTensor([cout], seed: 75)
+        let hyper = randomTensor([masks, cout], seed: 76)
+        // Unfused reference: convT, + map, LayerNorm2d, GELU, then the hypernetwork products.
+        var expected = ReferenceKernels.transposedConv2x2(x.channelsFirst(), weight: weight, bias: bias).channelsLast()
+        expected += addend
+        Normalization.layerNorm(&expected, weight: lnw, bias: lnb, eps: 1e-6)
+        Activations.gelu(&expected)
+        var expectedLogits = [Float](repeating: 0, count: masks * 4 * h * w)
+        for k in 0..<masks {
+            for p in 0..<(4 * h * w) {
+                var acc: Float = 0
+                for c in 0..<cout { acc += hyper.scalars[k * cout + c] * expected.scalars[p * cout + c] }
+                expectedLogits[k * 4 * h * w + p] = acc
+            }
+        }
+        let matrix = Convolution.transposedConv2x2Matrix(weight)
+        let products = GEMM.linear(x.reshaped([h * w, cin]), weight: matrix, bias: nil, packed: PackedWeight(matrix))
+        var out = [Float](repeating: 0, count: 4 * h * w * cout)
+        var logits = [Float](repeating: 0, count: masks * 4 * h * w)
+        products.scalars.withUnsafeBufferPointer { p in
+            bias.scalars.withUnsafeBufferPointer { b in
+                addend.scalars.withUnsafeBufferPointer { a in
+                    lnw.scalars.withUnsafeBufferPointer { lw in
+                        lnb.scalars.withUnsafeBufferPointer { lb in
+                            hyper.scalars.withUnsafeBufferPointer { hp in
+                                out.withUnsafeMutableBufferPointer { o in
+                                    logits.withUnsafeMutableBufferPointer { l in
+                                        AcceleratedOps.transposedConvEpilogue(
+                                            products: p.baseAddress!, height: h, width: w, channels: cout, bias: b.baseAddress!,
+                                            adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, 1e-6), gelu: true,
+                                            into: o.baseAddress!, hyper: hp.baseAddress!, masks: masks, logits: l.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assertClose(out, expected.scalars, tolerance: 2e-5, "convT epilogue")
+        assertClose(logits, expectedLogits, tolerance: 1e-4, "hypernetwork products")
+    }
+
+    func testUpsampleThresholdMatchesBilinear() {
+        let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
+        for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {
+            let reference = Resize.bilinear(logits, height: oh, width: ow)
+            var mask = [UInt8](repeating: 7, count: 2 * oh * ow)
+            logits.scalars.withUnsafeBufferPointer { l in
+                mask.withUnsafeMutableBufferPointer { m in
+                    for c in 0..<2 {
+                        XCTAssertTrue(AcceleratedOps.upsampleThreshold(l.baseAddress! + c * 256, height: 16, width: 16,
+                                                                       into: m.baseAddress! + c * oh * ow, height: oh, width: ow))
+                    }
+                }
+            }
+            // Identical except where the interpolated logit is within rounding of 0.
+            for i in 0..<mask.count where abs(reference.scalars[i]) > 1e-5 {
+                XCTAssertEqual(mask[i], reference.scalars[i] > 0 ? 1 : 0, "pixel \(i) of \(oh)×\(ow)")
+            }
+        }
+    }
+}
