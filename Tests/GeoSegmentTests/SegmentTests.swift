@@ -91,7 +91,8 @@ final class SegmenterTests: XCTestCase {
         XCTAssertEqual(result.tile, "r0000_c0000")
         // The same prompt straight through SAM2 in tile pixels gives the same mask.
         let tile = try XCTUnwrap(store.tile(id: result.tile))
-        let direct = try segmenter.model.predict(try store.loadFeatures(tile), prompt: Prompt(points: [PointPrompt(x: 700, y: 500, label: 1)]), multimask: false)
+        let prepared = try segmenter.model.prepare(try store.loadFeatures(tile))
+        let direct = try segmenter.model.predict(prepared, prompt: Prompt(points: [PointPrompt(x: 700, y: 500, label: 1)]), multimask: false)
         var expected = [UInt8](repeating: 0, count: 1024 * 1024)
         for i in 0..<expected.count where direct.masks[i] != 0 && i % 1024 >= 40 { expected[i] = 1 }
         XCTAssertEqual(result.mask, expected, "nodata pixels (x < 40) removed, the rest as SAM2 predicts")

@@ -44,7 +44,9 @@ public final class Segmenter: @unchecked Sendable {
     public let cacheCapacity: Int
 
     private let lock = NSLock()
-    private var cache: [(id: String, features: ImageFeatures, validity: [Bool]?)] = []
+    /// Tiles ready for the decoder: channels-last maps and the image-side projections computed
+    /// once per tile, so that a click costs only the prompt-dependent work.
+    private var cache: [(id: String, features: PreparedFeatures, validity: [Bool]?)] = []
     private var transformations: [String: CoordinateTransformation] = [:]
 
     /// - Parameter checkpointSHA256: the SHA-256 of the model's checkpoint, checked against the store's.
@@ -209,8 +211,8 @@ public final class Segmenter: @unchecked Sendable {
         }
     }
 
-    /// A tile's features and validity, from the cache or the store.
-    func loadTile(_ tile: StoreManifest.TileEntry) throws -> (ImageFeatures, [Bool]?) {
+    /// A tile's prepared features and validity, from the cache or the store.
+    func loadTile(_ tile: StoreManifest.TileEntry) throws -> (PreparedFeatures, [Bool]?) {
         lock.lock()
         if let i = cache.firstIndex(where: { $0.id == tile.id }) {
             let entry = cache.remove(at: i)
@@ -219,7 +221,7 @@ public final class Segmenter: @unchecked Sendable {
             return (entry.features, entry.validity)
         }
         lock.unlock()
-        let features = try store.loadFeatures(tile)
+        let features = try rethrowing("tile \(tile.id)") { try model.prepare(try store.loadFeatures(tile)) }
         let validity = try store.loadValidity(tile)
         lock.lock()
         defer { lock.unlock() }
