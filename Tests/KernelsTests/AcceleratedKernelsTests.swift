@@ -183,4 +183,27 @@ final class AcceleratedKernelsTests: XCTestCase {
             }
         }
     }
+
+    func testBFloat16LinearIsCloseToFloat32() throws {
+        try XCTSkipUnless(Accelerated.hasBFloat16, "no AVX512_BF16 on this CPU")
+        for (rows, k, n) in [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 600, 70), (200, 17, 17)] {
+            let x = randomTensor([rows, k], seed: UInt64(rows * 11 + k))
+            let w = randomTensor([n, k], seed: UInt64(n * 5 + k))
+            let b = randomTensor([n], seed: UInt64(n + 1))
+            let expected = referenceLinear(x, w, b)
+            var y = [Float](repeating: 0, count: rows * n)
+            let packed = PackedWeightBF16(w)
+            x.scalars.withUnsafeBufferPointer { xp in
+                b.scalars.withUnsafeBufferPointer { bp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        packed.applySingleThreaded(xp.baseAddress!, rows: rows, xStride: k, bias: bp.baseAddress!,
+                                                   into: yp.baseAddress!, yStride: n)
+                    }
+                }
+            }
+            // bf16 keeps 8 significant bits: each product is off by up to ~2⁻⁸ relative, errors add
+            // like a random walk over k.
+            assertClose(y, expected, tolerance: 0.01 * Float(k).squareRoot() + 1e-3, "bf16 linear \(rows)×\(k)→\(n)")
+        }
+    }
 }
