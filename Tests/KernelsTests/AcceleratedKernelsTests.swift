@@ -9,7 +9,7 @@ import XCTest
 /// online-softmax block, head dims that are not multiples of 8.
 final class AcceleratedKernelsTests: XCTestCase {
     override func setUpWithError() throws {
-        try XCTSkipUnless(gs_has_avx512() != 0, "no AVX-512 on this CPU")
+        try XCTSkipUnless(Accelerated.isAvailable, "no AVX-512 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
     }
 
     func referenceLinear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
