@@ -203,3 +203,55 @@ public enum AcceleratedOps {
         return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
     }
 }
+
+extension Accelerated {
+    /// Whether the CPU has AVX512_BF16, needed by the opt-in bf16 encoder.
+    public static let hasBFloat16: Bool = isAvailable && gs_has_avx512_bf16() != 0
+}
+
+/// An `nn.Linear` weight rounded to bfloat16 (nearest even) and packed for `gs_gemm_bf16`: the
+/// opt-in reduced-precision encoder. Products accumulate in fp32.
+public struct PackedWeightBF16: Sendable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    let panels: [UInt16]
+
+    /// Packs `weight` (`[out, in]`). Requires `Accelerated.hasBFloat16`.
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "PackedWeightBF16 expects [out, in], got \(weight.shape)")
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        outFeatures = n
+        inFeatures = k
+        var panels = [UInt16](repeating: 0, count: gs_packed_bf16_count(n, k))
+        weight.scalars.withUnsafeBufferPointer { w in
+            panels.withUnsafeMutableBufferPointer { p in
+                if let wb = w.baseAddress, let pb = p.baseAddress { gs_pack_weight_bf16(wb, k, n, k, pb) }
+            }
+        }
+        self.panels = panels
+    }
+
+    /// `y = x·Wᵀ (+ b) (+ y)` (then GELU) on the calling thread, x rounded to bf16.
+    public func applySingleThreaded(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        panels.withUnsafeBufferPointer { p in
+            guard let pb = p.baseAddress else { return }
+            gs_gemm_bf16(x, xStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, flags)
+        }
+    }
+
+    /// `applySingleThreaded` split over the cores by rows.
+    public func apply(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
+    ) {
+        Parallel.forEachChunk(rows, minimumChunk: 96) { r in
+            applySingleThreaded(x + r.lowerBound * xStride, rows: r.count, xStride: xStride, bias: bias,
+                                into: y + r.lowerBound * yStride, yStride: yStride, accumulate: accumulate)
+        }
+    }
+}

@@ -74,11 +74,17 @@ public struct SAM2Model: Sendable {
     /// `set_image`: preprocesses the image, runs the image encoder, applies `conv_s0`/`conv_s1`
     /// and adds `no_mem_embed`.
     public func encode(_ image: RGBImage) throws -> ImageFeatures {
+        try encode(image, precision: .float32)
+    }
+
+    /// `encode` with a choice of arithmetic precision for the image encoder; `.bfloat16` is an
+    /// opt-in speed/accuracy trade-off (see `EncoderPrecision`).
+    public func encode(_ image: RGBImage, precision: EncoderPrecision) throws -> ImageFeatures {
         let s0: Tensor, s1: Tensor
         var embedding: Tensor
         if let foldedS0, let foldedS1 {
             // Levels 0 and 1 of the pyramid only feed conv_s0/conv_s1 in the image predictor.
-            let stages = imageEncoder.trunk(Transforms.preprocess(image))
+            let stages = imageEncoder.trunk(Transforms.preprocess(image), precision: precision)
             s0 = foldedS0(stages[0])
             s1 = foldedS1(stages[1])
             embedding = imageEncoder.neck.level2(stages)

@@ -30,7 +30,7 @@ struct Bench: ParsableCommand {
         var features: ImageFeatures?
         for _ in 0..<max(encodeRuns, 1) {
             _ = clock.lap()
-            features = try model.encode(image)
+            features = try model.encode(image, precision: modelOptions.encoderPrecision())
             encodes.append(clock.lap())
         }
         guard let features else { return }

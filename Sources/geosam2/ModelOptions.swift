@@ -17,6 +17,19 @@ struct ModelOptions: ParsableArguments {
         valueName: "preset"))
     var preset: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Image-encoder precision: fp32 (default) or bf16 (opt-in, faster on CPUs with AVX512_BF16, about 1 % feature error).",
+        valueName: "precision"))
+    var precision: String = "fp32"
+
+    func encoderPrecision() throws -> EncoderPrecision {
+        switch precision.lowercased() {
+        case "fp32", "float32": return .float32
+        case "bf16", "bfloat16": return .bfloat16
+        default: throw CLIError("unknown precision \(precision); choose fp32 or bf16")
+        }
+    }
+
     func configuration() throws -> SAM2Configuration? {
         if let config {
             let data: Data

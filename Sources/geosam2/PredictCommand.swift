@@ -43,7 +43,7 @@ struct Predict: ParsableCommand {
         let prompt = try makePrompt()
         let model = try modelOptions.loadModel()
         let picture = try readImage()
-        let imageFeatures = try model.encode(picture)
+        let imageFeatures = try model.encode(picture, precision: modelOptions.encoderPrecision())
         let prediction = try model.predict(imageFeatures, prompt: prompt, multimask: multimask)
 
         let dir = URL(fileURLWithPath: out, isDirectory: true)

@@ -9,7 +9,7 @@ import XCTest
 /// online-softmax block, head dims that are not multiples of 8.
 final class AcceleratedKernelsTests: XCTestCase {
     override func setUpWithError() throws {
-        try XCTSkipUnless(gs_has_avx512() != 0, "no AVX-512 on this CPU")
+        try XCTSkipUnless(Accelerated.isAvailable, "no AVX-512 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
     }
 
     func referenceLinear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
@@ -181,6 +181,29 @@ final class AcceleratedKernelsTests: XCTestCase {
             for i in 0..<mask.count where abs(reference.scalars[i]) > 1e-5 {
                 XCTAssertEqual(mask[i], reference.scalars[i] > 0 ? 1 : 0, "pixel \(i) of \(oh)×\(ow)")
             }
+        }
+    }
+
+    func testBFloat16LinearIsCloseToFloat32() throws {
+        try XCTSkipUnless(Accelerated.hasBFloat16, "no AVX512_BF16 on this CPU")
+        for (rows, k, n) in [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 600, 70), (200, 17, 17)] {
+            let x = randomTensor([rows, k], seed: UInt64(rows * 11 + k))
+            let w = randomTensor([n, k], seed: UInt64(n * 5 + k))
+            let b = randomTensor([n], seed: UInt64(n + 1))
+            let expected = referenceLinear(x, w, b)
+            var y = [Float](repeating: 0, count: rows * n)
+            let packed = PackedWeightBF16(w)
+            x.scalars.withUnsafeBufferPointer { xp in
+                b.scalars.withUnsafeBufferPointer { bp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        packed.applySingleThreaded(xp.baseAddress!, rows: rows, xStride: k, bias: bp.baseAddress!,
+                                                   into: yp.baseAddress!, yStride: n)
+                    }
+                }
+            }
+            // bf16 keeps 8 significant bits: each product is off by up to ~2⁻⁸ relative, errors add
+            // like a random walk over k.
+            assertClose(y, expected, tolerance: 0.01 * Float(k).squareRoot() + 1e-3, "bf16 linear \(rows)×\(k)→\(n)")
         }
     }
 }

@@ -118,4 +118,26 @@ final class FixtureParityTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(checked, 3, "fixture has too few cases")
     }
+
+    /// The opt-in bf16 encoder stays close to fp32 (it is not held to the fp32 parity tolerances).
+    func testBFloat16EncoderAgreesWithFloat32() throws {
+        try XCTSkipUnless(Accelerated.hasBFloat16, "no AVX512_BF16 on this CPU")
+        let (root, manifest) = try fixture()
+        let m = try XCTUnwrap(manifest.models.first)
+        let image = try XCTUnwrap(manifest.images.first)
+        let model = try loadModel(root, m)
+        let picture = try loadImage(root, image)
+        let reference = try model.encode(picture)
+        let reduced = try model.encode(picture, precision: .bfloat16)
+        for (a, b, name) in [(reduced.imageEmbedding, reference.imageEmbedding, "image_embed"),
+                             (reduced.highResolutionS0, reference.highResolutionS0, "s0"),
+                             (reduced.highResolutionS1, reference.highResolutionS1, "s1")] {
+            // RMS rather than max: bf16 rounding of a few outliers says little about the map.
+            var squares = 0.0
+            for (u, v) in zip(a.scalars, b.scalars) { squares += Double(u - v) * Double(u - v) }
+            let relative = Float((squares / Double(max(b.count, 1))).squareRoot()) / b.standardDeviation()
+            print("bf16 vs fp32 \(name): rms diff / std = \(relative), max diff / std = \(a.maxAbsDifference(b) / b.standardDeviation())")
+            XCTAssertLessThanOrEqual(relative, 0.05, "\(name): bf16 vs fp32 rms diff / std = \(relative)")
+        }
+    }
 }

@@ -8,6 +8,7 @@
 // back to the portable Swift/OpenBLAS paths when it returns 0. Matrices are row-major.
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,6 +73,21 @@ int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *ma
 void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
                           const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
                           float *out, const float *hyper, long masks, float *logits);
+
+/// 1 when the CPU also has AVX512_BF16 (for the opt-in bf16 encoder), else 0.
+int gs_has_avx512_bf16(void);
+
+/// bf16 elements needed to pack an `[n, k]` weight for `gs_gemm_bf16`.
+size_t gs_packed_bf16_count(long n, long k);
+
+/// Rounds `w` (`[n, k]`, row stride `ldw`) to bf16 (nearest even) in panels of 32 output
+/// features, k-pairs interleaved: element (j, t) at `[(j/32)·⌈k/2⌉·64 + (t/2)·64 + (j%32)·2 + t%2]`.
+void gs_pack_weight_bf16(const float *w, long ldw, long n, long k, uint16_t *packed);
+
+/// `y = x·Wᵀ (+ bias)` with x rounded to bf16 and fp32 accumulation (`flags` as for
+/// `gs_gemm_packed`), on the calling thread. Requires `gs_has_avx512_bf16()`.
+void gs_gemm_bf16(const float *x, long ldx, const uint16_t *packed, const float *bias, float *y, long ldy,
+                  long m, long n, long k, int flags);
 
 /// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
 /// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an

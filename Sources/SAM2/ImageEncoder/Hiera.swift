@@ -16,8 +16,8 @@ struct MultiScaleAttention: Sendable {
         self.dimOut = dimOut
         self.heads = heads
         self.poolsQueries = poolsQueries
-        qkv = try Linear(weights, "qkv", inFeatures: dim, outFeatures: 3 * dimOut)
-        proj = try Linear(weights, "proj", inFeatures: dimOut, outFeatures: dimOut)
+        qkv = try Linear(weights, "qkv", inFeatures: dim, outFeatures: 3 * dimOut, bfloat16: true)
+        proj = try Linear(weights, "proj", inFeatures: dimOut, outFeatures: dimOut, bfloat16: true)
     }
 
     /// - Parameter x: `[windows, side, side, dim]`.
@@ -87,7 +87,7 @@ struct MultiScaleBlock: Sendable {
         norm1 = try LayerNorm(weights, "norm1", channels: dim, eps: 1e-6)
         attn = try MultiScaleAttention(weights.scoped("attn"), dim: dim, dimOut: dimOut, heads: heads, poolsQueries: poolsQueries)
         norm2 = try LayerNorm(weights, "norm2", channels: dimOut, eps: 1e-6)
-        mlp = try MLP(weights, "mlp", dimensions: [dimOut, 4 * dimOut, dimOut], activation: .gelu)
+        mlp = try MLP(weights, "mlp", dimensions: [dimOut, 4 * dimOut, dimOut], activation: .gelu, bfloat16: true)
         proj = dim != dimOut ? try Linear(weights, "proj", inFeatures: dim, outFeatures: dimOut) : nil
     }
 
@@ -242,8 +242,9 @@ struct Hiera: Sendable {
     }
 
     /// Runs the trunk on a normalised `[3, 1024, 1024]` image.
+    /// - Parameter precision: `.bfloat16` runs the blocks' linear layers in bf16 (fast path only).
     /// - Returns: the output of every stage, channels-last, highest resolution first.
-    func callAsFunction(_ image: Tensor) -> [Tensor] {
+    func callAsFunction(_ image: Tensor, precision: EncoderPrecision = .float32) -> [Tensor] {
         let layout = Convolution.Layout.channelsFirst(channels: 3, height: image.shape[1], width: image.shape[2])
         var x = Convolution.conv2d(image, layout: layout, weight: patchEmbedWeight, bias: patchEmbedBias, stride: 4, padding: 3,
                                    packed: patchEmbedPacked)
@@ -252,7 +253,7 @@ struct Hiera: Sendable {
         let ends = Set(configuration.stageEnds)
         let fast = Accelerated.isAvailable
         for (i, block) in blocks.enumerated() {
-            if fast { block.fast(&x) } else { x = block(x) }
+            if fast { block.fast(&x, precision: precision) } else { x = block(x) }
             if ends.contains(i) { outputs.append(x) }
         }
         return outputs

@@ -9,16 +9,22 @@ struct Linear: Sendable {
     let bias: Tensor?
     /// The weight repacked for the AVX-512 GEMM, done once at load (nil without AVX-512).
     let packed: PackedWeight?
+    /// The weight rounded to bf16 for the opt-in bf16 encoder (Hiera layers only, when the CPU
+    /// has AVX512_BF16).
+    let packedBF16: PackedWeightBF16?
 
-    init(weight: Tensor, bias: Tensor?) {
+    /// - Parameter bfloat16: also keep a bf16 copy for the reduced-precision encoder.
+    init(weight: Tensor, bias: Tensor?, bfloat16: Bool = false) {
         self.weight = weight
         self.bias = bias
         packed = Accelerated.isAvailable ? PackedWeight(weight) : nil
+        packedBF16 = bfloat16 && Accelerated.hasBFloat16 ? PackedWeightBF16(weight) : nil
     }
 
-    init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) throws {
+    init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true,
+         bfloat16: Bool = false) throws {
         self.init(weight: try weights.load("\(name).weight", [outFeatures, inFeatures]),
-                  bias: bias ? try weights.load("\(name).bias", [outFeatures]) : nil)
+                  bias: bias ? try weights.load("\(name).bias", [outFeatures]) : nil, bfloat16: bfloat16)
     }
 
     /// A 1×1 convolution (`[out, in, 1, 1]`) acts on channels-last data as a linear layer.
@@ -63,10 +69,12 @@ struct MLP: Sendable {
     let activation: Activation
     let sigmoidOutput: Bool
 
-    init(_ weights: WeightReader, _ name: String, dimensions: [Int], activation: Activation, sigmoidOutput: Bool = false) throws {
+    init(_ weights: WeightReader, _ name: String, dimensions: [Int], activation: Activation, sigmoidOutput: Bool = false,
+         bfloat16: Bool = false) throws {
         var layers: [Linear] = []
         for i in 0..<(dimensions.count - 1) {
-            layers.append(try Linear(weights, "\(name).layers.\(i)", inFeatures: dimensions[i], outFeatures: dimensions[i + 1]))
+            layers.append(try Linear(weights, "\(name).layers.\(i)", inFeatures: dimensions[i], outFeatures: dimensions[i + 1],
+                                     bfloat16: bfloat16))
         }
         self.layers = layers
         self.activation = activation
