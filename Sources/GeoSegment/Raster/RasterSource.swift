@@ -104,7 +104,7 @@ public final class RasterSource {
             let bw = max(1, Int((Double(width) / factor).rounded())), bh = max(1, Int((Double(height) / factor).rounded()))
             windows = [(PixelWindow(x: 0, y: 0, width: width, height: height), bw, bh)]
         } else {
-            let n = 32, side = min(sampleSide / n * 2, width / n, height / n)
+            let n = 32, side = min(sampleSide / n, width / n, height / n)
             for i in 0..<n {
                 for j in 0..<n {
                     let x = (width - side) * j / (n - 1), y = (height - side) * i / (n - 1)
