@@ -90,18 +90,7 @@ GS_INLINE void micro_12x32(const float *a, long as, long ak, const float *b, lon
     __m512 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                           {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
     for (long i = 0; i < mr; i++) {
-        float *o = y + i * ldy;
-        __m512 v0 = _mm512_add_ps(rows[i][0], bias0), v1 = _mm512_add_ps(rows[i][1], bias1);
-        if (mode & GS_ACC) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, o));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, o + 16));
-        }
-        if (mode & GS_GELU) {
-            v0 = gs_gelu512(v0);
-            v1 = gs_gelu512(v1);
-        }
-        _mm512_mask_storeu_ps(o, m0, v0);
-        _mm512_mask_storeu_ps(o + 16, m1, v1);
+        gs_finish_row(y + i * ldy, rows[i][0], rows[i][1], bias0, bias1, m0, m1, mode & GS_ACC, mode & GS_GELU);
     }
 }
 

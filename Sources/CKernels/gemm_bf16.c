@@ -87,18 +87,7 @@ GS_BF16_INLINE void micro_bf16(const uint32_t *a, long as, const uint16_t *b, lo
         bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
     }
     for (long i = 0; i < mr; i++) {
-        float *o = y + i * ldy;
-        __m512 v0 = _mm512_add_ps(acc[i][0], bias0), v1 = _mm512_add_ps(acc[i][1], bias1);
-        if (mode & GS_ACC) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, o));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, o + 16));
-        }
-        if (mode & GS_GELU) {
-            v0 = gs_gelu512(v0);
-            v1 = gs_gelu512(v1);
-        }
-        _mm512_mask_storeu_ps(o, m0, v0);
-        _mm512_mask_storeu_ps(o + 16, m1, v1);
+        gs_finish_row(y + i * ldy, acc[i][0], acc[i][1], bias0, bias1, m0, m1, mode & GS_ACC, mode & GS_GELU);
     }
 }
 

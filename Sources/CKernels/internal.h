@@ -56,4 +56,23 @@ GS_INLINE __m512 gs_gelu512(__m512 v) {
                          _mm512_add_ps(_mm512_set1_ps(1.0f), gs_erf512(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752440f)))));
 }
 
+/// Finishes one row of a 32-column GEMM micro-tile: adds the bias (and, with GS_ACC, what `out`
+/// already holds), applies GELU with GS_GELU, and stores the lanes of `m0`/`m1`. Shared by the
+/// fp32 and bf16 kernels so their epilogues cannot drift apart.
+GS_INLINE void gs_finish_row(float *out, __m512 v0, __m512 v1, __m512 bias0, __m512 bias1,
+                             __mmask16 m0, __mmask16 m1, int accumulate, int gelu) {
+    v0 = _mm512_add_ps(v0, bias0);
+    v1 = _mm512_add_ps(v1, bias1);
+    if (accumulate) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, out));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, out + 16));
+    }
+    if (gelu) {
+        v0 = gs_gelu512(v0);
+        v1 = gs_gelu512(v1);
+    }
+    _mm512_mask_storeu_ps(out, m0, v0);
+    _mm512_mask_storeu_ps(out + 16, m1, v1);
+}
+
 #endif
