@@ -143,23 +143,8 @@ done:
 }
 
 GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {
-    for (long g = 0; g < groups; g++) {
-        float *base = x + g * group * ld;
-        for (long c = 0; c < columns; c += 16) {
-            __mmask16 m = gs_lanes(columns - c);
-            __m512 mx = _mm512_set1_ps(-INFINITY);
-            for (long r = 0; r < group; r++) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, base + r * ld + c));
-            __m512 sum = _mm512_setzero_ps();
-            for (long r = 0; r < group; r++) {
-                __m512 e = gs_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), mx));
-                _mm512_mask_storeu_ps(base + r * ld + c, m, e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
-            for (long r = 0; r < group; r++)
-                _mm512_mask_storeu_ps(base + r * ld + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, base + r * ld + c), inv));
-        }
-    }
+    // Each group of rows is a column softmax of its own.
+    for (long g = 0; g < groups; g++) gs_softmax_columns(x + g * group * ld, group, columns, ld);
 }
 
 GS_INLINE void convt_epilogue(const long vectors, const float *products, long h, long w, long y0, long y1, long oc,
