@@ -50,6 +50,27 @@ final class MaskPolygonizerTests: XCTestCase {
         }
     }
 
+    func testLongRunsAndNonUnitValues() throws {
+        // Runs longer than the eight-byte scan steps, starting and ending at every offset, with
+        // values other than 1 (non-zero counts as 1).
+        var state: UInt64 = 11
+        func next() -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(state >> 33)
+        }
+        let (w, h) = (83, 40)
+        var mask = [UInt8](repeating: 0, count: w * h)
+        for y in 0..<h {
+            var x = next() % 9
+            while x < w {
+                let length = 1 + next() % 30
+                for i in x..<min(w, x + length) { mask[y * w + i] = UInt8(1 + next() % 255) }
+                x += length + 1 + next() % 12
+            }
+        }
+        try check(mask, w, h, "long runs")
+    }
+
     func testEmptyAndFullMasks() throws {
         XCTAssertTrue(MaskPolygonizer.polygons(mask: [0, 0, 0, 0], width: 2, height: 2, geoTransform: .identity).isEmpty)
         try check([UInt8](repeating: 1, count: 12), 4, 3, "full")

@@ -17,75 +17,91 @@ public enum MaskPolygonizer {
     /// map coordinates (the OGC and RFC 7946 convention, for a north-up transform).
     public static func polygons(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform) -> [Geometry] {
         precondition(mask.count == width * height, "mask has \(mask.count) values for \(width)×\(height)")
-        let labels = componentLabels(mask, width, height)
-        guard labels.count > 0 else { return [] }
+        let runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
+        guard runs.componentCount > 0 else { return [] }
 
         // Boundary edges keep the 1-pixel on their right (walking clockwise around each pixel on
-        // screen). outgoing[v] holds a bit per direction leaving corner v = y·(width+1) + x.
+        // screen). outgoing[v] holds a bit per direction leaving corner v = y·(width+1) + x. They
+        // come from the runs: a run's ends give its vertical edges, and the parts of a row not
+        // covered by the row above (below) give its top (bottom) edges.
         let stride = width + 1
         var outgoing = [UInt8](repeating: 0, count: stride * (height + 1))
-        mask.withUnsafeBufferPointer { m in
-            func on(_ x: Int, _ y: Int) -> Bool { x >= 0 && y >= 0 && x < width && y < height && m[y * width + x] != 0 }
+        outgoing.withUnsafeMutableBufferPointer { o in
             for y in 0..<height {
-                for x in 0..<width where m[y * width + x] != 0 {
-                    if !on(x, y - 1) { outgoing[y * stride + x] |= 1 }              // top: east
-                    if !on(x + 1, y) { outgoing[y * stride + x + 1] |= 2 }          // right: south
-                    if !on(x, y + 1) { outgoing[(y + 1) * stride + x + 1] |= 4 }    // bottom: west
-                    if !on(x - 1, y) { outgoing[(y + 1) * stride + x] |= 8 }        // left: north
+                let row = runs.row(y)
+                for r in row {
+                    o[(y + 1) * stride + Int(runs.start[r])] |= 8   // left: north
+                    o[y * stride + Int(runs.end[r])] |= 2           // right: south
+                }
+                runs.uncovered(row, by: y > 0 ? runs.row(y - 1) : 0..<0) { x0, x1 in
+                    for x in x0..<x1 { o[y * stride + x] |= 1 }     // top: east
+                }
+                runs.uncovered(row, by: y + 1 < height ? runs.row(y + 1) : 0..<0) { x0, x1 in
+                    for x in x0..<x1 { o[(y + 1) * stride + x + 1] |= 4 }  // bottom: west
                 }
             }
         }
 
-        // Walk the edges into rings. A corner with two outgoing edges is a saddle (two 1-pixels
-        // touching diagonally). When they belong to different components, turning right keeps to
-        // the current pixel, so the components stay apart. When they are one component (joined
-        // elsewhere), turning left keeps the exterior from touching itself there: the region the
-        // contact closes off becomes a hole touching the shell at that corner, which is valid.
-        var ringsByComponent = [[[Coordinate]]](repeating: [], count: labels.count)
-        var areasByComponent = [[Double]](repeating: [], count: labels.count)
-        for start in 0..<outgoing.count {
-            let bits = outgoing[start]
-            guard bits != 0, bits.nonzeroBitCount == 1 else { continue }  // start on a plain corner
-            var vertex = start
-            var direction = bits.trailingZeroBitCount
-            let (sx, sy) = (start % stride, start / stride)
-            // The 1-pixel on the right of the first edge names the component.
-            let pixel: (Int, Int) = [(sx, sy), (sx - 1, sy), (sx - 1, sy - 1), (sx, sy - 1)][direction]
-            let component = Int(labels.label[pixel.1 * width + pixel.0])
-            var corners: [(Int, Int)] = []
-            var previous = -1
-            var area2 = 0  // twice the signed area, in pixel units
-            while true {
-                let (x, y) = (vertex % stride, vertex / stride)
-                if direction != previous { corners.append((x, y)) }
-                outgoing[vertex] &= ~UInt8(1 << direction)
-                let (nx, ny) = (x + dx[direction], y + dy[direction])
-                area2 += x * ny - nx * y
-                vertex = ny * stride + nx
-                previous = direction
-                let next = outgoing[vertex]
-                if next == 0 { break }  // back at the start
-                if next.nonzeroBitCount == 1 {
-                    direction = next.trailingZeroBitCount
-                } else {
-                    let (cx, cy) = (vertex % stride, vertex / stride)
-                    let nw = labels.label[(cy - 1) * width + cx - 1], se = labels.label[cy * width + cx]
-                    let ne = labels.label[(cy - 1) * width + cx], sw = labels.label[cy * width + cx - 1]
-                    let joined = nw >= 0 ? nw == se : ne == sw
-                    direction = joined ? (direction + 3) % 4 : (direction + 1) % 4
+        // Walk the edges into rings, starting in raster order at corners with one outgoing edge.
+        // A corner with two outgoing edges is a saddle (two 1-pixels touching diagonally). When
+        // they belong to different components, turning right keeps to the current pixel, so the
+        // components stay apart. When they are one component (joined elsewhere), turning left
+        // keeps the exterior from touching itself there: the region the contact closes off
+        // becomes a hole touching the shell at that corner, which is valid.
+        var ringsByComponent = [[[Coordinate]]](repeating: [], count: runs.componentCount)
+        var areasByComponent = [[Double]](repeating: [], count: runs.componentCount)
+        outgoing.withUnsafeMutableBufferPointer { o in
+            let count = o.count
+            var start = 0
+            while start < count {
+                // Most corners have no edge: skip them eight at a time.
+                if start & 7 == 0, start + 8 <= count,
+                   UnsafeRawPointer(o.baseAddress! + start).loadUnaligned(as: UInt64.self) == 0 {
+                    start += 8
+                    continue
                 }
+                let bits = o[start]
+                defer { start += 1 }
+                guard bits != 0, bits.nonzeroBitCount == 1 else { continue }  // start on a plain corner
+                var direction = bits.trailingZeroBitCount
+                let (sx, sy) = (start % stride, start / stride)
+                var (x, y) = (sx, sy)
+                // The 1-pixel on the right of the first edge names the component.
+                let pixel: (Int, Int) = [(sx, sy), (sx - 1, sy), (sx - 1, sy - 1), (sx, sy - 1)][direction]
+                let component = Int(runs.label(x: pixel.0, y: pixel.1))
+                var corners: [(Int, Int)] = []
+                var previous = -1
+                var area2 = 0  // twice the signed area, in pixel units
+                while true {
+                    if direction != previous { corners.append((x, y)) }
+                    o[y * stride + x] &= ~UInt8(1 << direction)
+                    let (nx, ny) = (x + dx[direction], y + dy[direction])
+                    area2 += x * ny - nx * y
+                    (x, y) = (nx, ny)
+                    previous = direction
+                    let next = o[y * stride + x]
+                    if next == 0 { break }  // back at the start
+                    if next.nonzeroBitCount == 1 {
+                        direction = next.trailingZeroBitCount
+                    } else {
+                        let nw = runs.label(x: x - 1, y: y - 1), se = runs.label(x: x, y: y)
+                        let ne = runs.label(x: x, y: y - 1), sw = runs.label(x: x - 1, y: y)
+                        let joined = nw >= 0 ? nw == se : ne == sw
+                        direction = joined ? (direction + 3) % 4 : (direction + 1) % 4
+                    }
+                }
+                // The start corner is a corner of the ring unless the walk arrives going straight.
+                if corners.count > 1, previous == bits.trailingZeroBitCount { corners.removeFirst() }
+                let ring = corners.map { geoTransform.pixelToMap(x: Double($0.0), y: Double($0.1)) }
+                ringsByComponent[component].append(ring)
+                areasByComponent[component].append(abs(Double(area2)) / 2)
             }
-            // The start corner is a corner of the ring unless the walk arrives going straight.
-            if corners.count > 1, previous == bits.trailingZeroBitCount { corners.removeFirst() }
-            let ring = corners.map { geoTransform.pixelToMap(x: Double($0.0), y: Double($0.1)) }
-            ringsByComponent[component].append(ring)
-            areasByComponent[component].append(abs(Double(area2)) / 2)
         }
 
         // Largest ring of a component is its exterior; the others are its holes.
         var result: [Geometry] = []
-        result.reserveCapacity(labels.count)
-        for c in 0..<labels.count where !ringsByComponent[c].isEmpty {
+        result.reserveCapacity(runs.componentCount)
+        for c in 0..<runs.componentCount where !ringsByComponent[c].isEmpty {
             let areas = areasByComponent[c]
             let outer = areas.indices.max { areas[$0] < areas[$1] } ?? 0
             var rings = [oriented(ringsByComponent[c][outer], counterClockwise: true)]
@@ -106,28 +122,122 @@ public enum MaskPolygonizer {
         }
         return (area2 > 0) == counterClockwise ? ring : ring.reversed()
     }
+}
 
-    /// 4-connected component labels of the 1-pixels (−1 elsewhere) and their count.
-    static func componentLabels(_ mask: [UInt8], _ width: Int, _ height: Int) -> (label: [Int32], count: Int) {
-        var label = [Int32](repeating: -1, count: mask.count)
-        var count: Int32 = 0
-        var stack: [Int] = []
-        mask.withUnsafeBufferPointer { m in
-            label.withUnsafeMutableBufferPointer { l in
-                for seed in 0..<m.count where m[seed] != 0 && l[seed] < 0 {
-                    l[seed] = count
-                    stack.append(seed)
-                    while let p = stack.popLast() {
-                        let (x, y) = (p % width, p / width)
-                        if x > 0, m[p - 1] != 0, l[p - 1] < 0 { l[p - 1] = count; stack.append(p - 1) }
-                        if x + 1 < width, m[p + 1] != 0, l[p + 1] < 0 { l[p + 1] = count; stack.append(p + 1) }
-                        if y > 0, m[p - width] != 0, l[p - width] < 0 { l[p - width] = count; stack.append(p - width) }
-                        if y + 1 < height, m[p + width] != 0, l[p + width] < 0 { l[p + width] = count; stack.append(p + width) }
-                    }
-                    count += 1
+/// The runs of non-zero pixels of each row of a mask, labelled by 4-connected component.
+///
+/// Working on runs instead of pixels makes labelling and edge finding cost in proportion to the
+/// mask's boundary, not its area: a 1024² mask of a few blobs has a few thousand runs.
+struct RowRuns {
+    /// Run r covers pixels start[r]..<end[r] of its row.
+    private(set) var start: [Int32] = []
+    private(set) var end: [Int32] = []
+    /// Component of each run, numbered in raster order of the components' first pixels.
+    private(set) var component: [Int32] = []
+    /// Runs of row y: rowOffset[y]..<rowOffset[y + 1].
+    private var rowOffset: [Int] = []
+    private(set) var componentCount = 0
+
+    init(_ mask: UnsafeBufferPointer<UInt8>, width: Int, height: Int) {
+        rowOffset.reserveCapacity(height + 1)
+        rowOffset.append(0)
+        guard let base = mask.baseAddress else {
+            rowOffset += [Int](repeating: 0, count: height)
+            return
+        }
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        for y in 0..<height {
+            let p = base + y * width
+            var x = 0
+            while x < width {
+                // Zeros, then non-zeros, eight bytes at a time where the word is all one kind.
+                while x + 8 <= width, UnsafeRawPointer(p + x).loadUnaligned(as: UInt64.self) == 0 { x += 8 }
+                while x < width, p[x] == 0 { x += 1 }
+                guard x < width else { break }
+                let first = x
+                while x + 8 <= width {
+                    let v = UnsafeRawPointer(p + x).loadUnaligned(as: UInt64.self)
+                    if (v &- ones) & ~v & highs != 0 { break }  // some byte is zero
+                    x += 8
+                }
+                while x < width, p[x] != 0 { x += 1 }
+                start.append(Int32(first))
+                end.append(Int32(x))
+            }
+            rowOffset.append(start.count)
+        }
+        labelComponents(height: height)
+    }
+
+    func row(_ y: Int) -> Range<Int> { rowOffset[y]..<rowOffset[y + 1] }
+
+    /// Component of pixel (x, y), or −1 for a 0-pixel or a position outside the mask.
+    func label(x: Int, y: Int) -> Int32 {
+        guard y >= 0, y + 1 < rowOffset.count else { return -1 }
+        var (lo, hi) = (rowOffset[y], rowOffset[y + 1])
+        while lo < hi {  // the first run ending after x
+            let mid = (lo + hi) / 2
+            if Int(end[mid]) <= x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < rowOffset[y + 1] && Int(start[lo]) <= x ? component[lo] : -1
+    }
+
+    /// Calls `body(x0, x1)` for each stretch of the runs `row` that the runs `other` do not cover.
+    func uncovered(_ row: Range<Int>, by other: Range<Int>, _ body: (Int, Int) -> Void) {
+        var i = other.lowerBound
+        for r in row {
+            var x = Int(start[r])
+            let stop = Int(end[r])
+            while i < other.upperBound, Int(end[i]) <= x { i += 1 }
+            var k = i
+            while x < stop {
+                if k < other.upperBound, Int(start[k]) < stop {
+                    if Int(start[k]) > x { body(x, Int(start[k])) }
+                    x = max(x, Int(end[k]))
+                    k += 1
+                } else {
+                    body(x, stop)
+                    x = stop
                 }
             }
         }
-        return (label, Int(count))
+    }
+
+    /// Union-find over runs that share a column with a run of the row above.
+    private mutating func labelComponents(height: Int) {
+        var parent = [Int32](0..<Int32(start.count))
+        func root(_ r: Int) -> Int {
+            var r = r
+            while Int(parent[r]) != r {
+                parent[r] = parent[Int(parent[r])]  // path halving
+                r = Int(parent[r])
+            }
+            return r
+        }
+        for y in 1..<max(height, 1) {
+            let above = row(y - 1), here = row(y)
+            var (i, j) = (above.lowerBound, here.lowerBound)
+            while i < above.upperBound, j < here.upperBound {
+                if start[i] < end[j], start[j] < end[i] {
+                    let (a, b) = (root(i), root(j))
+                    if a != b { parent[max(a, b)] = Int32(min(a, b)) }  // the earlier run stays the root
+                }
+                if end[i] < end[j] { i += 1 } else { j += 1 }
+            }
+        }
+        // Roots are each component's first run in raster order, so numbering them in run order
+        // numbers components by their first pixel, as a flood fill in raster order would.
+        component = [Int32](repeating: -1, count: start.count)
+        var next: Int32 = 0
+        for r in 0..<start.count {
+            let top = root(r)
+            if top == r {
+                component[r] = next
+                next += 1
+            } else {
+                component[r] = component[top]
+            }
+        }
+        componentCount = Int(next)
     }
 }

@@ -8,7 +8,6 @@ public enum MaskVectorizer {
     public static func polygons(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform,
                                 options: PolygonOptions) throws -> [Geometry] {
         try options.validate()
-        guard mask.contains(where: { $0 != 0 }) else { return [] }
         var polygons = MaskPolygonizer.polygons(mask: mask, width: width, height: height, geoTransform: geoTransform)
         let pixelArea = abs(geoTransform.pixelWidth * geoTransform.pixelHeight - geoTransform.rowRotation * geoTransform.columnRotation)
         if options.fillHoles {

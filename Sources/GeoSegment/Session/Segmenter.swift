@@ -163,12 +163,22 @@ public final class Segmenter: @unchecked Sendable {
         }
         // Keep the raster part of the tile, without nodata.
         let (width, height) = (tile.window[2], tile.window[3])
-        var mask = [UInt8](repeating: 0, count: width * height)
         let plane = chosen * tileSize * tileSize
-        for y in 0..<height {
-            for x in 0..<width where prediction.masks[plane + y * tileSize + x] != 0 {
-                if validity?[y * width + x] ?? true { mask[y * width + x] = 1 }
+        let mask = [UInt8](unsafeUninitializedCapacity: width * height) { out, initialized in
+            prediction.masks.withUnsafeBufferPointer { m in
+                for y in 0..<height {
+                    let source = m.baseAddress! + plane + y * tileSize, row = out.baseAddress! + y * width
+                    if let validity {
+                        validity.withUnsafeBytes { v in
+                            let valid = v.bindMemory(to: UInt8.self).baseAddress! + y * width  // Bool is one byte, 0 or 1
+                            for x in 0..<width { row[x] = source[x] & valid[x] }
+                        }
+                    } else {
+                        row.update(from: source, count: width)
+                    }
+                }
             }
+            initialized = width * height
         }
         let decoded = DispatchTime.now().uptimeNanoseconds
         guard let transform = GeoTransform(coefficients: tile.geoTransform) else { throw GeoSegmentError("tile \(tile.id) has no valid transform") }
