@@ -147,12 +147,12 @@ GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long col
     for (long g = 0; g < groups; g++) gs_softmax_columns(x + g * group * ld, group, columns, ld);
 }
 
-GS_INLINE void convt_epilogue(const long vectors, const float *products, long h, long w, long y0, long y1, long oc,
+GS_INLINE void convt_epilogue(const long vectors, const float *products, long rows, long w, long oc,
                               const float *bias, const float *addend, const float *lnw, const float *lnb, float eps,
-                              int gelu, float *out, const float *hyper, long masks, float *logits) {
-    const long ow = 2 * w, plane = 4 * h * w;
+                              int gelu, float *out, const float *hyper, long masks, float *logits, long plane) {
+    const long ow = 2 * w;
     __m512 v[8];
-    for (long y = y0; y < y1; y++) {
+    for (long y = 0; y < rows; y++) {
         for (long x = 0; x < w; x++) {
             const float *s = products + (y * w + x) * 4 * oc;
             for (long d = 0; d < 4; d++) {
@@ -196,15 +196,15 @@ GS_INLINE void convt_epilogue(const long vectors, const float *products, long h,
     }
 }
 
-GS_TARGET void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+GS_TARGET void gs_convt2x2_epilogue(const float *products, long rows, long w, long oc, const float *bias,
                                     const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
-                                    float *out, const float *hyper, long masks, float *logits) {
+                                    float *out, const float *hyper, long masks, float *logits, long plane) {
     // Constant channel counts let the per-pixel vectors live in registers.
     switch ((oc + 15) / 16) {
-    case 2: convt_epilogue(2, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
-    case 4: convt_epilogue(4, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits); break;
+    case 2: convt_epilogue(2, products, rows, w, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits, plane); break;
+    case 4: convt_epilogue(4, products, rows, w, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits, plane); break;
     default:
         if (oc <= 128)
-            convt_epilogue((oc + 15) / 16, products, h, w, y0, y1, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits);
+            convt_epilogue((oc + 15) / 16, products, rows, w, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits, plane);
     }
 }

@@ -188,10 +188,29 @@ public enum AcceleratedOps {
         logits: UnsafeMutablePointer<Float>?
     ) {
         precondition(Accelerated.isAvailable && channels <= 128)
+        let outputRow = 2 * w * channels  // floats per output row, channels-last
         Parallel.forEachChunk(h, minimumChunk: 8) { rows in
-            gs_convt2x2_epilogue(products, h, w, rows.lowerBound, rows.upperBound, channels, bias, addend, norm?.weight, norm?.bias,
-                                 norm?.eps ?? 0, gelu ? 1 : 0, out, hyper, masks, logits)
+            let y = rows.lowerBound
+            transposedConvEpilogueBand(
+                products: products + y * w * 4 * channels, rows: rows.count, width: w, channels: channels, bias: bias,
+                adding: addend + 2 * y * outputRow, norm: norm, gelu: gelu, into: out.map { $0 + 2 * y * outputRow },
+                hyper: hyper, masks: masks, logits: logits.map { $0 + 2 * y * 2 * w }, logitsPlane: 4 * h * w)
         }
+    }
+
+    /// `transposedConvEpilogue` for a band of `rows` input rows, on the calling thread: `products`
+    /// holds the band's products, and `addend`, `out` and `logits` point at its first output row
+    /// (output row 2·y for input row y); mask k's logits start `logitsPlane` floats after mask
+    /// k − 1's. For callers that compute the products band by band to keep them in cache.
+    public static func transposedConvEpilogueBand(
+        products: UnsafePointer<Float>, rows: Int, width w: Int, channels: Int, bias: UnsafePointer<Float>,
+        adding addend: UnsafePointer<Float>, norm: (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float)?,
+        gelu: Bool, into out: UnsafeMutablePointer<Float>?, hyper: UnsafePointer<Float>?, masks: Int,
+        logits: UnsafeMutablePointer<Float>?, logitsPlane: Int
+    ) {
+        precondition(Accelerated.isAvailable && channels <= 128)
+        gs_convt2x2_epilogue(products, rows, w, channels, bias, addend, norm?.weight, norm?.bias, norm?.eps ?? 0, gelu ? 1 : 0,
+                             out, hyper, masks, logits, logitsPlane)
     }
 
     /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by

@@ -64,15 +64,16 @@ void gs_softmax_columns(float *x, long rows, long columns, long ld);
 /// pixel. Returns 0, or −1 (mask untouched) when its scratch memory cannot be allocated.
 int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
 
-/// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM: for input rows [y0, y1) of an
-/// `h × w` grid, scatters `products` (`[h·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)
-/// to the `2h × 2w` output, adding `bias` and the channels-last `addend`, then optionally a
+/// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM, for a band of `rows` input rows of
+/// width `w`: scatters `products` (`[rows·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)
+/// to the `2·rows × 2w` output, adding `bias` and the channels-last `addend`, then optionally a
 /// per-pixel LayerNorm (`lnw`/`lnb` non-null) and GELU. Writes the result to `out` (if non-null)
 /// and, if `masks > 0`, the dot products with each row of `hyper` (`[masks, oc]`) to
-/// `logits[k·4hw + pixel]`. At most 128 channels.
-void gs_convt2x2_epilogue(const float *products, long h, long w, long y0, long y1, long oc, const float *bias,
+/// `logits[k·plane + pixel]`. `addend`, `out` and `logits` point at the band's first output row.
+/// At most 128 channels.
+void gs_convt2x2_epilogue(const float *products, long rows, long w, long oc, const float *bias,
                           const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
-                          float *out, const float *hyper, long masks, float *logits);
+                          float *out, const float *hyper, long masks, float *logits, long plane);
 
 /// 1 when the CPU also has AVX512_BF16 (for the opt-in bf16 encoder), else 0.
 int gs_has_avx512_bf16(void);

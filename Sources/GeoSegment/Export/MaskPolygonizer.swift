@@ -16,6 +16,19 @@ public enum MaskPolygonizer {
     /// coordinates through `geoTransform`; exterior rings counter-clockwise and holes clockwise in
     /// map coordinates (the OGC and RFC 7946 convention, for a north-up transform).
     public static func polygons(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform) -> [Geometry] {
+        components(mask: mask, width: width, height: height, geoTransform: geoTransform).map(\.polygon)
+    }
+
+    /// A polygon with the pixel counts it covers: `pixels` (holes excluded) and `outerPixels`
+    /// (inside its exterior ring), known from tracing, so that callers need not ask GDAL.
+    public struct Component: Sendable {
+        public var polygon: Geometry
+        public var pixels: Int
+        public var outerPixels: Int
+    }
+
+    /// `polygons` with each polygon's pixel counts, in the same order.
+    public static func components(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform) -> [Component] {
         precondition(mask.count == width * height, "mask has \(mask.count) values for \(width)×\(height)")
         let runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
         guard runs.componentCount > 0 else { return [] }
@@ -99,7 +112,7 @@ public enum MaskPolygonizer {
         }
 
         // Largest ring of a component is its exterior; the others are its holes.
-        var result: [Geometry] = []
+        var result: [Component] = []
         result.reserveCapacity(runs.componentCount)
         for c in 0..<runs.componentCount where !ringsByComponent[c].isEmpty {
             let areas = areasByComponent[c]
@@ -108,7 +121,8 @@ public enum MaskPolygonizer {
             for (i, ring) in ringsByComponent[c].enumerated() where i != outer {
                 rings.append(oriented(ring, counterClockwise: false))
             }
-            result.append(.polygon(rings: rings))
+            let holes = areas.reduce(0, +) - areas[outer]
+            result.append(Component(polygon: .polygon(rings: rings), pixels: Int(areas[outer] - holes), outerPixels: Int(areas[outer])))
         }
         return result
     }

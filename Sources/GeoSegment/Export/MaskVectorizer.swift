@@ -8,16 +8,22 @@ public enum MaskVectorizer {
     public static func polygons(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform,
                                 options: PolygonOptions) throws -> [Geometry] {
         try options.validate()
-        var polygons = MaskPolygonizer.polygons(mask: mask, width: width, height: height, geoTransform: geoTransform)
-        let pixelArea = abs(geoTransform.pixelWidth * geoTransform.pixelHeight - geoTransform.rowRotation * geoTransform.columnRotation)
+        // Areas come from the tracer's pixel counts: asking GDAL for each polygon's area (once per
+        // comparison when sorting) cost more than the tracing on masks with many parts.
+        var parts = MaskPolygonizer.components(mask: mask, width: width, height: height, geoTransform: geoTransform)
         if options.fillHoles {
-            polygons = polygons.map { p in p.polygonRings.first.flatMap { $0.first }.map { Geometry.polygon(rings: [$0]) } ?? p }
+            parts = parts.map { p in
+                guard let shell = p.polygon.polygonRings.first?.first else { return p }
+                return .init(polygon: .polygon(rings: [shell]), pixels: p.outerPixels, outerPixels: p.outerPixels)
+            }
         }
         if options.minArea > 0 {
-            polygons = polygons.filter { $0.area / pixelArea >= options.minArea }
+            parts = parts.filter { Double($0.pixels) >= options.minArea }
         }
-        polygons.sort { $0.area > $1.area }
-        if options.largestOnly { polygons = Array(polygons.prefix(1)) }
+        // Largest first; ties keep the tracer's (raster) order.
+        parts = parts.enumerated().sorted { ($0.element.pixels, $1.offset) > ($1.element.pixels, $0.offset) }.map(\.element)
+        if options.largestOnly { parts = Array(parts.prefix(1)) }
+        var polygons = parts.map(\.polygon)
         if options.simplify > 0 {
             polygons = try polygons.map { p in try rethrowing("cannot simplify") { try p.simplifiedPreserveTopology(tolerance: options.simplify) } }
                 .filter { !$0.isEmpty }

@@ -229,7 +229,6 @@ extension TwoWayAttentionBlock {
             queries += selfAttention(q: q, k: q, v: queries)
         }
         norm1.apply(&queries)
-
         let keysWithPE = cache?.keysWithPE ?? keys + keyPE
         if let cache {
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, projectedKeys: cache.tokenToImageK,
@@ -238,7 +237,6 @@ extension TwoWayAttentionBlock {
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: keysWithPE, keys: keys)
         }
         norm2.apply(&queries)
-
         queries += mlp(queries)
         norm3.apply(&queries)
 
@@ -300,48 +298,71 @@ extension MaskDecoder {
     /// `head` with the transposed convolutions' epilogues fused: (bias + high-res map + LayerNorm2d
     /// + GELU) in one pass for the first, (bias + map + GELU + the hypernetwork dot products) for
     /// the second, so the 256×256×32 upscaled map is never stored.
+    ///
+    /// The two upscaling GEMMs and their epilogues run band by band — one row of the 64×64 grid,
+    /// then the two 128-wide rows it becomes — so their products (48 MB in all) stay in the
+    /// cache instead of going through memory, which bounded this step before.
     func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor) -> (logits: Tensor, iou: [Float]) {
         let d = dimension
         let grid = SAM2Configuration.embeddingSize
         let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
-        let products1 = GEMM.linear(keys, weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
-        var upscaled = Tensor(unsafeUninitializedShape: [2 * grid * 2 * grid, c1])
-        products1.scalars.withUnsafeBufferPointer { p in
-            upscaleConv1Bias.scalars.withUnsafeBufferPointer { b in
-                s1.scalars.withUnsafeBufferPointer { a in
-                    upscaleNorm.weight.scalars.withUnsafeBufferPointer { lw in
-                        upscaleNorm.bias.scalars.withUnsafeBufferPointer { lb in
-                            upscaled.scalars.withUnsafeMutableBufferPointer { o in
-                                // Parity: the high-res map is added before the LayerNorm, then GELU.
-                                AcceleratedOps.transposedConvEpilogue(
-                                    products: p.baseAddress!, height: grid, width: grid, channels: c1, bias: b.baseAddress!,
-                                    adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, upscaleNorm.eps), gelu: true,
-                                    into: o.baseAddress!, hyper: nil, masks: 0, logits: nil)
-                            }
-                        }
-                    }
-                }
-            }
-        }
         var hyper = [Float]()
         hyper.reserveCapacity(Self.maskTokenCount * c2)
         for k in 0..<Self.maskTokenCount {
             let token = Tensor(shape: [1, d], scalars: Array(hs.scalars[((2 + k) * d)..<((3 + k) * d)]))
             hyper += hypernetworks[k](token).scalars
         }
-        let products2 = GEMM.linear(upscaled, weight: upscaleConv2Matrix, bias: nil, packed: upscaleConv2Packed)
+        guard let conv1 = upscaleConv1Packed, let conv2 = upscaleConv2Packed else {
+            preconditionFailure("headFast needs the packed upscaling weights (Accelerated.isAvailable)")
+        }
         let side = SAM2Configuration.lowResolutionMaskSize
         var logits = Tensor(unsafeUninitializedShape: [Self.maskTokenCount, side, side])
-        products2.scalars.withUnsafeBufferPointer { p in
-            upscaleConv2Bias.scalars.withUnsafeBufferPointer { b in
-                s0.scalars.withUnsafeBufferPointer { a in
-                    hyper.withUnsafeBufferPointer { hp in
-                        logits.scalars.withUnsafeMutableBufferPointer { l in
-                            // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
-                            AcceleratedOps.transposedConvEpilogue(
-                                products: p.baseAddress!, height: 2 * grid, width: 2 * grid, channels: c2, bias: b.baseAddress!,
-                                adding: a.baseAddress!, norm: nil, gelu: true, into: nil, hyper: hp.baseAddress!,
-                                masks: Self.maskTokenCount, logits: l.baseAddress!)
+        keys.scalars.withUnsafeBufferPointer { kp in
+            s1.scalars.withUnsafeBufferPointer { a1 in
+                s0.scalars.withUnsafeBufferPointer { a0 in
+                    upscaleConv1Bias.scalars.withUnsafeBufferPointer { b1 in
+                        upscaleConv2Bias.scalars.withUnsafeBufferPointer { b2 in
+                            upscaleNorm.weight.scalars.withUnsafeBufferPointer { lw in
+                                upscaleNorm.bias.scalars.withUnsafeBufferPointer { lb in
+                                    hyper.withUnsafeBufferPointer { hp in
+                                        logits.scalars.withUnsafeMutableBufferPointer { l in
+                                            nonisolated(unsafe) let logitsBase = l.baseAddress!  // bands write disjoint rows
+                                            Parallel.forEachChunk(grid, minimumChunk: 1) { band in
+                                                // Per-worker scratch: one grid row's products, its upscaled rows, their products.
+                                                var products1 = [Float](repeating: 0, count: grid * 4 * c1)
+                                                var upscaled = [Float](repeating: 0, count: 2 * (2 * grid) * c1)
+                                                var products2 = [Float](repeating: 0, count: 2 * (2 * grid) * 4 * c2)
+                                                for y in band {
+                                                    products1.withUnsafeMutableBufferPointer { p1 in
+                                                        conv1.applySingleThreaded(kp.baseAddress! + y * grid * d, rows: grid, xStride: d, bias: nil,
+                                                                                  into: p1.baseAddress!, yStride: 4 * c1)
+                                                        upscaled.withUnsafeMutableBufferPointer { u in
+                                                            // Parity: the high-res map is added before the LayerNorm, then GELU.
+                                                            AcceleratedOps.transposedConvEpilogueBand(
+                                                                products: p1.baseAddress!, rows: 1, width: grid, channels: c1, bias: b1.baseAddress!,
+                                                                adding: a1.baseAddress! + 2 * y * (2 * grid) * c1,
+                                                                norm: (lw.baseAddress!, lb.baseAddress!, upscaleNorm.eps), gelu: true,
+                                                                into: u.baseAddress!, hyper: nil, masks: 0, logits: nil, logitsPlane: 0)
+                                                        }
+                                                    }
+                                                    products2.withUnsafeMutableBufferPointer { p2 in
+                                                        upscaled.withUnsafeBufferPointer { u in
+                                                            conv2.applySingleThreaded(u.baseAddress!, rows: 2 * (2 * grid), xStride: c1, bias: nil,
+                                                                                      into: p2.baseAddress!, yStride: 4 * c2)
+                                                        }
+                                                        // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
+                                                        AcceleratedOps.transposedConvEpilogueBand(
+                                                            products: p2.baseAddress!, rows: 2, width: 2 * grid, channels: c2, bias: b2.baseAddress!,
+                                                            adding: a0.baseAddress! + 4 * y * side * c2, norm: nil, gelu: true, into: nil,
+                                                            hyper: hp.baseAddress!, masks: Self.maskTokenCount, logits: logitsBase + 4 * y * side,
+                                                            logitsPlane: side * side)
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
