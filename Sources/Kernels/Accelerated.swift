@@ -56,14 +56,14 @@ public struct PackedWeight: Sendable {
 
     /// `apply` on the calling thread only, for callers that split the work themselves.
     public func applySingleThreaded(
-        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, xInnerStride: Int = 1, bias: UnsafePointer<Float>?,
         into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
     ) {
         guard rows > 0 else { return }
         let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
-            gs_gemm_packed(x, xStride, 1, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
+            gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
         }
     }
 

@@ -36,6 +36,18 @@ public enum Normalization {
         }
     }
 
+    /// `layerNorm` on the calling thread, for callers that split the rows themselves.
+    public static func layerNormSingleThreaded(
+        _ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
+    ) {
+        if Accelerated.isAvailable {
+            gs_layer_norm(x, rows, channels, weight, bias, eps)
+        } else {
+            layerNorm(x, rows: rows, channels: channels, weight: weight, bias: bias, eps: eps)
+        }
+    }
+
     /// Tensor form: normalises over the last dimension of `x`.
     public static func layerNorm(_ x: inout Tensor, weight: Tensor, bias: Tensor, eps: Float) {
         let channels = weight.count

@@ -221,6 +221,13 @@ public final class Segmenter: @unchecked Sendable {
         }
     }
 
+    /// Loads and prepares a tile ahead of its first prompt (a no-op when it is cached), so that
+    /// the click that follows costs only the prompt-dependent work.
+    public func warm(_ tile: StoreManifest.TileEntry) throws {
+        guard store.state(of: tile) == .done else { throw GeoSegmentError("tile \(tile.id) is not encoded") }
+        _ = try loadTile(tile)
+    }
+
     /// A tile's prepared features and validity, from the cache or the store.
     func loadTile(_ tile: StoreManifest.TileEntry) throws -> (PreparedFeatures, [Bool]?) {
         lock.lock()

@@ -124,10 +124,15 @@ extension DecoderAttention {
         return outProj(o)
     }
 
-    /// `self(q: x, k: kIn, v: vIn)` for many queries and few keys (image→token), re-associated.
+    /// `keys = norm(keys + self(q: x, k: kIn, v: vIn))` for many queries and few keys
+    /// (image→token), re-associated; also returns `keys + pe` for the next attention.
+    ///
+    /// The output projection, residual, LayerNorm and positional encoding run band by band over
+    /// the image positions, so each band is still in cache for the next step.
     /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
     ///   projectedQueries: `qProj(x)` when cached.
-    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: Tensor?) -> Tensor {
+    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: Tensor?,
+                      updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> Tensor {
         let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
         let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
         let kp = kProj(kIn), vp = vProj(vIn)
@@ -197,30 +202,45 @@ extension DecoderAttention {
                 }
             }
         }
-        var y = Tensor(unsafeUninitializedShape: [t, d])
-        vPrime.scalars.withUnsafeBufferPointer { vb in
-            let packed = PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d)
-            scoresT.scalars.withUnsafeBufferPointer { sp in
-                y.scalars.withUnsafeMutableBufferPointer { yp in
-                    // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
-                    if let bo = outProj.bias {
-                        bo.scalars.withUnsafeBufferPointer { bb in
-                            packed.apply(sp.baseAddress!, rows: t, xStride: 1, xInnerStride: t, bias: bb.baseAddress!,
-                                         into: yp.baseAddress!, yStride: d)
+        var withPE = Tensor(unsafeUninitializedShape: [t, d])
+        let packed = vPrime.scalars.withUnsafeBufferPointer { vb in PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d) }
+        let bias = outProj.bias ?? Tensor(shape: [d])
+        scoresT.scalars.withUnsafeBufferPointer { sp in
+            image.scalars.withUnsafeMutableBufferPointer { ip in
+                withPE.scalars.withUnsafeMutableBufferPointer { wp in
+                    pe.scalars.withUnsafeBufferPointer { pp in
+                        bias.scalars.withUnsafeBufferPointer { bb in
+                            norm.weight.scalars.withUnsafeBufferPointer { nw in
+                                norm.bias.scalars.withUnsafeBufferPointer { nb in
+                                    nonisolated(unsafe) let (ib, wb) = (ip.baseAddress!, wp.baseAddress!)  // disjoint bands
+                                    Parallel.forEachChunk(t, minimumChunk: 256) { rows in
+                                        for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
+                                            let count = min(64, rows.upperBound - band)
+                                            // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
+                                            // Parity: keys + (P·V' + b_o), then norm4, as `keys = norm4(keys + attn_out)`.
+                                            packed.applySingleThreaded(sp.baseAddress! + band, rows: count, xStride: 1, xInnerStride: t,
+                                                                       bias: bb.baseAddress!, into: ib + band * d, yStride: d, accumulate: true)
+                                            Normalization.layerNormSingleThreaded(ib + band * d, rows: count, channels: d, weight: nw.baseAddress!,
+                                                                                  bias: nb.baseAddress!, eps: norm.eps)
+                                            for i in (band * d)..<((band + count) * d) { wb[i] = ib[i] + pp[i] }
+                                        }
+                                    }
+                                }
+                            }
                         }
-                    } else {
-                        packed.apply(sp.baseAddress!, rows: t, xStride: 1, xInnerStride: t, bias: nil, into: yp.baseAddress!, yStride: d)
                     }
                 }
             }
         }
-        return y
+        return withPE
     }
 }
 
 extension TwoWayAttentionBlock {
     /// The block with the re-associated cross-attentions; `cache` for layer 0 without a mask input.
-    func fast(queries: inout Tensor, keys: inout Tensor, queryPE: Tensor, keyPE: Tensor, cache: DecoderLayer0Cache?) {
+    /// - Parameter keysWithPE: `keys + keyPE` on entry (nil: computed here) and on return.
+    func fast(queries: inout Tensor, keys: inout Tensor, keysWithPE: inout Tensor?, queryPE: Tensor, keyPE: Tensor,
+              cache: DecoderLayer0Cache?) {
         if skipFirstLayerPositionEmbedding {
             // Parity: the first layer's self-attention *replaces* the queries (no residual, no PE).
             queries = selfAttention(q: queries, k: queries, v: queries)
@@ -229,20 +249,22 @@ extension TwoWayAttentionBlock {
             queries += selfAttention(q: q, k: q, v: queries)
         }
         norm1.apply(&queries)
-        let keysWithPE = cache?.keysWithPE ?? keys + keyPE
+
+        let imageWithPE = cache?.keysWithPE ?? keysWithPE ?? keys + keyPE
         if let cache {
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, projectedKeys: cache.tokenToImageK,
                                                                projectedValues: cache.tokenToImageV)
         } else {
-            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: keysWithPE, keys: keys)
+            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: imageWithPE, keys: keys)
         }
         norm2.apply(&queries)
+
         queries += mlp(queries)
         norm3.apply(&queries)
 
-        keys += crossAttentionImageToToken.imageToToken(keysWithPE, keys: queries + queryPE, values: queries,
-                                                        projectedQueries: cache?.imageToTokenQ)
-        norm4.apply(&keys)
+        keysWithPE = crossAttentionImageToToken.imageToToken(imageWithPE, keys: queries + queryPE, values: queries,
+                                                             projectedQueries: cache?.imageToTokenQ, updating: &keys,
+                                                             norm: norm4, positionalEncoding: keyPE)
     }
 }
 
@@ -252,10 +274,11 @@ extension TwoWayTransformer {
     func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?) -> (queries: Tensor, keys: Tensor) {
         var queries = tokens
         var keys = cache?.keys ?? image
+        var keysWithPE: Tensor? = nil
         for (i, layer) in layers.enumerated() {
-            layer.fast(queries: &queries, keys: &keys, queryPE: tokens, keyPE: imagePE, cache: i == 0 ? cache : nil)
+            layer.fast(queries: &queries, keys: &keys, keysWithPE: &keysWithPE, queryPE: tokens, keyPE: imagePE, cache: i == 0 ? cache : nil)
         }
-        queries += finalAttentionTokenToImage.tokenToImage(queries + tokens, keysWithPE: keys + imagePE, keys: keys)
+        queries += finalAttentionTokenToImage.tokenToImage(queries + tokens, keysWithPE: keysWithPE ?? keys + imagePE, keys: keys)
         normFinalAttention.apply(&queries)
         return (queries, keys)
     }
