@@ -1,3 +1,4 @@
+#include <stddef.h>
 #include "CKernels.h"
 #include "internal.h"
 
@@ -17,6 +18,11 @@ GS_TARGET void gs_exp(float *x, long count) {
 }
 
 GS_TARGET void gs_layer_norm(float *x, long rows, long channels, const float *weight, const float *bias, float eps) {
+    gs_layer_norm_stats(x, rows, channels, weight, bias, eps, NULL, NULL);
+}
+
+GS_TARGET void gs_layer_norm_stats(float *x, long rows, long channels, const float *weight, const float *bias, float eps,
+                                   float *means, float *inverses) {
     for (long r = 0; r < rows; r++) {
         float *row = x + r * channels;
         // Two passes as PyTorch does: the mean, then the mean of centred squares.
@@ -31,7 +37,10 @@ GS_TARGET void gs_layer_norm(float *x, long rows, long channels, const float *we
             acc = _mm512_fmadd_ps(d, d, acc);
         }
         float variance = _mm512_reduce_add_ps(acc) / (float)channels;
-        __m512 inv = _mm512_set1_ps(1.0f / sqrtf(variance + eps));
+        float inverse = 1.0f / sqrtf(variance + eps);
+        if (means) means[r] = mean;
+        if (inverses) inverses[r] = inverse;
+        __m512 inv = _mm512_set1_ps(inverse);
         for (long c = 0; c < channels; c += 16) {
             __mmask16 m = gs_lanes(channels - c);
             __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + c), mv), inv);

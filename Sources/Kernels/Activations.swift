@@ -91,4 +91,19 @@ extension Tensor {
             }
         }
     }
+
+    /// Multiplies every row of a channels-last tensor by a `[channels]` vector, elementwise.
+    public mutating func multiplyRowVector(_ v: Tensor) {
+        let c = v.count
+        precondition(shape.last == c, "multiplyRowVector: \(shape) does not end in \(c)")
+        scalars.withUnsafeMutableBufferPointer { a in
+            v.scalars.withUnsafeBufferPointer { b in
+                var i = 0
+                while i < a.count {
+                    for j in 0..<c { a[i + j] *= b[j] }
+                    i += c
+                }
+            }
+        }
+    }
 }

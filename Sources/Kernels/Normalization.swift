@@ -37,13 +37,16 @@ public enum Normalization {
     }
 
     /// `layerNorm` on the calling thread, for callers that split the rows themselves.
+    /// - Parameters: means, inverses: if given, receive each row's mean and 1/sqrt(σ² + eps).
     public static func layerNormSingleThreaded(
         _ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
-        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
+        means: UnsafeMutablePointer<Float>? = nil, inverses: UnsafeMutablePointer<Float>? = nil
     ) {
         if Accelerated.isAvailable {
-            gs_layer_norm(x, rows, channels, weight, bias, eps)
+            gs_layer_norm_stats(x, rows, channels, weight, bias, eps, means, inverses)
         } else {
+            precondition(means == nil && inverses == nil, "layerNorm statistics need the accelerated kernels")
             layerNorm(x, rows: rows, channels: channels, weight: weight, bias: bias, eps: eps)
         }
     }

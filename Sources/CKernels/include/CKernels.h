@@ -107,6 +107,9 @@ void gs_exp(float *x, long count);
 /// Layer norm over each row of `[rows, channels]` (row stride `channels`), in place, with the
 /// biased variance, as `nn.LayerNorm`.
 void gs_layer_norm(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
+/// `gs_layer_norm` that also stores each row's mean and 1/sqrt(variance + eps) (either may be NULL).
+void gs_layer_norm_stats(float *x, long rows, long channels, const float *weight, const float *bias, float eps,
+                         float *means, float *inverses);
 
 /// Softmax of each row in place.
 void gs_softmax_rows(float *x, long rows, long columns, long ld);

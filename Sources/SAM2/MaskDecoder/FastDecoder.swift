@@ -15,6 +15,15 @@ import Kernels
 //
 // That halves the transformer's work. Without a mask input, the first layer's image side is
 // also input-independent (keys = image + no_mask_embed), so `prepare` caches its projections.
+//
+// The first upscaling convolution is linear per pixel, and (without a mask input, depth 2) its
+// input is the cached keys `a` changed only by two image→token updates of rank heads·N, each
+// followed by a LayerNorm. Writing LN(x) = s·(x − μ)∘g + β with per-pixel s and μ:
+//
+//   keys₂·W = s₁s₀·(a∘g₀g₁)W + [s₁s₀P₀ | s₁P₁ | s₁s₀ | −s₁s₀μ₀ | s₁ | −s₁μ₁ | 1]·R
+//
+// where (a∘g₀g₁)W is cached per tile and R stacks (V'₀∘g₀g₁)W, (V'₁∘g₁)W and five constant rows.
+// The 4096×256×256 product becomes 4096×(heads·(N₀+N₁)+5)×256, about half.
 
 /// Image features laid out for fast repeated decoding: channels-last copies of the maps, and
 /// for prompts without a mask input, the first decoder layer's image-side projections.
@@ -44,6 +53,20 @@ struct DecoderLayer0Cache: Sendable {
     let tokenToImageV: Tensor
     /// image→token q projection, `[4096, D/2]`.
     let imageToTokenQ: Tensor
+    /// `(keys ∘ g₀ ∘ g₁)·W` for the low-rank first upscaling (`[4096, 4·D/4]`), nil when the
+    /// decoder's shape does not allow it.
+    var upscaleBase: Tensor? = nil
+}
+
+/// What an image→token update leaves for the low-rank upscaling: `keys ← LN(keys + P·V' + b)`.
+struct ImageUpdate {
+    /// Attention probabilities, transposed: `[heads·N, T]`.
+    let probabilitiesT: Tensor
+    /// Values folded through the output projection, `[heads·N, D]`.
+    let projectedValues: Tensor
+    /// The LayerNorm's per-position mean and 1/sqrt(σ² + eps).
+    let means: [Float]
+    let inverses: [Float]
 }
 
 extension DecoderAttention {
@@ -132,7 +155,7 @@ extension DecoderAttention {
     /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
     ///   projectedQueries: `qProj(x)` when cached.
     func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: Tensor?,
-                      updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> Tensor {
+                      updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> (withPE: Tensor, update: ImageUpdate) {
         let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
         let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
         let kp = kProj(kIn), vp = vProj(vIn)
@@ -203,6 +226,7 @@ extension DecoderAttention {
             }
         }
         var withPE = Tensor(unsafeUninitializedShape: [t, d])
+        var means = [Float](repeating: 0, count: t), inverses = [Float](repeating: 0, count: t)
         let packed = vPrime.scalars.withUnsafeBufferPointer { vb in PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d) }
         let bias = outProj.bias ?? Tensor(shape: [d])
         scoresT.scalars.withUnsafeBufferPointer { sp in
@@ -212,7 +236,10 @@ extension DecoderAttention {
                         bias.scalars.withUnsafeBufferPointer { bb in
                             norm.weight.scalars.withUnsafeBufferPointer { nw in
                                 norm.bias.scalars.withUnsafeBufferPointer { nb in
-                                    nonisolated(unsafe) let (ib, wb) = (ip.baseAddress!, wp.baseAddress!)  // disjoint bands
+                                  means.withUnsafeMutableBufferPointer { mp in
+                                    inverses.withUnsafeMutableBufferPointer { vp in
+                                    // Disjoint bands of rows.
+                                    nonisolated(unsafe) let (ib, wb, mb, vb) = (ip.baseAddress!, wp.baseAddress!, mp.baseAddress!, vp.baseAddress!)
                                     Parallel.forEachChunk(t, minimumChunk: 256) { rows in
                                         for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
                                             let count = min(64, rows.upperBound - band)
@@ -221,10 +248,13 @@ extension DecoderAttention {
                                             packed.applySingleThreaded(sp.baseAddress! + band, rows: count, xStride: 1, xInnerStride: t,
                                                                        bias: bb.baseAddress!, into: ib + band * d, yStride: d, accumulate: true)
                                             Normalization.layerNormSingleThreaded(ib + band * d, rows: count, channels: d, weight: nw.baseAddress!,
-                                                                                  bias: nb.baseAddress!, eps: norm.eps)
+                                                                                  bias: nb.baseAddress!, eps: norm.eps,
+                                                                                  means: mb + band, inverses: vb + band)
                                             for i in (band * d)..<((band + count) * d) { wb[i] = ib[i] + pp[i] }
                                         }
                                     }
+                                    }
+                                  }
                                 }
                             }
                         }
@@ -232,15 +262,16 @@ extension DecoderAttention {
                 }
             }
         }
-        return withPE
+        return (withPE, ImageUpdate(probabilitiesT: scoresT, projectedValues: vPrime, means: means, inverses: inverses))
     }
 }
 
 extension TwoWayAttentionBlock {
     /// The block with the re-associated cross-attentions; `cache` for layer 0 without a mask input.
     /// - Parameter keysWithPE: `keys + keyPE` on entry (nil: computed here) and on return.
+    @discardableResult
     func fast(queries: inout Tensor, keys: inout Tensor, keysWithPE: inout Tensor?, queryPE: Tensor, keyPE: Tensor,
-              cache: DecoderLayer0Cache?) {
+              cache: DecoderLayer0Cache?) -> ImageUpdate {
         if skipFirstLayerPositionEmbedding {
             // Parity: the first layer's self-attention *replaces* the queries (no residual, no PE).
             queries = selfAttention(q: queries, k: queries, v: queries)
@@ -262,25 +293,31 @@ extension TwoWayAttentionBlock {
         queries += mlp(queries)
         norm3.apply(&queries)
 
-        keysWithPE = crossAttentionImageToToken.imageToToken(imageWithPE, keys: queries + queryPE, values: queries,
-                                                             projectedQueries: cache?.imageToTokenQ, updating: &keys,
-                                                             norm: norm4, positionalEncoding: keyPE)
+        let (withPE, update) = crossAttentionImageToToken.imageToToken(
+            imageWithPE, keys: queries + queryPE, values: queries, projectedQueries: cache?.imageToTokenQ, updating: &keys,
+            norm: norm4, positionalEncoding: keyPE)
+        keysWithPE = withPE
+        return update
     }
 }
 
 extension TwoWayTransformer {
     /// `callAsFunction` with the re-associated attentions.
     /// - Parameter image: image embedding plus dense prompt `[4096, D]` (ignored when `cache` is given).
-    func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?) -> (queries: Tensor, keys: Tensor) {
+    /// - Returns: also each layer's image→token update, for the low-rank upscaling.
+    func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?)
+        -> (queries: Tensor, keys: Tensor, updates: [ImageUpdate]) {
         var queries = tokens
         var keys = cache?.keys ?? image
         var keysWithPE: Tensor? = nil
+        var updates: [ImageUpdate] = []
         for (i, layer) in layers.enumerated() {
-            layer.fast(queries: &queries, keys: &keys, keysWithPE: &keysWithPE, queryPE: tokens, keyPE: imagePE, cache: i == 0 ? cache : nil)
+            updates.append(layer.fast(queries: &queries, keys: &keys, keysWithPE: &keysWithPE, queryPE: tokens, keyPE: imagePE,
+                                      cache: i == 0 ? cache : nil))
         }
         queries += finalAttentionTokenToImage.tokenToImage(queries + tokens, keysWithPE: keysWithPE ?? keys + imagePE, keys: keys)
         normFinalAttention.apply(&queries)
-        return (queries, keys)
+        return (queries, keys, updates)
     }
 
     /// The layer-0 image-side state for `keys = image + no_mask_embed`.
@@ -314,8 +351,9 @@ extension MaskDecoder {
                 image.addRowVector(noMaskEmbedding)
             }
         }
-        let (hs, keys) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
-        return headFast(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1)
+        let (hs, keys, updates) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
+        let lowRank = cache?.upscaleBase.flatMap { lowRankUpscale(base: $0, updates: updates) }
+        return headFast(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1, lowRank: lowRank)
     }
 
     /// `head` with the transposed convolutions' epilogues fused: (bias + high-res map + LayerNorm2d
@@ -325,7 +363,8 @@ extension MaskDecoder {
     /// The two upscaling GEMMs and their epilogues run band by band — one row of the 64×64 grid,
     /// then the two 128-wide rows it becomes — so their products (48 MB in all) stay in the
     /// cache instead of going through memory, which bounded this step before.
-    func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor) -> (logits: Tensor, iou: [Float]) {
+    /// - Parameter lowRank: computes the first convolution's products from the cached base instead of `keys`.
+    func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor, lowRank: LowRankUpscale? = nil) -> (logits: Tensor, iou: [Float]) {
         let d = dimension
         let grid = SAM2Configuration.embeddingSize
         let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
@@ -357,8 +396,12 @@ extension MaskDecoder {
                                                 var products2 = [Float](repeating: 0, count: 2 * (2 * grid) * 4 * c2)
                                                 for y in band {
                                                     products1.withUnsafeMutableBufferPointer { p1 in
-                                                        conv1.applySingleThreaded(kp.baseAddress! + y * grid * d, rows: grid, xStride: d, bias: nil,
-                                                                                  into: p1.baseAddress!, yStride: 4 * c1)
+                                                        if let lowRank {
+                                                            lowRank.products(rows: (y * grid)..<((y + 1) * grid), into: p1.baseAddress!)
+                                                        } else {
+                                                            conv1.applySingleThreaded(kp.baseAddress! + y * grid * d, rows: grid, xStride: d, bias: nil,
+                                                                                      into: p1.baseAddress!, yStride: 4 * c1)
+                                                        }
                                                         upscaled.withUnsafeMutableBufferPointer { u in
                                                             // Parity: the high-res map is added before the LayerNorm, then GELU.
                                                             AcceleratedOps.transposedConvEpilogueBand(
@@ -393,5 +436,98 @@ extension MaskDecoder {
         }
         let iouToken = Tensor(shape: [1, d], scalars: Array(hs.scalars[d..<(2 * d)]))
         return (logits, iouHead(iouToken).scalars)
+    }
+}
+
+/// The first upscaling convolution's products from the cached base and the two image→token
+/// updates (see the note at the top of this file).
+struct LowRankUpscale {
+    let base: Tensor          // (a ∘ g₀ ∘ g₁)·W, [T, O]
+    let right: PackedWeight   // R, [K, O] packed
+    let probabilities: [Tensor]  // P₀ᵀ, P₁ᵀ: [heads·N, T]
+    let updates: [ImageUpdate]
+    let outputs: Int
+
+    /// Products of rows `rows` (`[rows.count, O]`) into `out`.
+    func products(rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let (n0, n1) = (updates[0].probabilitiesT.shape[0], updates[1].probabilitiesT.shape[0])
+        let t = updates[0].probabilitiesT.shape[1]
+        let (k, count, first) = (n0 + n1 + 5, rows.count, rows.lowerBound)
+        let (s0, m0, s1, m1) = (updates[0].inverses, updates[0].means, updates[1].inverses, updates[1].means)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: count * k) { left in
+            let l = left.baseAddress!
+            updates[0].probabilitiesT.scalars.withUnsafeBufferPointer { p0 in
+                updates[1].probabilitiesT.scalars.withUnsafeBufferPointer { p1 in
+                    // Column by column: the probabilities of a band are contiguous in Pᵀ.
+                    for j in 0..<n0 {
+                        let src = p0.baseAddress! + j * t + first
+                        for r in 0..<count { l[r * k + j] = s1[first + r] * s0[first + r] * src[r] }
+                    }
+                    for j in 0..<n1 {
+                        let src = p1.baseAddress! + j * t + first
+                        for r in 0..<count { l[r * k + n0 + j] = s1[first + r] * src[r] }
+                    }
+                }
+            }
+            base.scalars.withUnsafeBufferPointer { b in
+                for r in 0..<count {
+                    let i = first + r
+                    let (a, c) = (s1[i] * s0[i], s1[i])
+                    let tail = l + r * k + n0 + n1
+                    tail[0] = a
+                    tail[1] = -a * m0[i]
+                    tail[2] = c
+                    tail[3] = -c * m1[i]
+                    tail[4] = 1
+                    let row = b.baseAddress! + i * outputs, o = out + r * outputs
+                    for e in 0..<outputs { o[e] = a * row[e] }
+                }
+            }
+            right.applySingleThreaded(l, rows: count, xStride: k, bias: nil, into: out, yStride: outputs, accumulate: true)
+        }
+    }
+}
+
+extension MaskDecoder {
+    /// Whether the low-rank first upscaling applies: two two-way layers.
+    var allowsLowRankUpscale: Bool { transformer.layers.count == 2 && upscaleConv1Packed != nil }
+
+    /// `(keys ∘ g₀ ∘ g₁)·W` for a tile: the cached part of the low-rank first upscaling.
+    func upscaleBase(layer0Keys keys: Tensor) -> Tensor? {
+        guard allowsLowRankUpscale else { return nil }
+        let g = zip(transformer.layers[0].norm4.weight.scalars, transformer.layers[1].norm4.weight.scalars).map { $0 * $1 }
+        var scaled = keys
+        scaled.multiplyRowVector(Tensor(shape: [g.count], scalars: g))
+        return GEMM.linear(scaled, weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
+    }
+
+    /// The per-prompt right-hand side R for the low-rank first upscaling.
+    func lowRankUpscale(base: Tensor, updates: [ImageUpdate]) -> LowRankUpscale? {
+        guard allowsLowRankUpscale, updates.count == 2 else { return nil }
+        let d = dimension
+        let (l0, l1) = (transformer.layers[0], transformer.layers[1])
+        let (g0, g1) = (l0.norm4.weight.scalars, l1.norm4.weight.scalars)
+        let g01 = zip(g0, g1).map { $0 * $1 }
+        let b0 = l0.crossAttentionImageToToken.outProj.bias?.scalars ?? [Float](repeating: 0, count: d)
+        let b1 = l1.crossAttentionImageToToken.outProj.bias?.scalars ?? [Float](repeating: 0, count: d)
+        let beta0 = l0.norm4.bias.scalars
+        func scaled(_ rows: [Float], _ g: [Float]) -> [Float] {
+            var out = rows
+            for i in 0..<out.count { out[i] *= g[i % d] }
+            return out
+        }
+        // Rows of Z (R = Z·Wᵀ), matching the columns of the left matrix built in `products`.
+        var z = scaled(updates[0].projectedValues.scalars, g01)
+        z += scaled(updates[1].projectedValues.scalars, g1)
+        z += scaled(b0, g01)                                   // × s₁s₀
+        z += g01                                               // × −s₁s₀μ₀
+        z += scaled(zip(beta0, b1).map { $0 + $1 }, g1)        // × s₁
+        z += g1                                                // × −s₁μ₁
+        z += l1.norm4.bias.scalars                             // × 1
+        let k = z.count / d
+        let r = GEMM.linear(Tensor(shape: [k, d], scalars: z), weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
+        let outputs = upscaleConv1Matrix.shape[0]
+        let packed = r.scalars.withUnsafeBufferPointer { PackedWeight(kn: $0.baseAddress!, ldb: outputs, k: k, n: outputs) }
+        return LowRankUpscale(base: base, right: packed, probabilities: updates.map(\.probabilitiesT), updates: updates, outputs: outputs)
     }
 }

@@ -119,6 +119,7 @@ extension SAM2Model {
             var keys = image
             keys.addRowVector(promptEncoder.noMaskEmbedding.reshaped([d]))
             layer0 = maskDecoder.transformer.layer0Cache(keys: keys, imagePE: densePositionalEncoding)
+            layer0?.upscaleBase = maskDecoder.upscaleBase(layer0Keys: keys)
         }
         return PreparedFeatures(features: features, image: image, s0: features.highResolutionS0.channelsLast(),
                                 s1: features.highResolutionS1.channelsLast(), layer0: layer0)
