@@ -40,7 +40,11 @@ GS_INLINE __m512 gs_erf512(__m512 x) {
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
     __m512 ax = _mm512_abs_ps(x);
-    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
+    // t = 1/(1 + p·|x|): the 14-bit reciprocal estimate and one Newton step (≈ 2⁻²⁷ relative),
+    // cheaper than a division; the approximation itself is good to 1.5e-7.
+    __m512 den = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one);
+    __m512 t = _mm512_rcp14_ps(den);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(den, t, _mm512_set1_ps(2.0f)));
     __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
     r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
     r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));

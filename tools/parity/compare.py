@@ -135,6 +135,9 @@ def main():
     ap.add_argument("--keep", help="keep the binary's outputs under this directory")
     ap.add_argument("--verbose", "-v", action="store_true", help="print each command line")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--extra", default="",
+                    help="arguments appended to every predict command (shell-quoted), e.g. '--precision bf16'")
+    ap.add_argument("--summary-json", help="also write each case's measures to this JSON file")
     args = ap.parse_args()
 
     ref = args.reference
@@ -164,6 +167,7 @@ def main():
         print(header)
         print("-" * len(header))
     passed = failed = 0
+    summary = []
     feat_cache = {}
     t_start = time.perf_counter()
     for c in selected:
@@ -172,7 +176,7 @@ def main():
         with open(os.path.join(case_dir, "case.json")) as f:
             case = json.load(f)
         out_dir = os.path.join(tmp_root, c["dir"])
-        cmd = build_command(binary, ref, model, case_dir, case) + ["--features", "--out", out_dir]
+        cmd = build_command(binary, ref, model, case_dir, case) + shlex.split(args.extra) + ["--features", "--out", out_dir]
         if args.dry_run:
             print(shlex.join(cmd))
             continue
@@ -212,6 +216,8 @@ def main():
         if not ok("feat", args.feature_tolerance):
             problems.append("features")
         status = "PASS" if not problems else "FAIL"
+        summary.append({"model": c["model"], "image": c["image"], "case": c["case"], "status": status,
+                        **{k: float(v) for k, v in m.items()}})
         passed += status == "PASS"
         failed += status == "FAIL"
         def g(k, f):
@@ -227,6 +233,9 @@ def main():
     if not args.keep:
         import shutil
         shutil.rmtree(tmp_root, ignore_errors=True)
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
     print(f"total {time.perf_counter() - t_start:.1f}s")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

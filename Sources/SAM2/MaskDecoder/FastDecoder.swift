@@ -51,8 +51,8 @@ struct DecoderLayer0Cache: Sendable {
     /// token→image k and v projections, `[4096, D/2]`.
     let tokenToImageK: Tensor
     let tokenToImageV: Tensor
-    /// image→token q projection, `[4096, D/2]`.
-    let imageToTokenQ: Tensor
+    /// image→token q projection, transposed: `[D/2, 4096]`.
+    let imageToTokenQT: Tensor
     /// `(keys ∘ g₀ ∘ g₁)·W` for the low-rank first upscaling (`[4096, 4·D/4]`), nil when the
     /// decoder's shape does not allow it.
     var upscaleBase: Tensor? = nil
@@ -153,8 +153,8 @@ extension DecoderAttention {
     /// The output projection, residual, LayerNorm and positional encoding run band by band over
     /// the image positions, so each band is still in cache for the next step.
     /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
-    ///   projectedQueries: `qProj(x)` when cached.
-    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: Tensor?,
+    ///   projectedQueriesT: `qProj(x)ᵀ` (`[inner, T]`) when cached.
+    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueriesT: Tensor?,
                       updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> (withPE: Tensor, update: ImageUpdate) {
         let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
         let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
@@ -163,18 +163,28 @@ extension DecoderAttention {
         // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
         // head runs down short columns with one lane per image position.
         var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
-        if let projectedQueries {
-            // scores[:, h·N + j] = scale · Q_h · k_h[j]: a block-diagonal right operand.
-            var blocks = Tensor(shape: [hn, inner])
-            for h in 0..<heads {
-                for j in 0..<n {
-                    for e in 0..<hd { blocks.scalars[(h * n + j) * inner + h * hd + e] = scale * kp.scalars[j * inner + h * hd + e] }
-                }
-            }
-            let packed = PackedWeight(blocks)
-            projectedQueries.scalars.withUnsafeBufferPointer { qb in
-                scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-                    packed.applyTransposed(qb.baseAddress!, rows: t, xStride: inner, bias: nil, into: sp.baseAddress!, yStride: t)
+        if let projectedQueriesT {
+            // scoresᵀ[h·N + j, :] = scale · Σ_e k_h[j, e] · Qᵀ[h·hd + e, :]: each head's 16 rows only
+            // (as one GEMM, the block-diagonal right operand would be 7/8 zeros).
+            kp.scalars.withUnsafeBufferPointer { kb in
+                projectedQueriesT.scalars.withUnsafeBufferPointer { qb in
+                    scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+                        nonisolated(unsafe) let (k, q, out) = (kb.baseAddress!, qb.baseAddress!, sp.baseAddress!)  // disjoint rows
+                        Parallel.forEachChunk(hn, minimumChunk: 8) { rows in
+                            for row in rows {
+                                let (h, j) = (row / n, row % n)
+                                let o = out + row * t
+                                for e in 0..<hd {
+                                    let w = scale * k[j * inner + h * hd + e], source = q + (h * hd + e) * t
+                                    if e == 0 {
+                                        for i in 0..<t { o[i] = w * source[i] }
+                                    } else {
+                                        for i in 0..<t { o[i] += w * source[i] }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         } else {
@@ -294,7 +304,7 @@ extension TwoWayAttentionBlock {
         norm3.apply(&queries)
 
         let (withPE, update) = crossAttentionImageToToken.imageToToken(
-            imageWithPE, keys: queries + queryPE, values: queries, projectedQueries: cache?.imageToTokenQ, updating: &keys,
+            imageWithPE, keys: queries + queryPE, values: queries, projectedQueriesT: cache?.imageToTokenQT, updating: &keys,
             norm: norm4, positionalEncoding: keyPE)
         keysWithPE = withPE
         return update
@@ -323,12 +333,14 @@ extension TwoWayTransformer {
     /// The layer-0 image-side state for `keys = image + no_mask_embed`.
     func layer0Cache(keys: Tensor, imagePE: Tensor) -> DecoderLayer0Cache {
         let layer = layers[0]
+        let inner = layer.crossAttentionImageToToken.inner
         let keysWithPE = keys + imagePE
         return DecoderLayer0Cache(
             keys: keys, keysWithPE: keysWithPE,
             tokenToImageK: layer.crossAttentionTokenToImage.kProj(keysWithPE),
             tokenToImageV: layer.crossAttentionTokenToImage.vProj(keys),
-            imageToTokenQ: layer.crossAttentionImageToToken.qProj(keysWithPE))
+            imageToTokenQT: layer.crossAttentionImageToToken.qProj(keysWithPE).reshaped([keys.shape[0], inner, 1]).channelsLast()
+                .reshaped([inner, keys.shape[0]]))
     }
 }
 
