@@ -194,7 +194,25 @@ GS_INLINE void convt_epilogue(const long vectors, const float *products, long ro
                     for (long u = 0; u < vectors; u++) v[u] = _mm512_maskz_mov_ps(gs_lanes(oc - 16 * u), gs_gelu512(v[u]));
                 if (out)
                     for (long u = 0; u < vectors; u++) _mm512_mask_storeu_ps(out + pixel * oc + 16 * u, gs_lanes(oc - 16 * u), v[u]);
-                for (long k = 0; k < masks; k++) {
+                if (masks == 4) {
+                    // SAM2's four mask tokens: the four dot products reduced together (unpack and
+                    // add within 128-bit lanes, then fold the lanes) instead of one by one.
+                    __m512 a[4];
+                    for (long k = 0; k < 4; k++) {
+                        a[k] = _mm512_setzero_ps();
+                        for (long u = 0; u < vectors; u++)
+                            a[k] = _mm512_fmadd_ps(v[u], _mm512_maskz_loadu_ps(gs_lanes(oc - 16 * u), hyper + k * oc + 16 * u), a[k]);
+                    }
+                    __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+                    __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+                    __m512 q = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))),
+                                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))));
+                    __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(q), _mm512_extractf32x8_ps(q, 1));
+                    __m128 r = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+                    float sums[4];
+                    _mm_storeu_ps(sums, r);
+                    for (long k = 0; k < 4; k++) logits[k * plane + pixel] = sums[k];
+                } else for (long k = 0; k < masks; k++) {
                     __m512 acc = _mm512_setzero_ps();
                     for (long u = 0; u < vectors; u++)
                         acc = _mm512_fmadd_ps(v[u], _mm512_maskz_loadu_ps(gs_lanes(oc - 16 * u), hyper + k * oc + 16 * u), acc);

@@ -33,7 +33,13 @@ final class ModelDownloadTests: XCTestCase {
         }
     }
 
-    static let realTiny = "/tmp/ref2/tiny/model.pt"
+    /// A random-weight Hiera-T in Meta's format: `$GEOSAM2_TINY_CHECKPOINT`, else the parity
+    /// reference's (`scripts/test` makes it before the Swift tests).
+    static let realTiny: String = {
+        if let path = ProcessInfo.processInfo.environment["GEOSAM2_TINY_CHECKPOINT"], !path.isEmpty { return path }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build-parity/reference/tiny/model.pt").path
+    }()
 
     /// The micro model is no preset: check it by loading it with its configuration.
     static let loadsAsMicro: @Sendable (URL) throws -> Void = { url in

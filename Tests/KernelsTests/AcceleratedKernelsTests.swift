@@ -116,7 +116,12 @@ final class AcceleratedKernelsTests: XCTestCase {
     }
 
     func testTransposedConvEpilogueMatchesUnfusedOps() {
-        let (h, w, cin, cout, masks) = (5, 6, 24, 40, 3)
+        // Three masks over 40 channels (partial vectors), and SAM2's shape: four masks, 32 channels.
+        checkTransposedConvEpilogue(h: 5, w: 6, cin: 24, cout: 40, masks: 3)
+        checkTransposedConvEpilogue(h: 4, w: 7, cin: 64, cout: 32, masks: 4)
+    }
+
+    func checkTransposedConvEpilogue(h: Int, w: Int, cin: Int, cout: Int, masks: Int) {
         let x = randomTensor([h, w, cin], seed: 70)
         let weight = randomTensor([cin, cout, 2, 2], seed: 71, scale: 0.3)
         let bias = randomTensor([cout], seed: 72)
