@@ -158,6 +158,17 @@ public final class SafetensorsFile: TensorArchive {
         tensors[name]?.info
     }
 
+    /// Calls `body` with the stored bytes of `name` (little-endian, row-major, as on disk), read
+    /// straight from the mapping: for callers that convert a dtype themselves.
+    public func withRawBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard let s = tensors[name] else {
+            throw TensorIOError("\(file.name): no tensor named '\(name)'")
+        }
+        let count = s.info.shape.reduce(1, *) * s.info.dtype.byteSize
+        // Validated at open: the tensor's bytes lie inside the file.
+        return try body(UnsafeRawBufferPointer(start: file.base.map { $0 + s.offset }, count: count))
+    }
+
     /// Decodes `name` to Float32 straight from the mapping (a memcpy for F32 data).
     public func tensor(named name: String) throws -> Tensor {
         guard let s = tensors[name] else {

@@ -238,7 +238,7 @@ public final class Segmenter: @unchecked Sendable {
             return (entry.features, entry.validity)
         }
         lock.unlock()
-        let features = try rethrowing("tile \(tile.id)") { try model.prepare(try store.loadFeatures(tile)) }
+        let features = try store.loadPrepared(tile, for: model)
         let validity = try store.loadValidity(tile)
         lock.lock()
         defer { lock.unlock() }

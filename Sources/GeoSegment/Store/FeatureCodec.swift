@@ -68,4 +68,47 @@ public enum FeatureDType: String, Sendable, CaseIterable {
         }
         return map
     }
+
+    /// Reads a feature map `[C, H, W]` back as floats laid out channels-last, `[H, W, C]` — the
+    /// decoder's layout. For q16 maps the dequantisation and the transposition are one pass over
+    /// the file's int16 codes, with the same arithmetic as `decode` (`q · scale + offset`).
+    static func decodeChannelsLast(name: String, from archive: SafetensorsFile) throws -> Tensor {
+        guard let info = archive.info(name), info.dtype == .int16, info.shape.count == 3,
+              archive.info("\(name).scale") != nil else {
+            return try decode(name: name, from: archive).channelsLast()
+        }
+        let scale = try archive.tensor(named: "\(name).scale"), offset = try archive.tensor(named: "\(name).offset")
+        let (channels, height, width) = (info.shape[0], info.shape[1], info.shape[2])
+        let plane = height * width
+        guard scale.count == channels, offset.count == channels else {
+            throw GeoSegmentError("\(name): scale/offset do not match its \(channels) channels")
+        }
+        var out = Tensor(unsafeUninitializedShape: [height, width, channels])
+        try archive.withRawBytes(of: name) { raw in
+            guard let codes = raw.baseAddress else { return }
+            out.scalars.withUnsafeMutableBufferPointer { o in
+                scale.scalars.withUnsafeBufferPointer { sp in
+                    offset.scalars.withUnsafeBufferPointer { op in
+                        nonisolated(unsafe) let (dst, s, f) = (o.baseAddress!, sp.baseAddress!, op.baseAddress!)  // disjoint blocks
+                        let block = 64
+                        Parallel.forEachChunk((plane + block - 1) / block, minimumChunk: 16) { blocks in
+                            for b in blocks {
+                                let (p0, p1) = (b * block, min(plane, (b + 1) * block))
+                                for c in 0..<channels {
+                                    let (sc, of) = (s[c], f[c])
+                                    let row = codes + 2 * (c * plane)
+                                    for p in p0..<p1 {
+                                        // Unaligned little-endian loads: files from elsewhere need not align tensors.
+                                        let q = Int16(littleEndian: row.loadUnaligned(fromByteOffset: 2 * p, as: Int16.self))
+                                        dst[p * channels + c] = Float(q) * sc + of
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
 }

@@ -78,6 +78,27 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
+    /// A tile's features prepared for `model`'s decoder, read channels-last straight from the
+    /// file (no channels-first copy is kept).
+    public func loadPrepared(_ tile: StoreManifest.TileEntry, for model: SAM2Model) throws -> PreparedFeatures {
+        let file = featuresURL(tile)
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw GeoSegmentError("tile \(tile.id) of \(url.path) is \(state(of: tile).rawValue), not encoded")
+        }
+        return try rethrowing("tile \(tile.id)") {
+            let archive = try SafetensorsFile(contentsOf: file)
+            if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
+                throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
+            }
+            let size = manifest.encoding.tileSize
+            return try model.prepare(
+                channelsLastImageEmbedding: try FeatureDType.decodeChannelsLast(name: Self.imageEmbeddingName, from: archive),
+                highResolutionS0: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[0], from: archive),
+                highResolutionS1: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[1], from: archive),
+                originalWidth: size, originalHeight: size)
+        }
+    }
+
     /// Which pixels of the tile's raster window are valid (row-major, `width × height` of the
     /// window); nil when all are.
     public func loadValidity(_ tile: StoreManifest.TileEntry) throws -> [Bool]? {

@@ -31,8 +31,9 @@ import Kernels
 /// Build it once per image with `SAM2Model.prepare(_:)` and pass it to `predict` or
 /// `decodeLogits` for every prompt.
 public struct PreparedFeatures: Sendable {
-    /// The features this was prepared from.
-    public let features: ImageFeatures
+    /// The size of the image the features were computed from, in pixels.
+    public let originalWidth: Int
+    public let originalHeight: Int
     /// `image_embed` channels-last, `[4096, D]`.
     let image: Tensor
     /// `high_res_feats` channels-last: `[256, 256, D/8]` and `[128, 128, D/4]`.

@@ -68,8 +68,7 @@ extension SAM2Model {
     /// `predict` on prepared features.
     public func predict(_ prepared: PreparedFeatures, prompt: Prompt, multimask: Bool) throws -> Prediction {
         let (logits, scores) = try decodeLogits(prepared, prompt: prompt, multimask: multimask)
-        let f = prepared.features
-        return Self.postprocess(logits: logits, scores: scores, width: f.originalWidth, height: f.originalHeight)
+        return Self.postprocess(logits: logits, scores: scores, width: prepared.originalWidth, height: prepared.originalHeight)
     }
 
     /// `postprocess_masks` and the threshold: masks at the original size from the logits.
@@ -101,10 +100,25 @@ extension SAM2Model {
     }
 
     /// Lays the features out for fast repeated decoding and precomputes the first decoder
-    /// layer's image side for prompts without a mask input (about 4 ms for Hiera-T on one core,
+    /// layer's image side for prompts without a mask input (a few milliseconds for Hiera-T,
     /// saved on every such prompt afterwards).
     public func prepare(_ features: ImageFeatures) throws -> PreparedFeatures {
         try prepare(features, cachingFirstLayer: true)
+    }
+
+    /// `prepare` from maps already laid out channels-last — `image_embed` `[64, 64, D]` and
+    /// `high_res_feats` `[256, 256, D/8]` and `[128, 128, D/4]` — as a feature store can read them,
+    /// which saves the transpositions and keeps no channels-first copy.
+    public func prepare(channelsLastImageEmbedding image: Tensor, highResolutionS0 s0: Tensor, highResolutionS1 s1: Tensor,
+                        originalWidth: Int, originalHeight: Int) throws -> PreparedFeatures {
+        let d = configuration.modelDimension, g = SAM2Configuration.embeddingSize
+        for (name, tensor, expected) in [("image_embed", image, [g, g, d]), ("high_res_feats_0", s0, [4 * g, 4 * g, d / 8]),
+                                         ("high_res_feats_1", s1, [2 * g, 2 * g, d / 4])] where tensor.shape != expected {
+            throw SAM2Error("\(name) has shape \(tensor.shape) (channels-last), expected \(expected) for this model")
+        }
+        guard originalWidth > 0, originalHeight > 0 else { throw SAM2Error("image size \(originalWidth)×\(originalHeight) is empty") }
+        return prepared(image: image.reshaped([g * g, d]), s0: s0, s1: s1, width: originalWidth, height: originalHeight,
+                        cachingFirstLayer: true)
     }
 
     func prepare(_ features: ImageFeatures, cachingFirstLayer: Bool) throws -> PreparedFeatures {
@@ -113,16 +127,20 @@ extension SAM2Model {
             throw SAM2Error("features have \(features.dimension) channels but the model has \(d)")
         }
         let g = SAM2Configuration.embeddingSize
-        let image = features.imageEmbedding.channelsLast().reshaped([g * g, d])
+        return prepared(image: features.imageEmbedding.channelsLast().reshaped([g * g, d]), s0: features.highResolutionS0.channelsLast(),
+                        s1: features.highResolutionS1.channelsLast(), width: features.originalWidth, height: features.originalHeight,
+                        cachingFirstLayer: cachingFirstLayer)
+    }
+
+    private func prepared(image: Tensor, s0: Tensor, s1: Tensor, width: Int, height: Int, cachingFirstLayer: Bool) -> PreparedFeatures {
         var layer0: DecoderLayer0Cache? = nil
         if cachingFirstLayer, Accelerated.isAvailable {
             var keys = image
-            keys.addRowVector(promptEncoder.noMaskEmbedding.reshaped([d]))
+            keys.addRowVector(promptEncoder.noMaskEmbedding.reshaped([configuration.modelDimension]))
             layer0 = maskDecoder.transformer.layer0Cache(keys: keys, imagePE: densePositionalEncoding)
             layer0?.upscaleBase = maskDecoder.upscaleBase(layer0Keys: keys)
         }
-        return PreparedFeatures(features: features, image: image, s0: features.highResolutionS0.channelsLast(),
-                                s1: features.highResolutionS1.channelsLast(), layer0: layer0)
+        return PreparedFeatures(originalWidth: width, originalHeight: height, image: image, s0: s0, s1: s1, layer0: layer0)
     }
 
     /// The prompt encoder and mask decoder: unclamped low-resolution logits `[C, 256, 256]` and
@@ -150,8 +168,7 @@ extension SAM2Model {
 
     /// `decodeLogits` on prepared features.
     public func decodeLogits(_ prepared: PreparedFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
-        let f = prepared.features
-        let (sparse, mask) = try encodePrompt(prompt, width: f.originalWidth, height: f.originalHeight)
+        let (sparse, mask) = try encodePrompt(prompt, width: prepared.originalWidth, height: prepared.originalHeight)
         let all: (logits: Tensor, iou: [Float])
         if Accelerated.isAvailable {
             let dense = mask.map { promptEncoder.embedMask($0) }
