@@ -108,47 +108,105 @@ static void bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float 
 
 #include <stdlib.h>
 
-GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
-    int status = -1;
-    int *xi0 = malloc(sizeof(int) * (size_t)ow), *xi1 = malloc(sizeof(int) * (size_t)ow);
-    float *xl0 = malloc(sizeof(float) * (size_t)ow), *xl1 = malloc(sizeof(float) * (size_t)ow);
-    int *yi0 = malloc(sizeof(int) * (size_t)oh), *yi1 = malloc(sizeof(int) * (size_t)oh);
-    float *yl0 = malloc(sizeof(float) * (size_t)oh), *yl1 = malloc(sizeof(float) * (size_t)oh);
-    // The width pass of every source row (h · ow floats), then the height pass per output row.
-    float *rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
-    if (!xi0 || !xi1 || !xl0 || !xl1 || !yi0 || !yi1 || !yl0 || !yl1 || !rows) goto done;
-    bilinear_axis(w, ow, xi0, xi1, xl0, xl1);
-    bilinear_axis(h, oh, yi0, yi1, yl0, yl1);
+/// The scratch of a bilinear upsampling: both axes' source indices and weights, and the width
+/// pass of every source row (h · ow floats); the height pass happens per output row.
+typedef struct {
+    int *xi0, *xi1, *yi0, *yi1;
+    float *xl0, *xl1, *yl0, *yl1, *rows;
+    long ow;
+} upsampling;
+
+static void upsampling_free(upsampling *u) {
+    free(u->xi0); free(u->xi1); free(u->xl0); free(u->xl1); free(u->yi0); free(u->yi1); free(u->yl0); free(u->yl1); free(u->rows);
+}
+
+GS_TARGET static int upsampling_start(upsampling *u, const float *logits, long h, long w, long oh, long ow) {
+    u->ow = ow;
+    u->xi0 = malloc(sizeof(int) * (size_t)ow); u->xi1 = malloc(sizeof(int) * (size_t)ow);
+    u->xl0 = malloc(sizeof(float) * (size_t)ow); u->xl1 = malloc(sizeof(float) * (size_t)ow);
+    u->yi0 = malloc(sizeof(int) * (size_t)oh); u->yi1 = malloc(sizeof(int) * (size_t)oh);
+    u->yl0 = malloc(sizeof(float) * (size_t)oh); u->yl1 = malloc(sizeof(float) * (size_t)oh);
+    u->rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
+    if (!u->xi0 || !u->xi1 || !u->xl0 || !u->xl1 || !u->yi0 || !u->yi1 || !u->yl0 || !u->yl1 || !u->rows) {
+        upsampling_free(u);
+        return -1;
+    }
+    bilinear_axis(w, ow, u->xi0, u->xi1, u->xl0, u->xl1);
+    bilinear_axis(h, oh, u->yi0, u->yi1, u->yl0, u->yl1);
     for (long i = 0; i < h; i++) {
         const float *src = logits + i * w;
-        float *dst = rows + i * ow;
+        float *dst = u->rows + i * ow;
         for (long x = 0; x < ow; x += 16) {
             __mmask16 m = gs_lanes(ow - x);
-            __m512i a = _mm512_maskz_loadu_epi32(m, xi0 + x), b = _mm512_maskz_loadu_epi32(m, xi1 + x);
+            __m512i a = _mm512_maskz_loadu_epi32(m, u->xi0 + x), b = _mm512_maskz_loadu_epi32(m, u->xi1 + x);
             __m512 va = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, a, src, 4);
             __m512 vb = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, b, src, 4);
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl0 + x), va),
-                                     _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xl1 + x), vb));
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, u->xl0 + x), va),
+                                     _mm512_mul_ps(_mm512_maskz_loadu_ps(m, u->xl1 + x), vb));
             _mm512_mask_storeu_ps(dst + x, m, v);
         }
     }
+    return 0;
+}
+
+/// Which of output pixels x..x+15 of output row y are `> 0`, among the lanes `m`.
+GS_INLINE __mmask16 upsampling_positive(const upsampling *u, long y, long x, __mmask16 m) {
+    const float *r0 = u->rows + (long)u->yi0[y] * u->ow, *r1 = u->rows + (long)u->yi1[y] * u->ow;
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(u->yl0[y]), _mm512_maskz_loadu_ps(m, r0 + x)),
+                             _mm512_mul_ps(_mm512_set1_ps(u->yl1[y]), _mm512_maskz_loadu_ps(m, r1 + x)));
+    // Parity: strict `>` against mask_threshold 0.
+    return _mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_GT_OQ);
+}
+
+GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
+    upsampling u;
+    if (upsampling_start(&u, logits, h, w, oh, ow) != 0) return -1;
     for (long y = 0; y < oh; y++) {
-        const float *r0 = rows + (long)yi0[y] * ow, *r1 = rows + (long)yi1[y] * ow;
-        __m512 w0 = _mm512_set1_ps(yl0[y]), w1 = _mm512_set1_ps(yl1[y]);
         unsigned char *o = mask + y * ow;
         for (long x = 0; x < ow; x += 16) {
             __mmask16 m = gs_lanes(ow - x);
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m, r0 + x)),
-                                     _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m, r1 + x)));
-            // Parity: strict `>` against mask_threshold 0.
-            __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
-            _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(positive, _mm_set1_epi8(1)));
+            _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(upsampling_positive(&u, y, x, m), _mm_set1_epi8(1)));
         }
     }
-    status = 0;
-done:
-    free(xi0); free(xi1); free(xl0); free(xl1); free(yi0); free(yi1); free(yl0); free(yl1); free(rows);
-    return status;
+    upsampling_free(&u);
+    return 0;
+}
+
+GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, long oh, long ow, long rows, long columns,
+                                          int *starts, int *ends, long capacity, long *row_offsets) {
+    upsampling u;
+    if (upsampling_start(&u, logits, h, w, oh, ow) != 0) return -2;
+    long count = 0;
+    row_offsets[0] = 0;
+    for (long y = 0; y < rows; y++) {
+        long open = -1;  // start of the run in progress
+        for (long x = 0; x < columns; x += 16) {
+            __mmask16 m = gs_lanes(columns - x);
+            unsigned bits = upsampling_positive(&u, y, x, m);
+            unsigned valid = m;
+            // Walk the changes of value along the 16 lanes.
+            while (valid) {
+                unsigned look = open >= 0 ? (~bits & valid) : (bits & valid);
+                if (!look) break;
+                long lane = __builtin_ctz(look);
+                if (open >= 0) {
+                    if (count == capacity) { upsampling_free(&u); return -1; }
+                    starts[count] = (int)open; ends[count] = (int)(x + lane); count++;
+                    open = -1;
+                } else {
+                    open = x + lane;
+                }
+                valid &= ~((2u << lane) - 1);
+            }
+        }
+        if (open >= 0) {
+            if (count == capacity) { upsampling_free(&u); return -1; }
+            starts[count] = (int)open; ends[count] = (int)columns; count++;
+        }
+        row_offsets[y + 1] = count;
+    }
+    upsampling_free(&u);
+    return count;
 }
 
 GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {

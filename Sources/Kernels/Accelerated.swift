@@ -221,6 +221,36 @@ public enum AcceleratedOps {
         precondition(Accelerated.isAvailable)
         return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
     }
+
+    /// The runs of 1s of `upsampleThreshold`'s mask over its top-left `rows × columns`, without
+    /// the mask: run r covers pixels `starts[r]..<ends[r]` of its row, and row y's runs are
+    /// `rowOffsets[y]..<rowOffsets[y + 1]`. Nil when the kernel could not allocate its scratch.
+    public static func upsampleThresholdRuns(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int,
+                                             outputWidth ow: Int, rows: Int, columns: Int)
+        -> (starts: [Int32], ends: [Int32], rowOffsets: [Int])? {
+        precondition(Accelerated.isAvailable && rows <= oh && columns <= ow)
+        var capacity = max(16, rows * 8)
+        while true {
+            var starts = [Int32](repeating: 0, count: capacity), ends = [Int32](repeating: 0, count: capacity)
+            var offsets = [Int](repeating: 0, count: rows + 1)
+            let count = starts.withUnsafeMutableBufferPointer { sp in
+                ends.withUnsafeMutableBufferPointer { ep in
+                    offsets.withUnsafeMutableBufferPointer { op in
+                        gs_upsample_threshold_runs(logits, h, w, oh, ow, rows, columns, sp.baseAddress!, ep.baseAddress!, capacity,
+                                                   op.baseAddress!)
+                    }
+                }
+            }
+            if count == -2 { return nil }
+            if count == -1 {
+                capacity *= 4  // a row holds at most (columns + 1) / 2 runs, so this ends
+                continue
+            }
+            starts.removeLast(capacity - count)
+            ends.removeLast(capacity - count)
+            return (starts, ends, offsets)
+        }
+    }
 }
 
 extension Accelerated {

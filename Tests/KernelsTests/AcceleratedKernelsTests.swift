@@ -169,6 +169,42 @@ final class AcceleratedKernelsTests: XCTestCase {
         assertClose(logits, expectedLogits, tolerance: 1e-4, "hypernetwork products")
     }
 
+    func testUpsampleThresholdRunsAreTheMasksRuns() {
+        // Logits near 0 everywhere make many short runs, including runs across 16-lane chunks.
+        let logits = randomTensor([16, 16], seed: 81, scale: 0.3)
+        for (oh, ow, rows, columns) in [(64, 64, 64, 64), (37, 50, 20, 33), (64, 100, 64, 17), (40, 40, 1, 40), (32, 32, 0, 32)] {
+            var mask = [UInt8](repeating: 0, count: oh * ow)
+            logits.scalars.withUnsafeBufferPointer { l in
+                mask.withUnsafeMutableBufferPointer { m in
+                    XCTAssertTrue(AcceleratedOps.upsampleThreshold(l.baseAddress!, height: 16, width: 16, into: m.baseAddress!, height: oh, width: ow))
+                }
+            }
+            // The runs of the mask's top-left rows × columns, read off byte by byte.
+            var expected: [(Int, Int32, Int32)] = []
+            for y in 0..<rows {
+                var x = 0
+                while x < columns {
+                    if mask[y * ow + x] == 0 { x += 1; continue }
+                    let first = x
+                    while x < columns, mask[y * ow + x] != 0 { x += 1 }
+                    expected.append((y, Int32(first), Int32(x)))
+                }
+            }
+            let runs = logits.scalars.withUnsafeBufferPointer { l in
+                AcceleratedOps.upsampleThresholdRuns(l.baseAddress!, height: 16, width: 16, outputHeight: oh, outputWidth: ow,
+                                                     rows: rows, columns: columns)
+            }
+            guard let runs else { return XCTFail("no scratch memory") }
+            XCTAssertEqual(runs.rowOffsets.count, rows + 1)
+            var got: [(Int, Int32, Int32)] = []
+            for y in 0..<rows {
+                for r in runs.rowOffsets[y]..<runs.rowOffsets[y + 1] { got.append((y, runs.starts[r], runs.ends[r])) }
+            }
+            XCTAssertEqual(got.map { "\($0.0):\($0.1)-\($0.2)" }, expected.map { "\($0.0):\($0.1)-\($0.2)" }, "\(oh)×\(ow) crop \(rows)×\(columns)")
+            if rows > 1 { XCTAssertGreaterThan(expected.count, rows, "\(oh)×\(ow): the test wants several runs per row") }
+        }
+    }
+
     func testUpsampleThresholdMatchesBilinear() {
         let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
         for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {

@@ -32,6 +32,11 @@ public enum MaskPolygonizer {
     public static func components(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform) -> [Component] {
         precondition(mask.count == width * height, "mask has \(mask.count) values for \(width)×\(height)")
         let runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
+        return components(runs: runs, width: width, height: height, geoTransform: geoTransform)
+    }
+
+    /// `components` of a mask given by its row runs.
+    static func components(runs: RowRuns, width: Int, height: Int, geoTransform: GeoTransform) -> [Component] {
         guard runs.componentCount > 0 else { return [] }
 
         // Boundary edges keep the 1-pixel on their right (walking clockwise around each pixel on
@@ -143,7 +148,7 @@ public enum MaskPolygonizer {
 ///
 /// Working on runs instead of pixels makes labelling and edge finding cost in proportion to the
 /// mask's boundary, not its area: a 1024² mask of a few blobs has a few thousand runs.
-struct RowRuns {
+struct RowRuns: Sendable {
     /// Run r covers pixels start[r]..<end[r] of its row.
     private(set) var start: [Int32] = []
     private(set) var end: [Int32] = []
@@ -184,7 +189,51 @@ struct RowRuns {
         labelComponents(height: height)
     }
 
+    /// Runs given directly (`rowOffsets` has height + 1 entries, runs sorted and disjoint in each row).
+    init(starts: [Int32], ends: [Int32], rowOffsets: [Int]) {
+        precondition(starts.count == ends.count && rowOffsets.first == 0 && rowOffsets.last == starts.count, "inconsistent runs")
+        start = starts
+        end = ends
+        rowOffset = rowOffsets
+        labelComponents(height: rowOffsets.count - 1)
+    }
+
+    var height: Int { rowOffset.count - 1 }
+
     func row(_ y: Int) -> Range<Int> { rowOffset[y]..<rowOffset[y + 1] }
+
+    /// The pixels in both `self` and `other` (same height).
+    func intersection(_ other: RowRuns) -> RowRuns {
+        precondition(other.height == height, "intersecting runs of \(height) and \(other.height) rows")
+        var (starts, ends, offsets) = ([Int32](), [Int32](), [0])
+        for y in 0..<height {
+            let (a, b) = (row(y), other.row(y))
+            var (i, j) = (a.lowerBound, b.lowerBound)
+            while i < a.upperBound, j < b.upperBound {
+                let (lo, hi) = (max(start[i], other.start[j]), min(end[i], other.end[j]))
+                if lo < hi {
+                    starts.append(lo)
+                    ends.append(hi)
+                }
+                if end[i] < other.end[j] { i += 1 } else { j += 1 }
+            }
+            offsets.append(starts.count)
+        }
+        return RowRuns(starts: starts, ends: ends, rowOffsets: offsets)
+    }
+
+    /// The mask the runs describe, 0/1 bytes, `width × height`.
+    func rasterized(width: Int) -> [UInt8] {
+        var mask = [UInt8](repeating: 0, count: width * height)
+        mask.withUnsafeMutableBufferPointer { m in
+            for y in 0..<height {
+                for r in row(y) {
+                    (m.baseAddress! + y * width + Int(start[r])).update(repeating: 1, count: Int(end[r] - start[r]))
+                }
+            }
+        }
+        return mask
+    }
 
     /// Component of pixel (x, y), or −1 for a 0-pixel or a position outside the mask.
     func label(x: Int, y: Int) -> Int32 {

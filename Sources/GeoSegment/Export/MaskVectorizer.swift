@@ -7,10 +7,17 @@ public enum MaskVectorizer {
     /// grid's CRS, filtered and simplified as `options` says, largest first.
     public static func polygons(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform,
                                 options: PolygonOptions) throws -> [Geometry] {
+        precondition(mask.count == width * height, "mask has \(mask.count) values for \(width)×\(height)")
+        let runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
+        return try polygons(runs: runs, width: width, geoTransform: geoTransform, options: options)
+    }
+
+    /// `polygons` of a mask given by its row runs.
+    static func polygons(runs: RowRuns, width: Int, geoTransform: GeoTransform, options: PolygonOptions) throws -> [Geometry] {
         try options.validate()
         // Areas come from the tracer's pixel counts: asking GDAL for each polygon's area (once per
         // comparison when sorting) cost more than the tracing on masks with many parts.
-        var parts = MaskPolygonizer.components(mask: mask, width: width, height: height, geoTransform: geoTransform)
+        var parts = MaskPolygonizer.components(runs: runs, width: width, height: runs.height, geoTransform: geoTransform)
         if options.fillHoles {
             parts = parts.map { p in
                 guard let shell = p.polygon.polygonRings.first?.first else { return p }

@@ -16,8 +16,10 @@ public struct SegmentedObject: Sendable {
     public var candidate: Int
     /// The tile whose features were used.
     public var tile: String
-    /// The mask over the tile's raster window (`maskWidth × maskHeight`, 0/1), on `maskTransform`.
-    public var mask: [UInt8]
+    /// The mask over the tile's raster window (`maskWidth × maskHeight`, 0/1), on `maskTransform`;
+    /// built on demand from the runs the polygons were traced from.
+    public var mask: [UInt8] { runs.rasterized(width: maskWidth) }
+    let runs: RowRuns
     public var maskWidth: Int
     public var maskHeight: Int
     public var maskTransform: GeoTransform
@@ -46,7 +48,7 @@ public final class Segmenter: @unchecked Sendable {
     private let lock = NSLock()
     /// Tiles ready for the decoder: channels-last maps and the image-side projections computed
     /// once per tile, so that a click costs only the prompt-dependent work.
-    private var cache: [(id: String, features: PreparedFeatures, validity: [Bool]?)] = []
+    private var cache: [(id: String, features: PreparedFeatures, validity: RowRuns?)] = []
     private var transformations: [String: CoordinateTransformation] = [:]
 
     /// - Parameter checkpointSHA256: the SHA-256 of the model's checkpoint, checked against the store's.
@@ -151,42 +153,44 @@ public final class Segmenter: @unchecked Sendable {
 
         let start = DispatchTime.now().uptimeNanoseconds
         let (features, validity) = try loadTile(tile)
-        let prediction = try rethrowing { try model.predict(features, prompt: samPrompt, multimask: multimask) }
+        let (logits, scores) = try rethrowing { try model.decodeLogits(features, prompt: samPrompt, multimask: multimask) }
         let chosen: Int
         if let candidate {
-            guard (0..<prediction.count).contains(candidate) else {
-                throw GeoSegmentError("candidate \(candidate) does not exist (\(prediction.count) mask\(prediction.count == 1 ? "" : "s"))")
+            guard (0..<scores.count).contains(candidate) else {
+                throw GeoSegmentError("candidate \(candidate) does not exist (\(scores.count) mask\(scores.count == 1 ? "" : "s"))")
             }
             chosen = candidate
         } else {
-            chosen = prediction.scores.indices.max { prediction.scores[$0] < prediction.scores[$1] } ?? 0
+            chosen = scores.indices.max { scores[$0] < scores[$1] } ?? 0
         }
-        // Keep the raster part of the tile, without nodata.
+        // The raster part of the tile, without nodata, as row runs: the kernel upsamples and
+        // thresholds the chosen logits row by row and keeps only where the mask changes, so no
+        // 1024² mask is built (the portable path builds it and reads the runs off it).
         let (width, height) = (tile.window[2], tile.window[3])
-        let plane = chosen * tileSize * tileSize
-        let mask = [UInt8](unsafeUninitializedCapacity: width * height) { out, initialized in
-            prediction.masks.withUnsafeBufferPointer { m in
-                for y in 0..<height {
-                    let source = m.baseAddress! + plane + y * tileSize, row = out.baseAddress! + y * width
-                    if let validity {
-                        validity.withUnsafeBytes { v in
-                            let valid = v.bindMemory(to: UInt8.self).baseAddress! + y * width  // Bool is one byte, 0 or 1
-                            for x in 0..<width { row[x] = source[x] & valid[x] }
-                        }
-                    } else {
-                        row.update(from: source, count: width)
-                    }
-                }
+        let side = logits.shape[1], plane = logits.shape[1] * logits.shape[2]
+        var runs: RowRuns
+        if Accelerated.isAvailable, let r = logits.scalars.withUnsafeBufferPointer({
+            AcceleratedOps.upsampleThresholdRuns($0.baseAddress! + chosen * plane, height: side, width: logits.shape[2],
+                                                 outputHeight: tileSize, outputWidth: tileSize, rows: height, columns: width)
+        }) {
+            runs = RowRuns(starts: r.starts, ends: r.ends, rowOffsets: r.rowOffsets)
+        } else {
+            let chosenLogits = Tensor(shape: [1, side, logits.shape[2]], scalars: Array(logits.scalars[(chosen * plane)..<((chosen + 1) * plane)]))
+            let upsampled = Transforms.upsample(chosenLogits, height: tileSize, width: tileSize).scalars
+            var mask = [UInt8](repeating: 0, count: width * height)
+            for y in 0..<height {
+                for x in 0..<width where upsampled[y * tileSize + x] > 0 { mask[y * width + x] = 1 }  // Parity: strict `>`
             }
-            initialized = width * height
+            runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
         }
+        if let validity { runs = runs.intersection(validity) }
         let decoded = DispatchTime.now().uptimeNanoseconds
         guard let transform = GeoTransform(coefficients: tile.geoTransform) else { throw GeoSegmentError("tile \(tile.id) has no valid transform") }
-        let polygons = try MaskVectorizer.polygons(mask: mask, width: width, height: height, geoTransform: transform, options: options)
+        let polygons = try MaskVectorizer.polygons(runs: runs, width: width, geoTransform: transform, options: options)
         let done = DispatchTime.now().uptimeNanoseconds
         return SegmentedObject(
-            polygons: polygons, score: prediction.scores[chosen], candidateScores: prediction.scores, candidate: chosen,
-            tile: tile.id, mask: mask, maskWidth: width, maskHeight: height, maskTransform: transform, prompt: mapPrompt,
+            polygons: polygons, score: scores[chosen], candidateScores: scores, candidate: chosen,
+            tile: tile.id, runs: runs, maskWidth: width, maskHeight: height, maskTransform: transform, prompt: mapPrompt,
             decodeMilliseconds: Double(decoded - start) / 1e6, polygonizeMilliseconds: Double(done - decoded) / 1e6)
     }
 
@@ -229,7 +233,7 @@ public final class Segmenter: @unchecked Sendable {
     }
 
     /// A tile's prepared features and validity, from the cache or the store.
-    func loadTile(_ tile: StoreManifest.TileEntry) throws -> (PreparedFeatures, [Bool]?) {
+    func loadTile(_ tile: StoreManifest.TileEntry) throws -> (PreparedFeatures, RowRuns?) {
         lock.lock()
         if let i = cache.firstIndex(where: { $0.id == tile.id }) {
             let entry = cache.remove(at: i)
@@ -239,7 +243,9 @@ public final class Segmenter: @unchecked Sendable {
         }
         lock.unlock()
         let features = try store.loadPrepared(tile, for: model)
-        let validity = try store.loadValidity(tile)
+        let validity = try store.loadValidity(tile).map { valid in
+            valid.withUnsafeBytes { RowRuns($0.bindMemory(to: UInt8.self), width: tile.window[2], height: tile.window[3]) }  // Bool is one byte, 0 or 1
+        }
         lock.lock()
         defer { lock.unlock() }
         cache.removeAll { $0.id == tile.id }
