@@ -201,7 +201,7 @@ final class AcceleratedKernelsTests: XCTestCase {
                 for r in runs.rowOffsets[y]..<runs.rowOffsets[y + 1] { got.append((y, runs.starts[r], runs.ends[r])) }
             }
             XCTAssertEqual(got.map { "\($0.0):\($0.1)-\($0.2)" }, expected.map { "\($0.0):\($0.1)-\($0.2)" }, "\(oh)×\(ow) crop \(rows)×\(columns)")
-            if rows > 1 { XCTAssertGreaterThan(expected.count, rows, "\(oh)×\(ow): the test wants several runs per row") }
+            if rows > 1, columns >= 32 { XCTAssertGreaterThan(expected.count, rows, "\(oh)×\(ow): the test wants several runs per row") }
         }
     }
 
