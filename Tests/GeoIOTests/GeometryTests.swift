@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import GeoIO
 
@@ -72,8 +73,22 @@ final class GeometryTests: XCTestCase {
 
     func testGeoJSONRoundTrip() throws {
         let json = square.geoJSON
-        XCTAssertTrue(json.contains("\"type\": \"Polygon\""), json)
+        XCTAssertTrue(json.hasPrefix(#"{"type":"Polygon","coordinates":[[["#), json)
         XCTAssertEqual(try Geometry(geoJSON: json), square)
+        // Every written type reads back to the same WKB, digits included (shortest round-trip).
+        let odd = Coordinate(x: 401234.56789012345, y: -5.0e-7)
+        for geometry in [Geometry.point(x: odd.x, y: odd.y), .lineString([odd, Coordinate(x: 1e16, y: 3)]),
+                         .polygon(rings: [[odd, Coordinate(x: 2, y: 0), Coordinate(x: 2, y: 2), odd]]),
+                         .multiPolygon([[[Coordinate(x: 0, y: 0), Coordinate(x: 1, y: 0), Coordinate(x: 1, y: 1), Coordinate(x: 0, y: 0)]],
+                                        [[odd, Coordinate(x: 5, y: 5), Coordinate(x: 5, y: 6), odd]]])] {
+            let text = geometry.geoJSON
+            XCTAssertFalse(text.contains(" "), text)
+            XCTAssertNotNil(try? JSONSerialization.jsonObject(with: Data(text.utf8)), "not JSON: \(text)")
+            XCTAssertEqual(try Geometry(geoJSON: text), geometry, text)
+        }
+        // Other types go through GDAL.
+        let collection = try Geometry(wkt: "GEOMETRYCOLLECTION (POINT (1 2))")
+        XCTAssertTrue(collection.geoJSON.contains("GeometryCollection"), collection.geoJSON)
         XCTAssertEqual(try Geometry(geoJSON: #"{"type":"Point","coordinates":[7,8]}"#), .point(x: 7, y: 8))
     }
 
