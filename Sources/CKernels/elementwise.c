@@ -1,4 +1,5 @@
 #include <stddef.h>
+#include <immintrin.h>
 #include "CKernels.h"
 #include "internal.h"
 
@@ -293,3 +294,5 @@ GS_TARGET void gs_convt2x2_epilogue(const float *products, long rows, long w, lo
             convt_epilogue((oc + 15) / 16, products, rows, w, oc, bias, addend, lnw, lnb, eps, gelu, out, hyper, masks, logits, plane);
     }
 }
+
+void gs_cpu_relax(void) { _mm_pause(); }

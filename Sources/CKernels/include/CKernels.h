@@ -17,6 +17,9 @@ extern "C" {
 /// 1 when the CPU supports AVX-512 F/DQ/BW/VL (checked once), else 0.
 int gs_has_avx512(void);
 
+/// A spin-wait hint (`pause`): lets the other hardware thread of the core run while one waits.
+void gs_cpu_relax(void);
+
 /// Width of one packed weight panel (output features per panel).
 enum { GS_PANEL = 32 };
 
