@@ -78,29 +78,20 @@ extension Tensor {
     }
 
     /// Adds a `[channels]` vector to every row of a channels-last tensor.
-    public mutating func addRowVector(_ v: Tensor) {
-        let c = v.count
-        precondition(shape.last == c, "addRowVector: \(shape) does not end in \(c)")
-        scalars.withUnsafeMutableBufferPointer { a in
-            v.scalars.withUnsafeBufferPointer { b in
-                var i = 0
-                while i < a.count {
-                    for j in 0..<c { a[i + j] += b[j] }
-                    i += c
-                }
-            }
-        }
-    }
+    public mutating func addRowVector(_ v: Tensor) { combineRows(with: v, "addRowVector", +) }
 
     /// Multiplies every row of a channels-last tensor by a `[channels]` vector, elementwise.
-    public mutating func multiplyRowVector(_ v: Tensor) {
+    public mutating func multiplyRowVector(_ v: Tensor) { combineRows(with: v, "multiplyRowVector", *) }
+
+    @inline(__always)
+    private mutating func combineRows(with v: Tensor, _ name: String, _ op: (Float, Float) -> Float) {
         let c = v.count
-        precondition(shape.last == c, "multiplyRowVector: \(shape) does not end in \(c)")
+        precondition(shape.last == c, "\(name): \(shape) does not end in \(c)")
         scalars.withUnsafeMutableBufferPointer { a in
             v.scalars.withUnsafeBufferPointer { b in
                 var i = 0
                 while i < a.count {
-                    for j in 0..<c { a[i + j] *= b[j] }
+                    for j in 0..<c { a[i + j] = op(a[i + j], b[j]) }
                     i += c
                 }
             }

@@ -60,17 +60,8 @@ public final class FeatureStore: @unchecked Sendable {
 
     /// Loads a tile's features as the SAM2 decoder takes them (a 1024×1024 image, tile pixels).
     public func loadFeatures(_ tile: StoreManifest.TileEntry) throws -> ImageFeatures {
-        let file = featuresURL(tile)
-        guard FileManager.default.fileExists(atPath: file.path) else {
-            throw GeoSegmentError("tile \(tile.id) of \(url.path) is \(state(of: tile).rawValue), not encoded")
-        }
-        return try rethrowing("tile \(tile.id)") {
-            let archive = try SafetensorsFile(contentsOf: file)
-            if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
-                throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
-            }
-            let size = manifest.encoding.tileSize
-            return try ImageFeatures(
+        try withTileFile(tile) { archive, size in
+            try ImageFeatures(
                 imageEmbedding: try FeatureDType.decode(name: Self.imageEmbeddingName, from: archive),
                 highResolutionS0: try FeatureDType.decode(name: Self.highResolutionNames[0], from: archive),
                 highResolutionS1: try FeatureDType.decode(name: Self.highResolutionNames[1], from: archive),
@@ -81,6 +72,18 @@ public final class FeatureStore: @unchecked Sendable {
     /// A tile's features prepared for `model`'s decoder, read channels-last straight from the
     /// file (no channels-first copy is kept).
     public func loadPrepared(_ tile: StoreManifest.TileEntry, for model: SAM2Model) throws -> PreparedFeatures {
+        try withTileFile(tile) { archive, size in
+            try model.prepare(
+                channelsLastImageEmbedding: try FeatureDType.decodeChannelsLast(name: Self.imageEmbeddingName, from: archive),
+                highResolutionS0: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[0], from: archive),
+                highResolutionS1: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[1], from: archive),
+                originalWidth: size, originalHeight: size)
+        }
+    }
+
+    /// Opens an encoded tile's file, checks it belongs to this store's checkpoint, and passes it
+    /// with the tile size to `body`; errors name the tile.
+    private func withTileFile<T>(_ tile: StoreManifest.TileEntry, _ body: (SafetensorsFile, Int) throws -> T) throws -> T {
         let file = featuresURL(tile)
         guard FileManager.default.fileExists(atPath: file.path) else {
             throw GeoSegmentError("tile \(tile.id) of \(url.path) is \(state(of: tile).rawValue), not encoded")
@@ -90,12 +93,7 @@ public final class FeatureStore: @unchecked Sendable {
             if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
                 throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
             }
-            let size = manifest.encoding.tileSize
-            return try model.prepare(
-                channelsLastImageEmbedding: try FeatureDType.decodeChannelsLast(name: Self.imageEmbeddingName, from: archive),
-                highResolutionS0: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[0], from: archive),
-                highResolutionS1: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[1], from: archive),
-                originalWidth: size, originalHeight: size)
+            return try body(archive, manifest.encoding.tileSize)
         }
     }
 

@@ -247,25 +247,25 @@ extension DecoderAttention {
                         bias.scalars.withUnsafeBufferPointer { bb in
                             norm.weight.scalars.withUnsafeBufferPointer { nw in
                                 norm.bias.scalars.withUnsafeBufferPointer { nb in
-                                  means.withUnsafeMutableBufferPointer { mp in
-                                    inverses.withUnsafeMutableBufferPointer { vp in
-                                    // Disjoint bands of rows.
-                                    nonisolated(unsafe) let (ib, wb, mb, vb) = (ip.baseAddress!, wp.baseAddress!, mp.baseAddress!, vp.baseAddress!)
-                                    Parallel.forEachChunk(t, minimumChunk: 256) { rows in
-                                        for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
-                                            let count = min(64, rows.upperBound - band)
-                                            // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
-                                            // Parity: keys + (P·V' + b_o), then norm4, as `keys = norm4(keys + attn_out)`.
-                                            packed.applySingleThreaded(sp.baseAddress! + band, rows: count, xStride: 1, xInnerStride: t,
-                                                                       bias: bb.baseAddress!, into: ib + band * d, yStride: d, accumulate: true)
-                                            Normalization.layerNormSingleThreaded(ib + band * d, rows: count, channels: d, weight: nw.baseAddress!,
-                                                                                  bias: nb.baseAddress!, eps: norm.eps,
-                                                                                  means: mb + band, inverses: vb + band)
-                                            for i in (band * d)..<((band + count) * d) { wb[i] = ib[i] + pp[i] }
+                                    means.withUnsafeMutableBufferPointer { mp in
+                                        inverses.withUnsafeMutableBufferPointer { vp in
+                                            // Disjoint bands of rows.
+                                            nonisolated(unsafe) let (ib, wb, mb, vb) = (ip.baseAddress!, wp.baseAddress!, mp.baseAddress!, vp.baseAddress!)
+                                            Parallel.forEachChunk(t, minimumChunk: 256) { rows in
+                                                for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
+                                                    let count = min(64, rows.upperBound - band)
+                                                    // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
+                                                    // Parity: keys + (P·V' + b_o), then norm4, as `keys = norm4(keys + attn_out)`.
+                                                    packed.applySingleThreaded(sp.baseAddress! + band, rows: count, xStride: 1, xInnerStride: t,
+                                                                               bias: bb.baseAddress!, into: ib + band * d, yStride: d, accumulate: true)
+                                                    Normalization.layerNormSingleThreaded(ib + band * d, rows: count, channels: d, weight: nw.baseAddress!,
+                                                                                          bias: nb.baseAddress!, eps: norm.eps,
+                                                                                          means: mb + band, inverses: vb + band)
+                                                    for i in (band * d)..<((band + count) * d) { wb[i] = ib[i] + pp[i] }
+                                                }
+                                            }
                                         }
                                     }
-                                    }
-                                  }
                                 }
                             }
                         }
