@@ -32,11 +32,13 @@ public enum MaskPolygonizer {
     public static func components(mask: [UInt8], width: Int, height: Int, geoTransform: GeoTransform) -> [Component] {
         precondition(mask.count == width * height, "mask has \(mask.count) values for \(width)×\(height)")
         let runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
-        return components(runs: runs, width: width, height: height, geoTransform: geoTransform)
+        return components(runs: runs, width: width, geoTransform: geoTransform)
     }
 
-    /// `components` of a mask given by its row runs.
-    static func components(runs: RowRuns, width: Int, height: Int, geoTransform: GeoTransform) -> [Component] {
+    /// `components` of a mask given by its row runs (`width` wide, `runs.height` high).
+    static func components(runs unlabelled: RowRuns, width: Int, geoTransform: GeoTransform) -> [Component] {
+        let runs = unlabelled.labelled()
+        let height = runs.height
         guard runs.componentCount > 0 else { return [] }
 
         // Boundary edges keep the 1-pixel on their right (walking clockwise around each pixel on
@@ -144,7 +146,8 @@ public enum MaskPolygonizer {
     }
 }
 
-/// The runs of non-zero pixels of each row of a mask, labelled by 4-connected component.
+/// The runs of non-zero pixels of each row of a mask, and once `labelled()`, their 4-connected
+/// components.
 ///
 /// Working on runs instead of pixels makes labelling and edge finding cost in proportion to the
 /// mask's boundary, not its area: a 1024² mask of a few blobs has a few thousand runs.
@@ -152,7 +155,8 @@ struct RowRuns: Sendable {
     /// Run r covers pixels start[r]..<end[r] of its row.
     private(set) var start: [Int32] = []
     private(set) var end: [Int32] = []
-    /// Component of each run, numbered in raster order of the components' first pixels.
+    /// Component of each run, numbered in raster order of the components' first pixels (empty
+    /// until `labelled()`).
     private(set) var component: [Int32] = []
     /// Runs of row y: rowOffset[y]..<rowOffset[y + 1].
     private var rowOffset: [Int] = []
@@ -186,7 +190,6 @@ struct RowRuns: Sendable {
             }
             rowOffset.append(start.count)
         }
-        labelComponents(height: height)
     }
 
     /// Runs given directly (`rowOffsets` has height + 1 entries, runs sorted and disjoint in each row).
@@ -195,7 +198,6 @@ struct RowRuns: Sendable {
         start = starts
         end = ends
         rowOffset = rowOffsets
-        labelComponents(height: rowOffsets.count - 1)
     }
 
     var height: Int { rowOffset.count - 1 }
@@ -235,7 +237,7 @@ struct RowRuns: Sendable {
         return mask
     }
 
-    /// Component of pixel (x, y), or −1 for a 0-pixel or a position outside the mask.
+    /// Component of pixel (x, y) (after `labelled()`), or −1 for a 0-pixel or a position outside the mask.
     func label(x: Int, y: Int) -> Int32 {
         guard y >= 0, y + 1 < rowOffset.count else { return -1 }
         var (lo, hi) = (rowOffset[y], rowOffset[y + 1])
@@ -267,8 +269,15 @@ struct RowRuns: Sendable {
         }
     }
 
-    /// Union-find over runs that share a column with a run of the row above.
-    private mutating func labelComponents(height: Int) {
+    /// The runs with their components: union-find over runs that share a column with a run of
+    /// the row above.
+    func labelled() -> RowRuns {
+        var copy = self
+        copy.labelComponents()
+        return copy
+    }
+
+    private mutating func labelComponents() {
         var parent = [Int32](0..<Int32(start.count))
         func root(_ r: Int) -> Int {
             var r = r

@@ -17,7 +17,7 @@ public enum MaskVectorizer {
         try options.validate()
         // Areas come from the tracer's pixel counts: asking GDAL for each polygon's area (once per
         // comparison when sorting) cost more than the tracing on masks with many parts.
-        var parts = MaskPolygonizer.components(runs: runs, width: width, height: runs.height, geoTransform: geoTransform)
+        var parts = MaskPolygonizer.components(runs: runs, width: width, geoTransform: geoTransform)
         if options.fillHoles {
             parts = parts.map { p in
                 guard let shell = p.polygon.polygonRings.first?.first else { return p }

@@ -55,11 +55,8 @@ public enum FeatureDType: String, Sendable, CaseIterable {
     static func decode(name: String, from archive: any TensorArchive) throws -> Tensor {
         var map = try archive.tensor(named: name)
         guard archive.info("\(name).scale") != nil else { return map }
-        let scale = try archive.tensor(named: "\(name).scale"), offset = try archive.tensor(named: "\(name).offset")
         let channels = map.shape[0], plane = map.count / max(channels, 1)
-        guard scale.count == channels, offset.count == channels else {
-            throw GeoSegmentError("\(name): scale/offset do not match its \(channels) channels")
-        }
+        let (scale, offset) = try quantisation(of: name, channels: channels, in: archive)
         map.scalars.withUnsafeMutableBufferPointer { x in
             for c in 0..<channels {
                 let (s, o) = (scale.scalars[c], offset.scalars[c])
@@ -77,12 +74,9 @@ public enum FeatureDType: String, Sendable, CaseIterable {
               archive.info("\(name).scale") != nil else {
             return try decode(name: name, from: archive).channelsLast()
         }
-        let scale = try archive.tensor(named: "\(name).scale"), offset = try archive.tensor(named: "\(name).offset")
         let (channels, height, width) = (info.shape[0], info.shape[1], info.shape[2])
         let plane = height * width
-        guard scale.count == channels, offset.count == channels else {
-            throw GeoSegmentError("\(name): scale/offset do not match its \(channels) channels")
-        }
+        let (scale, offset) = try quantisation(of: name, channels: channels, in: archive)
         var out = Tensor(unsafeUninitializedShape: [height, width, channels])
         try archive.withRawBytes(of: name) { raw in
             guard let codes = raw.baseAddress else { return }
@@ -110,5 +104,14 @@ public enum FeatureDType: String, Sendable, CaseIterable {
             }
         }
         return out
+    }
+
+    /// A q16 map's per-channel scale and offset, checked against its channel count.
+    private static func quantisation(of name: String, channels: Int, in archive: any TensorArchive) throws -> (scale: Tensor, offset: Tensor) {
+        let scale = try archive.tensor(named: "\(name).scale"), offset = try archive.tensor(named: "\(name).offset")
+        guard scale.count == channels, offset.count == channels else {
+            throw GeoSegmentError("\(name): scale/offset do not match its \(channels) channels")
+        }
+        return (scale, offset)
     }
 }
