@@ -21,6 +21,7 @@ let package = Package(
         // System libraries.
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
         // AVX-512 micro-kernels (GEMM on packed weights, flash-style attention, GELU, LayerNorm),
         // compiled with function-level target attributes and dispatched at run time.
@@ -36,7 +37,7 @@ let package = Package(
         // The domain: tiling, feature stores, encoding, segmentation sessions, export. No HTTP.
         .target(
             name: "GeoSegment",
-            dependencies: ["SAM2", "GeoIO", "TensorIO", "Kernels", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["SAM2", "GeoIO", "TensorIO", "Kernels", "CZstd", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // `geosam2 serve`: the web UI and JSON API on Hummingbird. Thin: the work is GeoSegment's.
         .target(

@@ -203,14 +203,54 @@ public enum SafetensorsWriter {
     /// masks).
     public static func data(entries tensors: [(name: String, tensor: Tensor, dtype: DType)],
                             metadata: [String: String] = [:]) throws -> Data {
+        try data(entries: tensors.map { Entry(name: $0.name, tensor: $0.tensor, dtype: $0.dtype) }, metadata: metadata)
+    }
+
+    /// One tensor to write: float values to convert to `dtype`, or bytes already laid out as
+    /// `dtype` stores them (little-endian, row-major) — for codes and blobs made elsewhere.
+    public struct Entry: Sendable {
+        public enum Payload: Sendable {
+            case values(Tensor)
+            case bytes([UInt8])
+        }
+
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        public let payload: Payload
+
+        /// `tensor`'s values, converted to `dtype` (`.float32`, `.float16`, `.int16` or `.uint8`).
+        public init(name: String, tensor: Tensor, dtype: DType) {
+            (self.name, self.dtype, self.shape, self.payload) = (name, dtype, tensor.shape, .values(tensor))
+        }
+
+        /// Bytes stored as they are; their count must match `shape` and `dtype`.
+        public init(name: String, bytes: [UInt8], dtype: DType, shape: [Int]) {
+            (self.name, self.dtype, self.shape, self.payload) = (name, dtype, shape, .bytes(bytes))
+        }
+
+        var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+    }
+
+    /// Serializes `entries` (in the given order) with `metadata`.
+    public static func data(entries: [Entry], metadata: [String: String] = [:]) throws -> Data {
         var seen = Set<String>()
-        for (name, tensor, dtype) in tensors {
-            guard [.float32, .float16, .int16, .uint8].contains(dtype) else {
-                throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16, int16 or uint8)")
-            }
-            let range: ClosedRange<Float>? = dtype == .int16 ? -32768...32767 : dtype == .uint8 ? 0...255 : nil
-            if let range, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && range.contains($0)) }) {
-                throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not a \(dtype.rawValue) value")
+        for entry in entries {
+            let name = entry.name
+            switch entry.payload {
+            case .values(let tensor):
+                let dtype = entry.dtype
+                guard [.float32, .float16, .int16, .uint8].contains(dtype) else {
+                    throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16, int16 or uint8)")
+                }
+                let range: ClosedRange<Float>? = dtype == .int16 ? -32768...32767 : dtype == .uint8 ? 0...255 : nil
+                if let range, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && range.contains($0)) }) {
+                    throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not a \(dtype.rawValue) value")
+                }
+            case .bytes(let bytes):
+                guard bytes.count == entry.byteCount else {
+                    throw TensorIOError("safetensors writer: '\(name)' has \(bytes.count) bytes, its shape \(entry.shape) and \(entry.dtype.rawValue) need \(entry.byteCount)")
+                }
             }
             guard name != "__metadata__" else {
                 throw TensorIOError("safetensors writer: '__metadata__' is reserved and cannot name a tensor")
@@ -234,13 +274,13 @@ public enum SafetensorsWriter {
             first = false
         }
         var offset = 0
-        for (name, tensor, dtype) in tensors {
+        for entry in entries {
             if !first { header.append(UInt8(ascii: ",")) }
             first = false
-            let code = SafetensorsFile.code(for: dtype)
-            let bytes = tensor.count * dtype.byteSize
-            appendJSONString(name, to: &header)
-            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            let code = SafetensorsFile.code(for: entry.dtype)
+            let bytes = entry.byteCount
+            appendJSONString(entry.name, to: &header)
+            let shape = entry.shape.map(String.init).joined(separator: ",")
             header.append(contentsOf: Array(":{\"dtype\":\"\(code)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + bytes)]}".utf8))
             offset += bytes
         }
@@ -250,26 +290,34 @@ public enum SafetensorsWriter {
         var out = Data(capacity: 8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: header)
-        for (_, tensor, dtype) in tensors {
-            switch dtype {
-            case .int16:
-                let words = tensor.scalars.map { Int16($0).littleEndian }
-                words.withUnsafeBytes { out.append(contentsOf: $0) }
-            case .uint8:
-                out.append(contentsOf: tensor.scalars.map { UInt8($0) })
-            case .float16:
-                let halves = tensor.scalars.map { floatToHalfBits($0).littleEndian }
-                halves.withUnsafeBytes { out.append(contentsOf: $0) }
-            default:
-                #if _endian(little)
-                tensor.scalars.withUnsafeBytes { out.append(contentsOf: $0) }
-                #else
-                let words = tensor.scalars.map { $0.bitPattern.littleEndian }
-                words.withUnsafeBytes { out.append(contentsOf: $0) }
-                #endif
+        for entry in entries {
+            switch entry.payload {
+            case .bytes(let bytes): out.append(contentsOf: bytes)
+            case .values(let tensor): append(tensor, as: entry.dtype, to: &out)
             }
         }
         return out
+    }
+
+    /// Appends `tensor`'s values converted to `dtype`, little-endian.
+    private static func append(_ tensor: Tensor, as dtype: DType, to out: inout Data) {
+        switch dtype {
+        case .int16:
+            let words = tensor.scalars.map { Int16($0).littleEndian }
+            words.withUnsafeBytes { out.append(contentsOf: $0) }
+        case .uint8:
+            out.append(contentsOf: tensor.scalars.map { UInt8($0) })
+        case .float16:
+            let halves = tensor.scalars.map { floatToHalfBits($0).littleEndian }
+            halves.withUnsafeBytes { out.append(contentsOf: $0) }
+        default:
+            #if _endian(little)
+            tensor.scalars.withUnsafeBytes { out.append(contentsOf: $0) }
+            #else
+            let words = tensor.scalars.map { $0.bitPattern.littleEndian }
+            words.withUnsafeBytes { out.append(contentsOf: $0) }
+            #endif
+        }
     }
 
     /// Writes `data(tensors, dtype:metadata:)` to `url` atomically.

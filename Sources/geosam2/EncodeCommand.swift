@@ -31,8 +31,8 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: "Overlap of neighbouring tiles in pixels.")
     var overlap: Int = 0
 
-    @Option(name: .long, help: "Feature storage: q16 (16-bit, per-channel scaled; default), f16 or f32.")
-    var dtype: String = "q16"
+    @Option(name: .long, help: "Feature storage: q16z (16-bit per-channel scaled codes, high bytes zstd-compressed; default for a new store), q16 (the same codes, plain safetensors), f16 or f32. A resumed store keeps its own.")
+    var dtype: String?
 
     @Option(name: .long, help: ArgumentHelp("Encode only share K of N (0-based), for batch systems; shards write into the same store.", valueName: "K/N"))
     var shard: String?

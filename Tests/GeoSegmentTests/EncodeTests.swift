@@ -2,6 +2,7 @@ import Foundation
 import GeoIO
 import Kernels
 import SAM2
+import TensorIO
 import XCTest
 @testable import GeoSegment
 
@@ -190,7 +191,7 @@ final class EncodeTests: XCTestCase {
         let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 800, height: 700) { b, x, y in
             TestSupport.scene(b, x, y)
         }
-        let half = dir.appendingPathComponent("q16.geosam2"), full = dir.appendingPathComponent("f32.geosam2")
+        let half = dir.appendingPathComponent("q16z.geosam2"), full = dir.appendingPathComponent("f32.geosam2")
         _ = try encode(raster, into: half)
         _ = try encode(raster, into: full) { $0.featureDType = "f32" }
         let h = try FeatureStore.open(half), f = try FeatureStore.open(full)
@@ -204,6 +205,75 @@ final class EncodeTests: XCTestCase {
             let a = try model.predict(fh, prompt: prompt, multimask: true), b = try model.predict(ff, prompt: prompt, multimask: true)
             XCTAssertLessThanOrEqual(a.lowResolutionLogits.maxAbsDifference(b.lowResolutionLogits), 1e-3)
             for (x, y) in zip(a.scores, b.scores) { XCTAssertEqual(x, y, accuracy: 1e-3) }
+        }
+    }
+
+    func testCompressedCodesDecodeExactlyAsPlainQ16AndDamageIsAClearError() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 600, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let compressedURL = dir.appendingPathComponent("q16z.geosam2"), plainURL = dir.appendingPathComponent("q16.geosam2")
+        _ = try encode(raster, into: compressedURL)
+        _ = try encode(raster, into: plainURL) { $0.featureDType = "q16" }
+        let compressed = try FeatureStore.open(compressedURL), plain = try FeatureStore.open(plainURL)
+        XCTAssertEqual(compressed.manifest.encoding.featureDType, "q16z", "q16z is the default for a new store")
+        let tile = compressed.manifest.tiles[0]
+        func size(_ url: URL) throws -> Int { try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int ?? 0 }
+        XCTAssertLessThan(try size(compressed.featuresURL(tile)), try size(plain.featuresURL(tile)))
+
+        // Same codes, same arithmetic: the values are identical, channels-first and channels-last.
+        let a = try SafetensorsFile(contentsOf: compressed.featuresURL(tile)), b = try SafetensorsFile(contentsOf: plain.featuresURL(tile))
+        XCTAssertNil(a.info(FeatureStore.imageEmbeddingName), "q16z keeps no plain int16 tensor")
+        for name in [FeatureStore.imageEmbeddingName] + FeatureStore.highResolutionNames {
+            XCTAssertEqual(try FeatureDType.decode(name: name, from: a).scalars, try FeatureDType.decode(name: name, from: b).scalars, name)
+            let lastA = try FeatureDType.decodeChannelsLast(name: name, from: a), lastB = try FeatureDType.decodeChannelsLast(name: name, from: b)
+            XCTAssertEqual(lastA.shape, lastB.shape)
+            XCTAssertEqual(lastA.scalars, lastB.scalars, name)
+        }
+        XCTAssertTrue(try compressed.verify().isComplete)
+
+        // Flip bytes inside the zstd stream of the high bytes: a clear error naming the tensor.
+        let file = compressed.featuresURL(tile)
+        var bytes = [UInt8](try Data(contentsOf: file))
+        let headerLength = Int(bytes[0]) | Int(bytes[1]) << 8 | Int(bytes[2]) << 16
+        let header = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as? [String: Any])
+        let entry = try XCTUnwrap(header["high_res_feats_0.high"] as? [String: Any])
+        let offsets = try XCTUnwrap(entry["data_offsets"] as? [Int])
+        let middle = 8 + headerLength + (offsets[0] + offsets[1]) / 2
+        for i in middle..<(middle + 64) { bytes[i] ^= 0x5A }
+        try Data(bytes).write(to: file)
+        XCTAssertThrowsError(try compressed.loadFeatures(tile)) { error in
+            XCTAssertTrue("\(error)".contains("high_res_feats_0.high: corrupt zstd stream"), "\(error)")
+        }
+        let report = try compressed.verify()
+        XCTAssertFalse(report.isComplete)
+        XCTAssertEqual(report.problems.count, 1, "\(report.problems)")
+
+        // A stream that holds fewer bytes than the map: refused before decompressing.
+        let short = try FeatureDType.compressFrames([UInt8](repeating: 7, count: 100), frames: 2)
+        XCTAssertThrowsError(try short.withUnsafeBytes { try FeatureDType.decompressFrames($0, count: 101, name: "x") }) { error in
+            XCTAssertTrue("\(error)".contains("holds 100 bytes, the map needs 101"), "\(error)")
+        }
+        XCTAssertEqual(try short.withUnsafeBytes { try FeatureDType.decompressFrames($0, count: 100, name: "x") }, [UInt8](repeating: 7, count: 100))
+    }
+
+    func testResumingWithoutADTypeKeepsTheStoresOwn() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 1100, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("r.geosam2")
+        XCTAssertFalse(try encode(raster, into: storeURL) { $0.featureDType = "q16"; $0.shard = (0, 2) }.complete)
+        let resumed = try encode(raster, into: storeURL)
+        XCTAssertEqual(resumed.skipped, 1)
+        XCTAssertTrue(resumed.complete)
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.encoding.featureDType, "q16")
+        XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q16z" }) { error in
+            XCTAssertTrue("\(error)".contains("different the feature dtype"), "\(error)")
+        }
+        XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q12" }) { error in
+            XCTAssertTrue("\(error)".contains("--dtype must be one of q16z, q16, f16, f32"), "\(error)")
         }
     }
 }

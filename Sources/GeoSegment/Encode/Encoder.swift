@@ -12,8 +12,9 @@ public struct EncodeOptions: Sendable {
     public var scale: Double = 1
     /// Overlap of neighbouring tiles in pixels.
     public var overlap: Int = 0
-    /// How features are stored: `q16` (default), `f16` or `f32` (see ``FeatureDType``).
-    public var featureDType: String = FeatureDType.q16.rawValue
+    /// How features are stored: `q16z`, `q16`, `f16` or `f32` (see ``FeatureDType``); nil keeps
+    /// the dtype of the store being resumed, and picks `q16z` for a new one.
+    public var featureDType: String?
     /// Encode only shard `index` of `count` (0-based).
     public var shard: (index: Int, count: Int)?
     /// Replace a store made with other parameters instead of refusing.
@@ -98,7 +99,8 @@ public enum RasterEncoder {
                           geoTransform: (source.original.geoTransform ?? .identity).coefficients, nodata: nodata),
             encoding: .init(bands: source.bands, stretch: stretch, nodataFill: 0, scale: source.scale,
                             width: source.width, height: source.height, geoTransform: transform.coefficients,
-                            tileSize: size, overlap: options.overlap, featureDType: options.featureDType),
+                            tileSize: size, overlap: options.overlap,
+                            featureDType: options.featureDType ?? FeatureDType.q16z.rawValue),
             model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration),
             tiles: tiles, complete: false)
     }
@@ -106,8 +108,14 @@ public enum RasterEncoder {
     /// Encodes a raster into a store, resuming a store made with the same inputs.
     public static func run(raster: String, store storeURL: URL, model: EncoderModel, options: EncodeOptions,
                            progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
-        guard FeatureDType(rawValue: options.featureDType) != nil else {
-            throw GeoSegmentError("--dtype must be one of \(FeatureDType.allCases.map(\.rawValue).joined(separator: ", ")), got \(options.featureDType)")
+        var options = options
+        if let dtype = options.featureDType, FeatureDType(rawValue: dtype) == nil {
+            throw GeoSegmentError("--dtype must be one of \(FeatureDType.allCases.map(\.rawValue).joined(separator: ", ")), got \(dtype)")
+        }
+        if options.featureDType == nil, FeatureStore.exists(at: storeURL) {
+            // Resuming without --dtype continues the store as it was made (stores from before q16z
+            // became the default are q16).
+            options.featureDType = try FeatureStore.open(storeURL).manifest.encoding.featureDType
         }
         if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
             throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")

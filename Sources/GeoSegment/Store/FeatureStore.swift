@@ -142,7 +142,7 @@ public final class FeatureStore: @unchecked Sendable {
 
     /// Stores a tile's features, and which pixels of its window are valid when not all are.
     func writeFeatures(_ features: ImageFeatures, validity: [Bool]?, for tile: StoreManifest.TileEntry) throws {
-        let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16
+        let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16z
         let metadata = [
             "format": Self.tileFormat, "tile": tile.id,
             "checkpoint_sha256": manifest.model.checkpointSHA256,
@@ -150,7 +150,7 @@ public final class FeatureStore: @unchecked Sendable {
             "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
         ]
         let data = try rethrowing("cannot encode tile \(tile.id)") {
-            var entries = dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
+            var entries = try dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
                 + dtype.entries(name: Self.highResolutionNames[0], map: features.highResolutionS0)
                 + dtype.entries(name: Self.highResolutionNames[1], map: features.highResolutionS1)
             if let validity {
@@ -162,7 +162,7 @@ public final class FeatureStore: @unchecked Sendable {
                         packed[y * rowBytes + x / 8] += Float(1 << (7 - x % 8))
                     }
                 }
-                entries.append((Self.validMaskName, Tensor(shape: [height, rowBytes], scalars: packed), .uint8))
+                entries.append(.init(name: Self.validMaskName, tensor: Tensor(shape: [height, rowBytes], scalars: packed), dtype: .uint8))
             }
             return try SafetensorsWriter.data(entries: entries, metadata: metadata)
         }

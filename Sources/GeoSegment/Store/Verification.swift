@@ -26,7 +26,7 @@ extension FeatureStore {
             (Self.highResolutionNames[0], [d / 8, 4 * g, 4 * g]),
             (Self.highResolutionNames[1], [d / 4, 2 * g, 2 * g]),
         ]
-        let dtype = (FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16).mapDType
+        let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16z
         for tile in manifest.tiles {
             switch state(of: tile) {
             case .pending:
@@ -43,9 +43,10 @@ extension FeatureStore {
                         throw GeoSegmentError("encoded with another checkpoint")
                     }
                     for (name, shape) in expected {
-                        guard let info = archive.info(name) else { throw GeoSegmentError("no tensor \(name)") }
-                        guard info.shape == shape else { throw GeoSegmentError("\(name) has shape \(info.shape), expected \(shape)") }
-                        guard info.dtype == dtype else { throw GeoSegmentError("\(name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
+                        let stored = dtype.shapeTensor(of: name)
+                        guard let info = archive.info(stored.name) else { throw GeoSegmentError("no tensor \(stored.name)") }
+                        guard info.shape == shape else { throw GeoSegmentError("\(stored.name) has shape \(info.shape), expected \(shape)") }
+                        guard info.dtype == stored.dtype else { throw GeoSegmentError("\(stored.name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
                         if readValues {
                             let t = try FeatureDType.decode(name: name, from: archive)
                             guard t.scalars.allSatisfy(\.isFinite) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
