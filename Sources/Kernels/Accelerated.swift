@@ -29,25 +29,31 @@ public struct PackedWeight: Sendable {
     public init(_ weight: Tensor) {
         precondition(weight.rank == 2, "PackedWeight expects [out, in], got \(weight.shape)")
         let (n, k) = (weight.shape[0], weight.shape[1])
-        outFeatures = n
-        inFeatures = k
-        var panels = [Float](repeating: 0, count: gs_packed_count(n, k))
-        weight.scalars.withUnsafeBufferPointer { w in
-            panels.withUnsafeMutableBufferPointer { p in
-                if let wb = w.baseAddress, let pb = p.baseAddress { gs_pack_weight(wb, k, n, k, pb) }
+        self.init(outFeatures: n, inFeatures: k) { p in
+            weight.scalars.withUnsafeBufferPointer { w in
+                if let wb = w.baseAddress { gs_pack_weight(wb, k, n, k, p) }
             }
         }
-        self.panels = panels
+    }
+
+    /// Packs a weight `[outFeatures, inFeatures]` whose rows are `ldw` apart — e.g. one head's
+    /// columns of a wider matrix.
+    public init(rows w: UnsafePointer<Float>, ldw: Int, outFeatures n: Int, inFeatures k: Int) {
+        self.init(outFeatures: n, inFeatures: k) { gs_pack_weight(w, ldw, n, k, $0) }
     }
 
     /// Packs the right operand of `x · B` given as a row-major `[k, n]` matrix `b` (row stride
     /// `ldb`): the result acts as a weight `[n, k]`, i.e. `apply` computes `x · b`.
     public init(kn b: UnsafePointer<Float>, ldb: Int, k: Int, n: Int) {
+        self.init(outFeatures: n, inFeatures: k) { gs_pack_kn(b, ldb, k, n, $0) }
+    }
+
+    private init(outFeatures n: Int, inFeatures k: Int, pack: (UnsafeMutablePointer<Float>) -> Void) {
         outFeatures = n
         inFeatures = k
         var panels = [Float](repeating: 0, count: gs_packed_count(n, k))
         panels.withUnsafeMutableBufferPointer { p in
-            if let pb = p.baseAddress { gs_pack_kn(b, ldb, k, n, pb) }
+            if let pb = p.baseAddress { pack(pb) }
         }
         self.panels = panels
     }

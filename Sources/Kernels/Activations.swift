@@ -77,6 +77,13 @@ extension Tensor {
         return out
     }
 
+    /// Multiplies every element by `factor`.
+    public mutating func scale(by factor: Float) {
+        scalars.withUnsafeMutableBufferPointer { a in
+            for i in 0..<a.count { a[i] *= factor }
+        }
+    }
+
     /// Adds a `[channels]` vector to every row of a channels-last tensor.
     public mutating func addRowVector(_ v: Tensor) { combineRows(with: v, "addRowVector", +) }
 

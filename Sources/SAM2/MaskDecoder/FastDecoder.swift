@@ -49,11 +49,13 @@ struct DecoderLayer0Cache: Sendable {
     let keys: Tensor
     /// `keys + image_pe`.
     let keysWithPE: Tensor
-    /// token→image k and v projections, `[4096, D/2]`.
-    let tokenToImageK: Tensor
-    let tokenToImageV: Tensor
-    /// image→token q projection, transposed: `[D/2, 4096]`.
-    let imageToTokenQT: Tensor
+    /// Per head h, the token→image keys K_h packed as a weight `[4096, hd]` (applied to the
+    /// queries: q_h·K_hᵀ) and the values V_h packed as the right operand `[4096, hd]` (applied to
+    /// the probabilities: P_h·V_h).
+    let tokenToImageKeys: [PackedWeight]
+    let tokenToImageValues: [PackedWeight]
+    /// Per head, the image→token queries Q_h packed as a weight `[4096, hd]` (k_h·Q_hᵀ).
+    let imageToTokenQueries: [PackedWeight]
     /// `(keys ∘ g₀ ∘ g₁)·W` for the low-rank first upscaling (`[4096, 4·D/4]`), nil when the
     /// decoder's shape does not allow it.
     var upscaleBase: Tensor? = nil
@@ -128,19 +130,32 @@ extension DecoderAttention {
         return outProj(o)
     }
 
-    /// token→image with the image-side k and v projections given (`[T, inner]` each).
-    func tokenToImage(_ q: Tensor, projectedKeys k: Tensor, projectedValues v: Tensor) -> Tensor {
-        let (n, t, inner) = (q.shape[0], k.shape[0], self.inner)
-        let qp = qProj(q)
-        var o = Tensor(shape: [n, inner])
+    /// token→image with the image side cached per head (`DecoderLayer0Cache`): per head, the
+    /// scores q_h·K_hᵀ `[N, T]`, a softmax along each row, and P_h·V_h — thin products on packed
+    /// operands, where the flash-attention kernel would repack all T keys for a few queries.
+    func tokenToImage(_ q: Tensor, keys: [PackedWeight], values: [PackedWeight]) -> Tensor {
+        let (n, inner, hd) = (q.shape[0], self.inner, headDim)
+        let t = keys.first?.outFeatures ?? 0
+        var qp = qProj(q)
+        qp.scale(by: 1 / Float(hd).squareRoot())
+        var scores = Tensor(unsafeUninitializedShape: [heads * n, t])
+        var o = Tensor(unsafeUninitializedShape: [n, inner])
         qp.scalars.withUnsafeBufferPointer { qb in
-            k.scalars.withUnsafeBufferPointer { kb in
-                v.scalars.withUnsafeBufferPointer { vb in
-                    o.scalars.withUnsafeMutableBufferPointer { ob in
-                        Attention.batched(
-                            q: qb.baseAddress!, qStride: inner, qBatchStride: 0, k: kb.baseAddress!, kStride: inner, kBatchStride: 0,
-                            v: vb.baseAddress!, vStride: inner, vBatchStride: 0, into: ob.baseAddress!, outStride: inner,
-                            outBatchStride: 0, batches: 1, queryCount: n, keyCount: t, heads: heads, headDim: headDim)
+            scores.scalars.withUnsafeMutableBufferPointer { sb in
+                o.scalars.withUnsafeMutableBufferPointer { ob in
+                    // Each head writes its own rows of the scores and its own columns of o.
+                    nonisolated(unsafe) let (qs, ss, os) = (qb.baseAddress!, sb.baseAddress!, ob.baseAddress!)
+                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+                        for h in range {
+                            // The key bias is inside K_h, as in PyTorch (it shifts each row of scores).
+                            keys[h].applySingleThreaded(qs + h * hd, rows: n, xStride: inner, bias: nil, into: ss + h * n * t, yStride: t)
+                        }
+                    }
+                    AcceleratedOps.softmaxRows(ss, rows: heads * n, columns: t, ld: t)
+                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+                        for h in range {
+                            values[h].applySingleThreaded(ss + h * n * t, rows: n, xStride: t, bias: nil, into: os + h * hd, yStride: inner)
+                        }
                     }
                 }
             }
@@ -154,36 +169,27 @@ extension DecoderAttention {
     /// The output projection, residual, LayerNorm and positional encoding run band by band over
     /// the image positions, so each band is still in cache for the next step.
     /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
-    ///   projectedQueriesT: `qProj(x)ᵀ` (`[inner, T]`) when cached.
-    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueriesT: Tensor?,
+    ///   projectedQueries: `qProj(x)` per head, packed (`DecoderLayer0Cache`), when cached.
+    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: [PackedWeight]?,
                       updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> (withPE: Tensor, update: ImageUpdate) {
         let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
         let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
-        let kp = kProj(kIn), vp = vProj(vIn)
+        var kp = kProj(kIn)
+        let vp = vProj(vIn)
         let scale = 1 / Float(hd).squareRoot()
         // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
         // head runs down short columns with one lane per image position.
         var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
-        if let projectedQueriesT {
-            // scoresᵀ[h·N + j, :] = scale · Σ_e k_h[j, e] · Qᵀ[h·hd + e, :]: each head's 16 rows only
-            // (as one GEMM, the block-diagonal right operand would be 7/8 zeros).
+        if let projectedQueries {
+            // scoresᵀ[h·N + j, :] = scale · k_h[j] · Q_hᵀ: one thin product per head (as one GEMM,
+            // the block-diagonal right operand would be 7/8 zeros).
+            kp.scale(by: scale)
             kp.scalars.withUnsafeBufferPointer { kb in
-                projectedQueriesT.scalars.withUnsafeBufferPointer { qb in
-                    scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-                        nonisolated(unsafe) let (k, q, out) = (kb.baseAddress!, qb.baseAddress!, sp.baseAddress!)  // disjoint rows
-                        Parallel.forEachChunk(hn, minimumChunk: 8) { rows in
-                            for row in rows {
-                                let (h, j) = (row / n, row % n)
-                                let o = out + row * t
-                                for e in 0..<hd {
-                                    let w = scale * k[j * inner + h * hd + e], source = q + (h * hd + e) * t
-                                    if e == 0 {
-                                        for i in 0..<t { o[i] = w * source[i] }
-                                    } else {
-                                        for i in 0..<t { o[i] += w * source[i] }
-                                    }
-                                }
-                            }
+                scoresT.scalars.withUnsafeMutableBufferPointer { sp in
+                    nonisolated(unsafe) let (k, out) = (kb.baseAddress!, sp.baseAddress!)  // disjoint rows per head
+                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+                        for h in range {
+                            projectedQueries[h].applySingleThreaded(k + h * hd, rows: n, xStride: inner, bias: nil, into: out + h * n * t, yStride: t)
                         }
                     }
                 }
@@ -294,8 +300,8 @@ extension TwoWayAttentionBlock {
 
         let imageWithPE = cache?.keysWithPE ?? keysWithPE ?? keys + keyPE
         if let cache {
-            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, projectedKeys: cache.tokenToImageK,
-                                                               projectedValues: cache.tokenToImageV)
+            queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keys: cache.tokenToImageKeys,
+                                                               values: cache.tokenToImageValues)
         } else {
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: imageWithPE, keys: keys)
         }
@@ -305,7 +311,7 @@ extension TwoWayAttentionBlock {
         norm3.apply(&queries)
 
         let (withPE, update) = crossAttentionImageToToken.imageToToken(
-            imageWithPE, keys: queries + queryPE, values: queries, projectedQueriesT: cache?.imageToTokenQT, updating: &keys,
+            imageWithPE, keys: queries + queryPE, values: queries, projectedQueries: cache?.imageToTokenQueries, updating: &keys,
             norm: norm4, positionalEncoding: keyPE)
         keysWithPE = withPE
         return update
@@ -334,14 +340,27 @@ extension TwoWayTransformer {
     /// The layer-0 image-side state for `keys = image + no_mask_embed`.
     func layer0Cache(keys: Tensor, imagePE: Tensor) -> DecoderLayer0Cache {
         let layer = layers[0]
-        let inner = layer.crossAttentionImageToToken.inner
         let keysWithPE = keys + imagePE
+        let t2i = layer.crossAttentionTokenToImage, i2t = layer.crossAttentionImageToToken
         return DecoderLayer0Cache(
             keys: keys, keysWithPE: keysWithPE,
-            tokenToImageK: layer.crossAttentionTokenToImage.kProj(keysWithPE),
-            tokenToImageV: layer.crossAttentionTokenToImage.vProj(keys),
-            imageToTokenQT: layer.crossAttentionImageToToken.qProj(keysWithPE).reshaped([keys.shape[0], inner, 1]).channelsLast()
-                .reshaped([inner, keys.shape[0]]))
+            tokenToImageKeys: Self.perHead(t2i.kProj(keysWithPE), heads: t2i.heads, asRightOperand: false),
+            tokenToImageValues: Self.perHead(t2i.vProj(keys), heads: t2i.heads, asRightOperand: true),
+            imageToTokenQueries: Self.perHead(i2t.qProj(keysWithPE), heads: i2t.heads, asRightOperand: false))
+    }
+
+    /// Each head's columns of a projection `[T, inner]`, packed as a weight `[T, hd]` (products
+    /// with its transpose) or as a right operand (products with it).
+    static func perHead(_ projection: Tensor, heads: Int, asRightOperand: Bool) -> [PackedWeight] {
+        let (t, inner) = (projection.shape[0], projection.shape[1])
+        let hd = inner / heads
+        return projection.scalars.withUnsafeBufferPointer { p in
+            (0..<heads).map { h in
+                asRightOperand
+                    ? PackedWeight(kn: p.baseAddress! + h * hd, ldb: inner, k: t, n: hd)
+                    : PackedWeight(rows: p.baseAddress! + h * hd, ldw: inner, outFeatures: t, inFeatures: hd)
+            }
+        }
     }
 }
 
