@@ -320,9 +320,14 @@ extension TwoWayAttentionBlock {
 
 extension TwoWayTransformer {
     /// `callAsFunction` with the re-associated attentions.
-    /// - Parameter image: image embedding plus dense prompt `[4096, D]` (ignored when `cache` is given).
-    /// - Returns: also each layer's image→token update, for the low-rank upscaling.
-    func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?)
+    /// - Parameters:
+    ///   - image: image embedding plus dense prompt `[4096, D]` (ignored when `cache` is given).
+    ///   - outputs: how many leading queries the caller reads. The final token→image attention
+    ///     runs for these only: each query's row is independent there, and the decoder never
+    ///     reads the prompt tokens' outputs.
+    /// - Returns: the first `outputs` queries, the keys, and each layer's image→token update (for
+    ///   the low-rank upscaling).
+    func fast(image: Tensor, imagePE: Tensor, tokens: Tensor, cache: DecoderLayer0Cache?, outputs: Int)
         -> (queries: Tensor, keys: Tensor, updates: [ImageUpdate]) {
         var queries = tokens
         var keys = cache?.keys ?? image
@@ -332,7 +337,10 @@ extension TwoWayTransformer {
             updates.append(layer.fast(queries: &queries, keys: &keys, keysWithPE: &keysWithPE, queryPE: tokens, keyPE: imagePE,
                                       cache: i == 0 ? cache : nil))
         }
-        queries += finalAttentionTokenToImage.tokenToImage(queries + tokens, keysWithPE: keysWithPE ?? keys + imagePE, keys: keys)
+        let d = tokens.shape[1], kept = min(outputs, tokens.shape[0])
+        queries = Tensor(shape: [kept, d], scalars: Array(queries.scalars.prefix(kept * d)))
+        let queryPE = Tensor(shape: [kept, d], scalars: Array(tokens.scalars.prefix(kept * d)))
+        queries += finalAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: keysWithPE ?? keys + imagePE, keys: keys)
         normFinalAttention.apply(&queries)
         return (queries, keys, updates)
     }
@@ -383,7 +391,9 @@ extension MaskDecoder {
                 image.addRowVector(noMaskEmbedding)
             }
         }
-        let (hs, keys, updates) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache)
+        // Parity: only the output tokens (object score, IoU, masks) are read after the transformer.
+        let (hs, keys, updates) = transformer.fast(image: image, imagePE: imagePE, tokens: tokens, cache: cache,
+                                                   outputs: 2 + Self.maskTokenCount)
         let lowRank = cache?.upscaleBase.flatMap { lowRankUpscale(base: $0, updates: updates) }
         return headFast(hs: hs, keys: keys, s0: prepared.s0, s1: prepared.s1, lowRank: lowRank)
     }
