@@ -120,6 +120,10 @@ GS_TARGET void gs_gemm_packed(const float *x, long xs, long xk, const float *pac
         if (k0 + KC >= k) mode |= flags & GS_GELU;
         for (long m0 = 0; m0 < m; m0 += MC) {
             long mc = m - m0 < MC ? m - m0 : MC;
+            // A short tail of rows is copied to zero-padded rows once for all panels, so the kernel
+            // never reads past the last row (thin products are all tail).
+            long tail = mc % MR, full = mc - tail;
+            if (tail) pack_rows(x + (m0 + full) * ldx + k0 * xk, ldx, xk, tail, kc, abuf);
             for (long p = panel_begin; p < panel_end; p++) {
                 const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
                 long col = p * GS_PANEL;
@@ -130,13 +134,8 @@ GS_TARGET void gs_gemm_packed(const float *x, long xs, long xk, const float *pac
                     long mr = mc - s < MR ? mc - s : MR;
                     float *yt = y + (m0 + s) * ldy + col;
                     const float *xt = x + (m0 + s) * ldx + k0 * xk;
-                    if (mr == MR) {
-                        micro_12x32(xt, ldx, xk, b, kc, yt, ldy, mr, mk0, mk1, pb, mode);
-                    } else {
-                        // Short tail: copy it to zero-padded rows so the kernel never reads past the last row.
-                        pack_rows(xt, ldx, xk, mr, kc, abuf);
-                        micro_12x32(abuf, 1, MR, b, kc, yt, ldy, mr, mk0, mk1, pb, mode);
-                    }
+                    if (mr == MR) micro_12x32(xt, ldx, xk, b, kc, yt, ldy, mr, mk0, mk1, pb, mode);
+                    else micro_12x32(abuf, 1, MR, b, kc, yt, ldy, mr, mk0, mk1, pb, mode);
                 }
             }
         }

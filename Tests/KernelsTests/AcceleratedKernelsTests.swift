@@ -54,6 +54,34 @@ final class AcceleratedKernelsTests: XCTestCase {
         }
     }
 
+    /// The decoder's per-head products: one head's columns of a `[T, inner]` matrix packed as a
+    /// weight (q·M_hᵀ) or as a right operand (P·M_h), applied to fewer rows than one micro-tile.
+    func testThinProductsOnOneHeadsColumns() {
+        let (t, inner, hd, h, rows) = (300, 48, 16, 1, 5)
+        let m = randomTensor([t, inner], seed: 41)
+        let q = randomTensor([rows, hd], seed: 42), p = randomTensor([rows, t], seed: 43)
+        var head = [Float](repeating: 0, count: t * hd), transposedHead = [Float](repeating: 0, count: hd * t)
+        for r in 0..<t {
+            for e in 0..<hd {
+                head[r * hd + e] = m.scalars[r * inner + h * hd + e]
+                transposedHead[e * t + r] = head[r * hd + e]
+            }
+        }
+        var scores = [Float](repeating: 0, count: rows * t), out = [Float](repeating: 0, count: rows * hd)
+        m.scalars.withUnsafeBufferPointer { mp in
+            let asWeight = PackedWeight(rows: mp.baseAddress! + h * hd, ldw: inner, outFeatures: t, inFeatures: hd)
+            let asRight = PackedWeight(kn: mp.baseAddress! + h * hd, ldb: inner, k: t, n: hd)
+            q.scalars.withUnsafeBufferPointer { qp in
+                scores.withUnsafeMutableBufferPointer { asWeight.applySingleThreaded(qp.baseAddress!, rows: rows, xStride: hd, bias: nil, into: $0.baseAddress!, yStride: t) }
+            }
+            p.scalars.withUnsafeBufferPointer { pp in
+                out.withUnsafeMutableBufferPointer { asRight.applySingleThreaded(pp.baseAddress!, rows: rows, xStride: t, bias: nil, into: $0.baseAddress!, yStride: hd) }
+            }
+        }
+        assertClose(scores, ReferenceKernels.matrixProduct(q.scalars, transposedHead, m: rows, n: t, k: hd), tolerance: 1e-4, "q·M_hᵀ")
+        assertClose(out, ReferenceKernels.matrixProduct(p.scalars, head, m: rows, n: hd, k: t), tolerance: 1e-3, "P·M_h")
+    }
+
     func testFlashAttentionMatchesReference() {
         for (nq, nk, heads, hd) in [(9, 31, 2, 8), (49, 196, 1, 96), (16, 64, 2, 56), (40, 900, 2, 72), (5, 7, 1, 3), (100, 8, 8, 16)] {
             let width = heads * hd
