@@ -27,7 +27,8 @@ public enum Activations {
 
     /// `max(x, 0)`.
     public static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count where !(x[i] > 0) { x[i] = x[i].isNaN ? x[i] : 0 }
+        // A select rather than a branch, so it vectorises; NaN stays NaN as in PyTorch.
+        for i in 0..<count { x[i] = x[i] < 0 ? 0 : x[i] }
     }
 
     /// `1 / (1 + exp(−x))`.
