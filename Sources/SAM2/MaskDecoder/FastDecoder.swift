@@ -47,8 +47,6 @@ public struct PreparedFeatures: Sendable {
 struct DecoderLayer0Cache: Sendable {
     /// `image_embed + no_mask_embed`, `[4096, D]`.
     let keys: Tensor
-    /// `keys + image_pe`.
-    let keysWithPE: Tensor
     /// Per head h, the token→image keys K_h packed as a weight `[4096, hd]` (applied to the
     /// queries: q_h·K_hᵀ) and the values V_h packed as the right operand `[4096, hd]` (applied to
     /// the probabilities: P_h·V_h).
@@ -59,6 +57,14 @@ struct DecoderLayer0Cache: Sendable {
     /// `(keys ∘ g₀ ∘ g₁)·W` for the low-rank first upscaling (`[4096, 4·D/4]`), nil when the
     /// decoder's shape does not allow it.
     var upscaleBase: Tensor? = nil
+}
+
+/// Where the image→token attention gets its queries (the image positions with PE) from.
+enum ImageQueries {
+    /// `keys + PE`, `[T, D]`: projected on the fly (re-associated).
+    case keysWithPE(Tensor)
+    /// `qProj(keys + PE)` per head, packed (`DecoderLayer0Cache`).
+    case projected([PackedWeight])
 }
 
 /// What an image→token update leaves for the low-rank upscaling: `keys ← LN(keys + P·V' + b)`.
@@ -168,11 +174,11 @@ extension DecoderAttention {
     ///
     /// The output projection, residual, LayerNorm and positional encoding run band by band over
     /// the image positions, so each band is still in cache for the next step.
-    /// - Parameters: x `[T, D]` (image keys with PE), kIn `[N, D]` (tokens with PE), vIn `[N, D]`,
-    ///   projectedQueries: `qProj(x)` per head, packed (`DecoderLayer0Cache`), when cached.
-    func imageToToken(_ x: Tensor, keys kIn: Tensor, values vIn: Tensor, projectedQueries: [PackedWeight]?,
+    /// - Parameters: queries: the image positions with PE, or their cached projections; kIn
+    ///   `[N, D]` (tokens with PE), vIn `[N, D]`; image: the keys `[T, D]`, updated.
+    func imageToToken(_ queries: ImageQueries, keys kIn: Tensor, values vIn: Tensor,
                       updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> (withPE: Tensor, update: ImageUpdate) {
-        let (n, d, t) = (kIn.shape[0], x.shape[1], x.shape[0])
+        let (n, d, t) = (kIn.shape[0], image.shape[1], image.shape[0])
         let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
         var kp = kProj(kIn)
         let vp = vProj(vIn)
@@ -180,7 +186,8 @@ extension DecoderAttention {
         // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
         // head runs down short columns with one lane per image position.
         var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
-        if let projectedQueries {
+        switch queries {
+        case .projected(let projectedQueries):
             // scoresᵀ[h·N + j, :] = scale · k_h[j] · Q_hᵀ: one thin product per head (as one GEMM,
             // the block-diagonal right operand would be 7/8 zeros).
             kp.scale(by: scale)
@@ -194,7 +201,7 @@ extension DecoderAttention {
                     }
                 }
             }
-        } else {
+        case .keysWithPE(let x):
             // Kq [heads·N, D]: row h·N + j = scale · k_h[j] · W_q,h, and the q bias becomes a
             // per-column constant c[h·N + j] = scale · b_q,h · k_h[j].
             var kq = Tensor(shape: [hn, d])
@@ -298,12 +305,15 @@ extension TwoWayAttentionBlock {
         }
         norm1.apply(&queries)
 
-        let imageWithPE = cache?.keysWithPE ?? keysWithPE ?? keys + keyPE
+        let imageQueries: ImageQueries
         if let cache {
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keys: cache.tokenToImageKeys,
                                                                values: cache.tokenToImageValues)
+            imageQueries = .projected(cache.imageToTokenQueries)
         } else {
+            let imageWithPE = keysWithPE ?? keys + keyPE
             queries += crossAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: imageWithPE, keys: keys)
+            imageQueries = .keysWithPE(imageWithPE)
         }
         norm2.apply(&queries)
 
@@ -311,8 +321,7 @@ extension TwoWayAttentionBlock {
         norm3.apply(&queries)
 
         let (withPE, update) = crossAttentionImageToToken.imageToToken(
-            imageWithPE, keys: queries + queryPE, values: queries, projectedQueries: cache?.imageToTokenQueries, updating: &keys,
-            norm: norm4, positionalEncoding: keyPE)
+            imageQueries, keys: queries + queryPE, values: queries, updating: &keys, norm: norm4, positionalEncoding: keyPE)
         keysWithPE = withPE
         return update
     }
@@ -351,7 +360,7 @@ extension TwoWayTransformer {
         let keysWithPE = keys + imagePE
         let t2i = layer.crossAttentionTokenToImage, i2t = layer.crossAttentionImageToToken
         return DecoderLayer0Cache(
-            keys: keys, keysWithPE: keysWithPE,
+            keys: keys,
             tokenToImageKeys: Self.perHead(t2i.kProj(keysWithPE), heads: t2i.heads, asRightOperand: false),
             tokenToImageValues: Self.perHead(t2i.vProj(keys), heads: t2i.heads, asRightOperand: true),
             imageToTokenQueries: Self.perHead(i2t.qProj(keysWithPE), heads: i2t.heads, asRightOperand: false))
