@@ -58,7 +58,39 @@ public struct PackedWeight: Sendable {
         self.panels = panels
     }
 
-    var panelCount: Int { (outFeatures + Int(GS_PANEL) - 1) / Int(GS_PANEL) }
+    var panelCount: Int { (outFeatures + Self.panelWidth - 1) / Self.panelWidth }
+
+    /// Output features per packed panel: the row stride of the blocks `applyPacked` hands out.
+    public static let panelWidth = Int(GS_PANEL)
+
+    /// `x·Wᵀ` for `rows` rows, written straight in the packed layout of a right operand
+    /// `[rows, outFeatures]` (what `init(kn:…)` would make of it), so a following product can
+    /// take it without a packing pass. The same arithmetic as `apply`; split over the cores by rows.
+    /// - Parameter finish: called on each panel's `[rows, 32]` block (row stride 32) once the
+    ///   product is complete, with the number of real columns in it — e.g. a column softmax.
+    public func applyPacked(_ x: UnsafePointer<Float>, rows: Int, xStride: Int,
+                            finish: (UnsafeMutablePointer<Float>, _ columns: Int) -> Void = { _, _ in }) -> PackedWeight {
+        let (n, k) = (outFeatures, inFeatures)
+        let panel = Int(GS_PANEL), count = panelCount
+        return PackedWeight(outFeatures: n, inFeatures: rows) { out in
+            // Lanes past the last output feature stay zero, as `gs_pack_kn` leaves them.
+            if n % panel != 0 { out.initialize(repeating: 0, count: gs_packed_count(n, rows)) }
+            nonisolated(unsafe) let y = out  // disjoint rows of every panel per chunk
+            panels.withUnsafeBufferPointer { p in
+                guard let pb = p.baseAddress else { return }
+                Parallel.forEachChunk(rows, minimumChunk: 48) { r in
+                    for q in 0..<count {
+                        // Panel q is a [rows, 32] block and the kernel writes feature j of row i at
+                        // y[i·ldy + j]: point it 32·q floats before the block.
+                        let block = y + q * rows * panel - q * panel
+                        gs_gemm_packed(x + r.lowerBound * xStride, xStride, 1, pb, nil, block + r.lowerBound * panel, panel,
+                                       r.count, n, k, q, q + 1, 0)
+                    }
+                }
+            }
+            for q in 0..<count { finish(out + q * rows * panel, min(panel, n - q * panel)) }
+        }
+    }
 
     /// `apply` on the calling thread only, for callers that split the work themselves.
     public func applySingleThreaded(

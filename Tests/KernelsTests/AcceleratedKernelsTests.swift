@@ -82,6 +82,33 @@ final class AcceleratedKernelsTests: XCTestCase {
         assertClose(out, ReferenceKernels.matrixProduct(p.scalars, head, m: rows, n: hd, k: t), tolerance: 1e-3, "P·M_h")
     }
 
+    /// A product written straight in packed right-operand layout works as `init(kn:)` of the
+    /// plain product would, with `finish` seeing each panel's real columns.
+    func testProductPackedAsTheNextRightOperand() {
+        for (rows, k, n) in [(130, 20, 48), (97, 33, 64), (12, 5, 7)] {
+            let x = randomTensor([rows, k], seed: UInt64(rows + k)), w = randomTensor([n, k], seed: UInt64(n))
+            let plain = GEMM.linear(x, weight: w, bias: nil, packed: PackedWeight(w))
+            var seen: [Int] = []
+            let packed = x.scalars.withUnsafeBufferPointer { xp in
+                PackedWeight(w).applyPacked(xp.baseAddress!, rows: rows, xStride: k) { block, columns in
+                    seen.append(columns)
+                    for i in 0..<rows { for j in 0..<columns { block[i * PackedWeight.panelWidth + j] *= 2 } }
+                }
+            }
+            XCTAssertEqual(seen, stride(from: 0, to: n, by: 32).map { min(32, n - $0) })
+            // Use both as the right operand of v·B for a few rows v.
+            let v = randomTensor([5, rows], seed: 77)
+            let doubled = plain.scalars.map { $0 * 2 }
+            let reference = doubled.withUnsafeBufferPointer { PackedWeight(kn: $0.baseAddress!, ldb: n, k: rows, n: n) }
+            var a = [Float](repeating: 0, count: 5 * n), b = a
+            v.scalars.withUnsafeBufferPointer { vp in
+                a.withUnsafeMutableBufferPointer { packed.apply(vp.baseAddress!, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
+                b.withUnsafeMutableBufferPointer { reference.apply(vp.baseAddress!, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
+            }
+            XCTAssertEqual(a, b, "\(rows)×\(k)→\(n)")
+        }
+    }
+
     func testFlashAttentionMatchesReference() {
         for (nq, nk, heads, hd) in [(9, 31, 2, 8), (49, 196, 1, 96), (16, 64, 2, 56), (40, 900, 2, 72), (5, 7, 1, 3), (100, 8, 8, 16)] {
             let width = heads * hd

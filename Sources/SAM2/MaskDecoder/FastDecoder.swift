@@ -101,23 +101,19 @@ extension DecoderAttention {
                 }
             }
         }
-        // Scoresᵀ [T, heads·N]; softmax down the columns (over the image positions).
-        var scoresT = Tensor(unsafeUninitializedShape: [t, hn])
+        // Scoresᵀ [T, heads·N], written packed as the right operand of the next product; softmax
+        // down the columns (over the image positions).
         let packedQ = PackedWeight(qPrime)
-        x.scalars.withUnsafeBufferPointer { xp in
-            scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-                packedQ.apply(xp.baseAddress!, rows: t, xStride: d, bias: nil, into: sp.baseAddress!, yStride: hn)
-                AcceleratedOps.softmaxColumns(sp.baseAddress!, rows: t, columns: hn, ld: hn)
+        let packedP = x.scalars.withUnsafeBufferPointer { xp in
+            packedQ.applyPacked(xp.baseAddress!, rows: t, xStride: d) { block, columns in
+                AcceleratedOps.softmaxColumns(block, rows: t, columns: columns, ld: PackedWeight.panelWidth)
             }
         }
         // Gᵀ [D, heads·N] = keysᵀ · Pᵀ.
         var gT = Tensor(unsafeUninitializedShape: [d, hn])
-        scoresT.scalars.withUnsafeBufferPointer { sp in
-            let packedP = PackedWeight(kn: sp.baseAddress!, ldb: hn, k: t, n: hn)
-            keys.scalars.withUnsafeBufferPointer { kp in
-                gT.scalars.withUnsafeMutableBufferPointer { gp in
-                    packedP.apply(kp.baseAddress!, rows: d, xStride: 1, xInnerStride: d, bias: nil, into: gp.baseAddress!, yStride: hn)
-                }
+        keys.scalars.withUnsafeBufferPointer { kp in
+            gT.scalars.withUnsafeMutableBufferPointer { gp in
+                packedP.apply(kp.baseAddress!, rows: d, xStride: 1, xInnerStride: d, bias: nil, into: gp.baseAddress!, yStride: hn)
             }
         }
         // o[j, h·hd + e] = Σ_c G[h·N + j, c] · W_v[h·hd + e, c] + b_v (rows of P sum to 1).
