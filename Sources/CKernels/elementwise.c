@@ -308,3 +308,68 @@ GS_TARGET void gs_convt2x2_epilogue(const float *products, long rows, long w, lo
 }
 
 void gs_cpu_relax(void) { _mm_pause(); }
+
+// MARK: Feature tiles
+
+/// 16 codes of one channel at 16 pixels (the first n), as floats: (float)q · s + o.
+GS_INLINE __m512 dequantize16(const int16_t *codes, const uint8_t *high, const uint8_t *low, long at, __mmask16 m,
+                              __m512 s, __m512 o) {
+    __m512i q;
+    if (codes) {
+        q = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, codes + at));
+    } else {
+        __m512i h = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, high + at));
+        __m512i l = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, low + at));
+        q = _mm512_sub_epi32(_mm512_or_si512(_mm512_slli_epi32(h, 8), l), _mm512_set1_epi32(32768));
+    }
+    // Parity with the plain loop `Float(q) * scale + offset`: a multiply, then an add (no FMA).
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), s), o);
+}
+
+/// In-register transpose of a 16×16 block: r[i] lane j ↔ r[j] lane i.
+GS_INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    // Now r[4a + b] holds, in each 128-bit lane k, row (4a..4a+3)'s column (4k + b) entries.
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+}
+
+GS_TARGET void gs_dequantize_transpose(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels, long plane,
+                                       long p_begin, long p_end, const float *scale, const float *offset, float *out) {
+    for (long p0 = p_begin; p0 < p_end; p0 += 16) {
+        long n = p_end - p0 < 16 ? p_end - p0 : 16;
+        __mmask16 pixels = gs_lanes(n);
+        for (long c0 = 0; c0 < channels; c0 += 16) {
+            long cn = channels - c0 < 16 ? channels - c0 : 16;
+            __m512 r[16];
+            for (long i = 0; i < 16; i++) {
+                long c = c0 + i;
+                r[i] = i < cn ? dequantize16(codes, high, low, c * plane + p0, pixels, _mm512_set1_ps(scale[c]), _mm512_set1_ps(offset[c]))
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            __mmask16 lanes = gs_lanes(cn);
+            for (long j = 0; j < n; j++) _mm512_mask_storeu_ps(out + (p0 + j) * channels + c0, lanes, r[j]);
+        }
+    }
+}

@@ -125,6 +125,13 @@ void gs_layer_norm_stats(float *x, long rows, long channels, const float *weight
 /// Softmax of each row in place.
 void gs_softmax_rows(float *x, long rows, long columns, long ld);
 
+/// Dequantises 16-bit feature codes stored channel-major (`[channels][plane]`) into floats laid
+/// out channels-last (`out[p·channels + c]`), for pixels `[p_begin, p_end)`: value =
+/// (float)q · scale[c] + offset[c] (a multiply, then an add). The codes are either signed int16
+/// (`codes`, with `high`/`low` NULL) or split into byte planes, q = high·256 + low − 32768.
+void gs_dequantize_transpose(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels, long plane,
+                             long p_begin, long p_end, const float *scale, const float *offset, float *out);
+
 #ifdef __cplusplus
 }
 #endif
