@@ -186,17 +186,23 @@ final class EncodeTests: XCTestCase {
         for key in a.keys { XCTAssertEqual(a[key], b[key], "\(key) differs") }
     }
 
-    func testSixteenBitFeaturesKeepDecoderOutputsWithinParityTolerance() throws {
+    /// A scene raster encoded twice: with the default feature dtype, and with `dtype`.
+    func encodeTwice(width: Int, height: Int, defaultAnd dtype: String) throws -> (FeatureStore, FeatureStore) {
         let dir = try TestSupport.temporaryDirectory()
-        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 800, height: 700) { b, x, y in
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: width, height: height) { b, x, y in
             TestSupport.scene(b, x, y)
         }
-        let half = dir.appendingPathComponent("q16z.geosam2"), full = dir.appendingPathComponent("f32.geosam2")
-        _ = try encode(raster, into: half)
-        _ = try encode(raster, into: full) { $0.featureDType = "f32" }
-        let h = try FeatureStore.open(half), f = try FeatureStore.open(full)
-        XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: h.featuresURL(h.manifest.tiles[0]).path)[.size] as? Int ?? 0,
-                          try FileManager.default.attributesOfItem(atPath: f.featuresURL(f.manifest.tiles[0]).path)[.size] as? Int ?? 0)
+        let first = dir.appendingPathComponent("default.geosam2"), second = dir.appendingPathComponent("\(dtype).geosam2")
+        _ = try encode(raster, into: first)
+        _ = try encode(raster, into: second) { $0.featureDType = dtype }
+        return (try FeatureStore.open(first), try FeatureStore.open(second))
+    }
+
+    func fileSize(_ url: URL) throws -> Int { try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int ?? 0 }
+
+    func testSixteenBitFeaturesKeepDecoderOutputsWithinParityTolerance() throws {
+        let (h, f) = try encodeTwice(width: 800, height: 700, defaultAnd: "f32")
+        XCTAssertLessThan(try fileSize(h.featuresURL(h.manifest.tiles[0])), try fileSize(f.featuresURL(f.manifest.tiles[0])))
         let model = try TestSupport.microModel().model
         let fh = try h.loadFeatures(h.manifest.tiles[0]), ff = try f.loadFeatures(f.manifest.tiles[0])
         for prompt in [Prompt(points: [PointPrompt(x: 700, y: 500, label: 1)]),
@@ -209,18 +215,10 @@ final class EncodeTests: XCTestCase {
     }
 
     func testCompressedCodesDecodeExactlyAsPlainQ16AndDamageIsAClearError() throws {
-        let dir = try TestSupport.temporaryDirectory()
-        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 600, height: 500) { b, x, y in
-            TestSupport.scene(b, x, y)
-        }
-        let compressedURL = dir.appendingPathComponent("q16z.geosam2"), plainURL = dir.appendingPathComponent("q16.geosam2")
-        _ = try encode(raster, into: compressedURL)
-        _ = try encode(raster, into: plainURL) { $0.featureDType = "q16" }
-        let compressed = try FeatureStore.open(compressedURL), plain = try FeatureStore.open(plainURL)
+        let (compressed, plain) = try encodeTwice(width: 600, height: 500, defaultAnd: "q16")
         XCTAssertEqual(compressed.manifest.encoding.featureDType, "q16z", "q16z is the default for a new store")
         let tile = compressed.manifest.tiles[0]
-        func size(_ url: URL) throws -> Int { try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int ?? 0 }
-        XCTAssertLessThan(try size(compressed.featuresURL(tile)), try size(plain.featuresURL(tile)))
+        XCTAssertLessThan(try fileSize(compressed.featuresURL(tile)), try fileSize(plain.featuresURL(tile)))
 
         // Same codes, same arithmetic: the values are identical, channels-first and channels-last.
         let a = try SafetensorsFile(contentsOf: compressed.featuresURL(tile)), b = try SafetensorsFile(contentsOf: plain.featuresURL(tile))
