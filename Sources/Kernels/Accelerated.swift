@@ -71,7 +71,7 @@ public struct PackedWeight: Sendable {
     public func applyPacked(_ x: UnsafePointer<Float>, rows: Int, xStride: Int,
                             finish: (UnsafeMutablePointer<Float>, _ columns: Int) -> Void = { _, _ in }) -> PackedWeight {
         let (n, k) = (outFeatures, inFeatures)
-        let panel = Int(GS_PANEL), count = panelCount
+        let (panel, count) = (Self.panelWidth, panelCount)
         return PackedWeight(outFeatures: n, inFeatures: rows) { out in
             // Lanes past the last output feature stay zero, as `gs_pack_kn` leaves them.
             if n % panel != 0 { out.initialize(repeating: 0, count: gs_packed_count(n, rows)) }

@@ -117,15 +117,16 @@ public enum FeatureDType: String, Sendable, CaseIterable {
                 nonisolated(unsafe) let dst = o.baseAddress!  // disjoint blocks per chunk
                 let block = 64
                 Parallel.forEachChunk((plane + block - 1) / block, minimumChunk: 16) { blocks in
+                    if Accelerated.isAvailable {
+                        // 16×16 blocks transposed in registers (the loop below scatters its stores).
+                        let pixels = (blocks.lowerBound * block)..<min(plane, blocks.upperBound * block)
+                        AcceleratedOps.dequantizeTranspose(signed: codes.signed, high: codes.high, low: codes.low, channels: channels,
+                                                           plane: plane, pixels: pixels, scale: scale.baseAddress!,
+                                                           offset: offset.baseAddress!, into: dst)
+                        return
+                    }
                     for b in blocks {
                         let (p0, p1) = (b * block, min(plane, (b + 1) * block))
-                        if Accelerated.isAvailable {
-                            // 16×16 blocks transposed in registers (the loop below scatters its stores).
-                            AcceleratedOps.dequantizeTranspose(signed: codes.signed, high: codes.high, low: codes.low, channels: channels,
-                                                               plane: plane, pixels: p0..<p1, scale: scale.baseAddress!,
-                                                               offset: offset.baseAddress!, into: dst)
-                            continue
-                        }
                         for c in 0..<channels {
                             let (sc, of) = (scale[c], offset[c])
                             for p in p0..<p1 { dst[p * channels + c] = Float(codes.code(c * plane + p)) * sc + of }
