@@ -158,6 +158,34 @@ public final class VectorDataset {
         return result
     }
 
+    // MARK: SQL
+
+    /// Runs an SQL statement in the driver's own dialect (SQLite for GeoPackage) and returns the
+    /// integer in the first column of the first row of its result, nil when there is no row or
+    /// the value is NULL (statements without results: nil). Inside ``withTransaction(_:)`` the
+    /// statement is part of the transaction.
+    @discardableResult
+    public func executeSQL(_ statement: String) throws -> Int? {
+        try withQuietGDAL {
+            CPLErrorReset()
+            let result = GDALDatasetExecuteSQL(handle, statement, nil, nil)
+            defer { if let result { GDALDatasetReleaseResultSet(handle, result) } }
+            let type = CPLGetLastErrorType()
+            if type == CE_Failure || type == CE_Fatal { throw GeoIOError.gdal("SQL failed", path: label) }
+            guard let result else { return nil }
+            OGR_L_ResetReading(result)
+            guard let feature = OGR_L_GetNextFeature(result) else { return nil }
+            defer { OGR_F_Destroy(feature) }
+            guard OGR_F_GetFieldCount(feature) > 0, OGR_F_IsFieldSetAndNotNull(feature, 0) != 0 else { return nil }
+            return Int(OGR_F_GetFieldAsInteger64(feature, 0))
+        }
+    }
+
+    /// `text` as an SQL string literal (single quotes doubled).
+    public static func sqlLiteral(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+    /// `name` as an SQL identifier (double quotes doubled).
+    public static func sqlIdentifier(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
     /// Writes pending changes (`GDALFlushCache`). Closing (deinit) does this too.
     public func flush() throws {
         try withQuietGDAL {
@@ -259,6 +287,18 @@ public final class VectorLayer {
             guard let feature = next.0 else { return }
             try body(withQuietGDAL { try feature.toFeature() })
         }
+    }
+
+    /// The features matching an OGR SQL `WHERE` clause (`OGR_L_SetAttributeFilter`), e.g.
+    /// `object_id = 3`; the filter is cleared afterwards.
+    public func features(where clause: String) throws -> [Feature] {
+        try withQuietGDAL {
+            guard OGR_L_SetAttributeFilter(handle, clause) == OGRERR_NONE else {
+                throw GeoIOError.gdal("invalid attribute filter \(clause)", path: label)
+            }
+        }
+        defer { withQuietGDAL { _ = OGR_L_SetAttributeFilter(handle, nil) } }
+        return try features()
     }
 
     /// All features, in the layer's order.

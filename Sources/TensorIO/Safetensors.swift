@@ -19,6 +19,7 @@ public final class SafetensorsFile: TensorArchive {
 
     private let file: MappedFile
     private let tensors: [String: Stored]
+    private let dataStart: Int
 
     /// The largest header accepted; far above any real model's and a guard against absurd lengths.
     static let maxHeaderLength = 100 << 20
@@ -151,7 +152,17 @@ public final class SafetensorsFile: TensorArchive {
         self.tensorNames = names
         self.tensors = tensors
         self.metadata = metadata
+        self.dataStart = dataStart
     }
+
+    /// Calls `body` with every byte of the file (length prefix, header and data), straight from
+    /// the mapping: for checksums over the whole file.
+    public func withFileBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: file.base, count: file.count))
+    }
+
+    /// Bytes of the length prefix and the JSON header: where the data section starts.
+    public var headerEnd: Int { dataStart }
 
     /// Dtype and shape of `name` from the header, or `nil` if absent.
     public func info(_ name: String) -> TensorInfo? {

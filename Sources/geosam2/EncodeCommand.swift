@@ -80,19 +80,49 @@ struct Encode: ParsableCommand {
     }
 }
 
-/// `geosam2 verify`: checks a feature store.
+/// `geosam2 verify`: checks a feature store, and repairs it on request.
 struct Verify: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check that every tile of a feature store is present, readable and matches its manifest.")
+    static let configuration = CommandConfiguration(
+        abstract: "Check that every tile of a feature store is present, uncorrupted (CRC-32C over every byte), readable and matches its manifest.",
+        discussion: """
+            Exits non-zero when a tile is missing or bad. With --repair, bad tiles are moved aside             (tiles/ID.safetensors.corrupt) and encoded again from the store's raster with the parameters             the manifest records; the model is the store's checkpoint (or --model).
+            """)
 
     @Argument(help: "A feature store directory.") var store: String
-    @Flag(name: .long, help: "Only check headers, not every value.") var quick = false
+    @Flag(name: .long, help: "Only check checksums and headers, not every value.") var quick = false
+    @Flag(name: .long, help: "Re-encode the bad tiles (needs the raster and the model).") var repair = false
+    @Option(name: .long, help: "Checkpoint for --repair (default: the one the store records, else its preset from the model cache).") var model: String?
+    @Option(name: .long, help: "Architecture JSON for a custom checkpoint.") var config: String?
+    @Flag(name: .long, help: "Print only problems.") var quiet = false
 
     func run() throws {
         let featureStore = try FeatureStore.open(URL(fileURLWithPath: store, isDirectory: true))
-        let report = try featureStore.verify(readValues: !quick)
-        print("\(store): \(report.done.count) done, \(report.empty.count) empty, \(report.pending.count) missing, \(report.problems.count) bad")
+        var report = try featureStore.verify(readValues: !quick)
+        describe(report)
+        if repair, !report.problems.isEmpty {
+            let bad = report.problems.map(\.tile)
+            let encoderModel = try storeModel(featureStore.manifest, model: model, config: config)
+            let reporter = ProgressReporter(quiet: quiet, label: "repair")
+            let summary = try RasterEncoder.repair(bad, in: featureStore, model: encoderModel) { p in
+                reporter.update(done: p.finished, total: p.total, detail: "re-encoded \(p.encoded), empty \(p.empty)", rateCount: p.encoded, elapsed: p.elapsed)
+            }
+            reporter.finish()
+            if !quiet { print("repaired \(summary.encoded + summary.empty) tile\(bad.count == 1 ? "" : "s"): \(bad.joined(separator: ", ")) (the bad files are kept as .corrupt)") }
+            report = try featureStore.verify(readValues: !quick)
+            describe(report)
+        }
+        guard report.isComplete else { throw ExitCode(1) }
+    }
+
+    func describe(_ report: VerificationReport) {
+        if !quiet || !report.isComplete {
+            print("\(store): \(report.done.count) done, \(report.empty.count) empty, \(report.pending.count) missing, \(report.problems.count) bad")
+        }
         for p in report.problems { print("bad tile \(p)") }
         if !report.pending.isEmpty { print("missing: \(report.pending.prefix(20).joined(separator: ", "))\(report.pending.count > 20 ? ", …" : "")") }
-        guard report.isComplete else { throw ExitCode(1) }
+        if !report.unchecked.isEmpty, !quiet {
+            print("note: \(report.unchecked.count) tile\(report.unchecked.count == 1 ? "" : "s") carry no checksum (written before 0.2): checked for structure\(quick ? "" : " and values") only; `geosam2 verify --repair` does not rewrite sound tiles, re-encode into a new store to add checksums")
+        }
+        if !report.problems.isEmpty, !repair { print("repair with: geosam2 verify --repair \(store)") }
     }
 }

@@ -61,7 +61,8 @@ struct ModelOptions: ParsableArguments {
         let url = try checkpointURL()
         let model = try SAM2Model.load(contentsOf: url, configuration: try configuration())
         let preset = config == nil ? (try? SAM2Model.inspect(contentsOf: url).preset.rawValue) : nil
-        return EncoderModel(model: model, checkpointSHA256: try FileDigest.sha256(of: url), preset: preset)
+        return EncoderModel(model: model, checkpointSHA256: try FileDigest.sha256(of: url), preset: preset,
+                            checkpointPath: url.standardizedFileURL.path)
     }
 }
 

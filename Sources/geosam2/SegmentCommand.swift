@@ -20,12 +20,34 @@ struct PolygonOptionGroup: ParsableArguments {
 /// Opens a store with the model it was encoded with.
 func openSegmenter(store: String, model: String?, config: String?) throws -> Segmenter {
     let featureStore = try FeatureStore.open(URL(fileURLWithPath: store, isDirectory: true))
-    guard let name = model ?? featureStore.manifest.model.preset else {
-        throw CLIError("the store was encoded with a custom model: pass it with --model (and --config)")
+    let encoderModel = try storeModel(featureStore.manifest, model: model, config: config)
+    return try Segmenter(store: featureStore, model: encoderModel.model, checkpointSHA256: encoderModel.checkpointSHA256)
+}
+
+/// The model for a store: `--model` when given, else the checkpoint file the manifest records
+/// (while it exists unchanged), else the store's preset from the model cache.
+func storeModel(_ manifest: StoreManifest, model: String?, config: String?) throws -> EncoderModel {
+    var recordedProblem: String?
+    if model == nil {
+        switch ModelCatalog.recordedCheckpoint(of: manifest) {
+        case .usable(let url):
+            // The manifest's architecture: a custom checkpoint needs no --config either.
+            let loaded = try SAM2Model.load(contentsOf: url, configuration: manifest.model.configuration)
+            return EncoderModel(model: loaded, checkpointSHA256: manifest.model.checkpointSHA256, preset: manifest.model.preset,
+                                checkpointPath: url.path)
+        case .unusable(let reason): recordedProblem = reason
+        case .unrecorded: break
+        }
+    }
+    guard let name = model ?? manifest.model.preset else {
+        throw CLIError("\(recordedProblem ?? "the store was encoded with a custom model"): pass the checkpoint with --model (and --config)")
     }
     let options = try ModelOptions.parse(["--model", name] + (config.map { ["--config", $0] } ?? []))
-    let encoderModel = try options.loadEncoderModel()
-    return try Segmenter(store: featureStore, model: encoderModel.model, checkpointSHA256: encoderModel.checkpointSHA256)
+    do {
+        return try options.loadEncoderModel()
+    } catch where recordedProblem != nil {
+        throw CLIError("\(recordedProblem ?? ""); and \(error)")
+    }
 }
 
 /// `geosam2 segment`: batch prompts from a vector file to polygons.
@@ -56,11 +78,10 @@ struct Segment: ParsableCommand {
     func run() throws {
         try polygonOptions.options.validate()
         let segmenter = try openSegmenter(store: store, model: model, config: config)
-        let objects = try PromptReader.read(prompts, layer: layer)
+        let objects = try PromptReader.read(prompts, layer: layer, target: segmenter.spatialReference)
         guard !objects.isEmpty else { throw CLIError("\(prompts) holds no prompts") }
         let manifest = segmenter.store.manifest
-        var nextID = try VectorExporter.nextObjectID(in: out, layer: outLayer)
-        var records: [ObjectRecord] = []
+        var segmented: [(name: String, record: ObjectRecord)] = []
         var failures = 0
         for object in objects {
             do {
@@ -70,24 +91,27 @@ struct Segment: ParsableCommand {
                     if !quiet { print("object \(object.name): skipped: empty mask after filtering") }
                     continue
                 }
-                let record = ObjectRecord(objectID: nextID, result: result, source: manifest.source.path,
-                                          model: "\(manifest.model.preset ?? "custom") sha256:\(manifest.model.checkpointSHA256)")
-                records.append(record)
-                if let maskOut {
-                    let path = objects.count == 1 ? maskOut : maskOut.replacingOccurrences(of: ".tif", with: "_\(nextID).tif")
-                    try VectorExporter.writeMask(result, to: path, srs: segmenter.spatialReference)
-                }
-                nextID += 1
-                if !quiet {
-                    print("object \(object.name): id \(record.objectID), \(result.polygons.count) polygon\(result.polygons.count == 1 ? "" : "s"), score \(String(format: "%.3f", result.score)), tile \(result.tile), \(String(format: "%.1f", result.decodeMilliseconds + result.polygonizeMilliseconds)) ms")
-                }
+                // Id 0 until saved: the output file gives the ids (they only grow, see appendNew).
+                segmented.append((object.name, ObjectRecord(objectID: 0, result: result, source: manifest.source.path,
+                                                            model: "\(manifest.model.preset ?? "custom") sha256:\(manifest.model.checkpointSHA256)")))
             } catch {
                 failures += 1
                 FileHandle.standardError.write(Data("object \(object.name): skipped: \(error)\n".utf8))
             }
         }
-        if !records.isEmpty {
-            try VectorExporter.append(records, to: out, layer: outLayer, srs: segmenter.spatialReference)
+        var records: [ObjectRecord] = []
+        if !segmented.isEmpty {
+            records = try VectorExporter.appendNew(segmented.map(\.record), to: out, layer: outLayer, srs: segmenter.spatialReference)
+        }
+        for ((name, _), record) in zip(segmented, records) {
+            let result = record.result
+            if let maskOut {
+                let path = objects.count == 1 ? maskOut : maskOut.replacingOccurrences(of: ".tif", with: "_\(record.objectID).tif")
+                try VectorExporter.writeMask(result, to: path, srs: segmenter.spatialReference)
+            }
+            if !quiet {
+                print("object \(name): id \(record.objectID), \(result.polygons.count) polygon\(result.polygons.count == 1 ? "" : "s"), score \(String(format: "%.3f", result.score)), tile \(result.tile), \(String(format: "%.1f", result.decodeMilliseconds + result.polygonizeMilliseconds)) ms")
+            }
         }
         if !quiet { print("\(records.count) object\(records.count == 1 ? "" : "s") written to \(out), \(failures) skipped") }
         if records.isEmpty { throw ExitCode(1) }

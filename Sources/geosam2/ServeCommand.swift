@@ -63,9 +63,11 @@ struct Serve: AsyncParsableCommand {
         let segmenterModel: EncoderModel
         if let encoderModel {
             segmenterModel = encoderModel
+        } else if model == nil, case .usable = ModelCatalog.recordedCheckpoint(of: featureStore.manifest) {
+            segmenterModel = try storeModel(featureStore.manifest, model: nil, config: config)
         } else {
             guard let name = model ?? featureStore.manifest.model.preset else {
-                throw CLIError("the store was encoded with a custom model: pass it with --model (and --config)")
+                throw CLIError("\(recordedProblem(featureStore.manifest) ?? "the store was encoded with a custom model"): pass the checkpoint with --model (and --config)")
             }
             segmenterModel = try await loadModel(name)
         }
@@ -104,6 +106,11 @@ struct Serve: AsyncParsableCommand {
             arguments = ["--model", cached.path] + (config.map { ["--config", $0] } ?? [])
         }
         return try ModelOptions.parse(arguments).loadEncoderModel()
+    }
+
+    func recordedProblem(_ manifest: StoreManifest) -> String? {
+        if case .unusable(let reason) = ModelCatalog.recordedCheckpoint(of: manifest) { return reason }
+        return nil
     }
 
     func note(_ text: String) {

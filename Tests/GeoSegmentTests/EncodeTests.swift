@@ -241,7 +241,12 @@ final class EncodeTests: XCTestCase {
         let middle = 8 + headerLength + (offsets[0] + offsets[1]) / 2
         for i in middle..<(middle + 64) { bytes[i] ^= 0x5A }
         try Data(bytes).write(to: file)
+        // The loader refuses the tile on its checksum, before decoding; decoding regardless, zstd's
+        // own frame checks name the tensor.
         XCTAssertThrowsError(try compressed.loadFeatures(tile)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("tile \(tile.id) is corrupt: CRC-32C"), "\(error)")
+        }
+        XCTAssertThrowsError(try FeatureDType.decode(name: "high_res_feats_0", from: try SafetensorsFile(contentsOf: file))) { error in
             XCTAssertTrue("\(error)".contains("high_res_feats_0.high: corrupt zstd stream"), "\(error)")
         }
         let report = try compressed.verify()

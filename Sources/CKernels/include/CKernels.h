@@ -132,6 +132,15 @@ void gs_softmax_rows(float *x, long rows, long columns, long ld);
 void gs_dequantize_transpose(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels, long plane,
                              long p_begin, long p_end, const float *scale, const float *offset, float *out);
 
+/// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start): the standard
+/// check value of "123456789" is 0xE3069283. SSE4.2 `crc32` in three interleaved lanes where
+/// the CPU has it, else a slicing-by-8 table loop.
+uint32_t gs_crc32c(uint32_t crc, const void *data, size_t length);
+/// The same with the table loop only (the plain reference the tests compare against).
+uint32_t gs_crc32c_portable(uint32_t crc, const void *data, size_t length);
+/// The CRC-32C of A followed by B from `crc1` = CRC(A), `crc2` = CRC(B) and B's length.
+uint32_t gs_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,9 +24,9 @@ struct ObjectsController<Context: RequestContext> {
         refuseOtherMethods(on: router, "/api/export.geojson", allowed: [.get])
         router.get("/api/objects") { _, _ in
             let features = try await objects.features()
-            let ids = Set(features.compactMap { $0.attributes["object_id"]?.intValue })
+            let summary = try await objects.summary()
             return jsonResponse(GeoJSON.collection(features.map { GeoJSON.feature($0) }, epsg: epsg, extra: [
-                "objects": .integer(ids.count), "next_object_id": .integer((ids.max() ?? 0) + 1),
+                "objects": .integer(summary.objects), "next_object_id": .integer(summary.nextObjectID),
             ]), contentType: "application/geo+json")
         }
         router.post("/api/objects") { request, _ in

@@ -1,12 +1,16 @@
+import Dispatch
 import Foundation
 import GeoIO
 import GeoSegment
 
 /// The committed objects: the output vector file (a GeoPackage), written at each commit in one
-/// transaction and read back on every request, so a restarted server shows what earlier runs saved.
+/// transaction, so a restarted server shows what earlier runs saved.
 ///
-/// An actor: commits, undos and exports run one at a time.
-public actor ObjectRepository {
+/// Every GDAL call on the file runs on one serial queue of its own, off Swift's cooperative pool:
+/// commits, undos and exports run one at a time and never hold up the threads that serve previews
+/// and map tiles. Listings are answered from the features last read, re-read only when the file
+/// changed (its size, time or inode), so they cost no GDAL work between saves.
+public final class ObjectRepository: Sendable {
     public let path: String
     public let layer: String?
     /// The store's CRS (objects are written and shown in it).
@@ -15,6 +19,28 @@ public actor ObjectRepository {
     /// What every record says about its origin.
     let source: String
     let model: String
+
+    private let queue = DispatchQueue(label: "geosam2.objects")
+    /// Touched only on `queue`.
+    private let cache = Cache()
+
+    private final class Cache: @unchecked Sendable {
+        var stamp: FileStamp?
+        var features: [Feature] = []
+    }
+
+    /// What identifies one version of the file.
+    struct FileStamp: Equatable {
+        var size: Int64, modified: Int64, inode: UInt64
+
+        init?(path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return nil }
+            size = Int64(st.st_size)
+            modified = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+            inode = UInt64(st.st_ino)
+        }
+    }
 
     public init(path: String, layer: String? = nil, store: FeatureStore) {
         self.path = path
@@ -26,29 +52,55 @@ public actor ObjectRepository {
         model = "\(m.model.preset ?? "custom") sha256:\(m.model.checkpointSHA256)"
     }
 
+    /// Runs `body` on the repository's queue.
+    private func serially<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
     func spatialReference() throws -> SpatialReference? {
         try wkt.map { try SpatialReference(wkt: $0) }
     }
 
     /// A record for a segmentation result (id 0 for a preview that is not saved).
-    nonisolated func record(_ result: SegmentedObject, objectID: Int) -> ObjectRecord {
+    func record(_ result: SegmentedObject, objectID: Int) -> ObjectRecord {
         ObjectRecord(objectID: objectID, result: result, source: source, model: model)
     }
 
-    /// Saves an object under the next free id; returns the record and its features.
-    public func commit(_ result: SegmentedObject) throws -> (record: ObjectRecord, features: [Feature]) {
+    /// Saves an object under the next id (ids only grow, see `VectorExporter.appendNew`);
+    /// returns the record and its features.
+    public func commit(_ result: SegmentedObject) async throws -> (record: ObjectRecord, features: [Feature]) {
         guard !result.polygons.isEmpty else {
             throw GeoSAM2ServerError.unprocessable("the mask is empty after filtering: nothing to save")
         }
-        let srs = try spatialReference()
-        let id = try VectorExporter.nextObjectID(in: path, layer: layer)
-        let record = record(result, objectID: id)
-        try VectorExporter.append([record], to: path, layer: layer, srs: srs)
-        return (record, try VectorExporter.features(of: record, srs: srs))
+        let record = record(result, objectID: 0)
+        return try await serially { [self] in
+            let srs = try spatialReference()
+            let saved = try VectorExporter.appendNew([record], to: path, layer: layer, srs: srs)
+            cache.stamp = nil
+            guard let first = saved.first else { throw GeoSAM2ServerError.unprocessable("nothing was saved") }
+            return (first, try VectorExporter.features(of: first, srs: srs))
+        }
     }
 
     /// Every saved feature, with geometries in the store's CRS.
-    public func features() throws -> [Feature] {
+    public func features() async throws -> [Feature] {
+        try await serially { [self] in try currentFeatures() }
+    }
+
+    /// The features as the file holds them now (on `queue`).
+    private func currentFeatures() throws -> [Feature] {
+        let stamp = FileStamp(path: path)
+        if let stamp, stamp == cache.stamp { return cache.features }
+        let features = try readFeatures()
+        // Stamped before reading: a change during the read only causes one more read later.
+        cache.stamp = stamp
+        cache.features = features
+        return features
+    }
+
+    private func readFeatures() throws -> [Feature] {
         guard FileManager.default.fileExists(atPath: path) else { return [] }
         let dataset = try VectorDataset.open(path)
         let target: VectorLayer
@@ -72,60 +124,76 @@ public actor ObjectRepository {
     }
 
     /// The features of one object; empty when it does not exist.
-    public func features(objectID: Int) throws -> [Feature] {
-        try features().filter { $0.attributes["object_id"]?.intValue == objectID }
+    public func features(objectID: Int) async throws -> [Feature] {
+        try await features().filter { $0.attributes["object_id"]?.intValue == objectID }
     }
 
-    /// Object ids in the file, ascending.
-    public func objectIDs() throws -> [Int] {
-        Array(Set(try features().compactMap { $0.attributes["object_id"]?.intValue })).sorted()
+    /// How many objects are saved, and the id the next one gets.
+    public func summary() async throws -> (objects: Int, nextObjectID: Int) {
+        try await serially { [self] in
+            let ids = Set(try currentFeatures().compactMap { $0.attributes["object_id"]?.intValue })
+            return (ids.count, try VectorExporter.nextObjectID(in: path, layer: layer))
+        }
     }
 
     /// Deletes an object; returns how many features were removed (0: no such object).
-    public func delete(objectID: Int) throws -> Int {
-        try VectorExporter.delete(objectID: objectID, from: path, layer: layer)
+    public func delete(objectID: Int) async throws -> Int {
+        try await serially { [self] in
+            defer { cache.stamp = nil }
+            return try VectorExporter.delete(objectID: objectID, from: path, layer: layer)
+        }
     }
 
     /// Deletes the object with the highest id (the last saved); returns its id and feature count,
     /// nil when there is none.
-    public func deleteLast() throws -> (objectID: Int, features: Int)? {
-        guard let last = try objectIDs().last else { return nil }
-        return (last, try delete(objectID: last))
+    public func deleteLast() async throws -> (objectID: Int, features: Int)? {
+        try await serially { [self] in
+            guard let last = try currentFeatures().compactMap({ $0.attributes["object_id"]?.intValue }).max() else { return nil }
+            defer { cache.stamp = nil }
+            return (last, try VectorExporter.delete(objectID: last, from: path, layer: layer))
+        }
     }
 
-    /// The output GeoPackage's bytes (an empty layer when nothing is saved yet).
-    public func geoPackage() throws -> Data {
-        if FileManager.default.fileExists(atPath: path) {
-            return try Data(contentsOf: URL(fileURLWithPath: path))
+    /// The output GeoPackage's bytes (an empty layer when nothing is saved yet), read between
+    /// commits, so never a half-written file.
+    public func geoPackage() async throws -> Data {
+        let existing: Data? = try await serially { [self] in
+            FileManager.default.fileExists(atPath: path) ? try Data(contentsOf: URL(fileURLWithPath: path)) : nil
         }
-        return try withScratchFile(named: "objects.gpkg") { file in
-            try {
-                let dataset = try VectorDataset.create(driver: "GPKG", path: file)
-                try dataset.createLayer(name: layer ?? VectorExporter.defaultLayer, srs: try spatialReference(),
-                                        geometryType: .polygon, fields: VectorExporter.fields)
-                try dataset.flush()
-            }()
-            return try Data(contentsOf: URL(fileURLWithPath: file))
+        if let existing { return existing }
+        return try await offload { [self] in
+            try withScratchFile(named: "objects.gpkg") { file in
+                try {
+                    let dataset = try VectorDataset.create(driver: "GPKG", path: file)
+                    try dataset.createLayer(name: layer ?? VectorExporter.defaultLayer, srs: try spatialReference(),
+                                            geometryType: .polygon, fields: VectorExporter.fields)
+                    try dataset.flush()
+                }()
+                return try Data(contentsOf: URL(fileURLWithPath: file))
+            }
         }
     }
 
     /// The objects as GeoJSON: RFC 7946 (WGS 84 longitude/latitude) when the store has a CRS,
-    /// else in the store's pixel coordinates.
-    public func geoJSON() throws -> Data {
-        let features = try features()
-        let srs = try spatialReference()
-        return try withScratchFile(named: "objects.geojson") { file in
-            try {
-                let dataset = try VectorDataset.create(driver: "GeoJSON", path: file)
-                let out = try dataset.createLayer(name: "objects", srs: srs, geometryType: .polygon, fields: VectorExporter.fields,
-                                                  options: srs == nil ? [] : ["RFC7946=YES"])
-                for var feature in features {
-                    feature.fid = nil
-                    _ = try out.add(feature)
-                }
-                try dataset.flush()
-            }()
-            return try Data(contentsOf: URL(fileURLWithPath: file))
+    /// else in the store's pixel coordinates. Written from a snapshot of the features, off the
+    /// repository's queue, so that saves do not wait for it.
+    public func geoJSON() async throws -> Data {
+        let features = try await features()
+        return try await offload { [self] in
+            let srs = try spatialReference()
+            return try withScratchFile(named: "objects.geojson") { file in
+                try {
+                    let dataset = try VectorDataset.create(driver: "GeoJSON", path: file)
+                    let out = try dataset.createLayer(name: "objects", srs: srs, geometryType: .polygon, fields: VectorExporter.fields,
+                                                      options: srs == nil ? [] : ["RFC7946=YES"])
+                    for var feature in features {
+                        feature.fid = nil
+                        _ = try out.add(feature)
+                    }
+                    try dataset.flush()
+                }()
+                return try Data(contentsOf: URL(fileURLWithPath: file))
+            }
         }
     }
 

@@ -30,11 +30,14 @@ public struct EncoderModel: Sendable {
     public let model: SAM2Model
     public let checkpointSHA256: String
     public let preset: String?
+    /// The checkpoint file (absolute), recorded in new stores.
+    public let checkpointPath: String?
 
-    public init(model: SAM2Model, checkpointSHA256: String, preset: String?) {
+    public init(model: SAM2Model, checkpointSHA256: String, preset: String?, checkpointPath: String? = nil) {
         self.model = model
         self.checkpointSHA256 = checkpointSHA256
         self.preset = preset
+        self.checkpointPath = checkpointPath
     }
 }
 
@@ -101,8 +104,9 @@ public enum RasterEncoder {
                             width: source.width, height: source.height, geoTransform: transform.coefficients,
                             tileSize: size, overlap: options.overlap,
                             featureDType: options.featureDType ?? FeatureDType.q16z.rawValue),
-            model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration),
-            tiles: tiles, complete: false)
+            model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration,
+                         checkpointPath: model.checkpointPath),
+            tiles: tiles, complete: false, tileChecksum: StoreManifest.currentTileChecksum)
     }
 
     /// Encodes a raster into a store, resuming a store made with the same inputs.
@@ -155,16 +159,7 @@ public enum RasterEncoder {
             case .done, .empty:
                 status.skipped += 1
             case .pending:
-                let (pixels, validCount, valid) = try source.readTile(tile, size: planned.encoding.tileSize, stretch: planned.encoding.stretch)
-                if validCount == 0 {
-                    try store.markEmpty(entry)
-                    status.empty += 1
-                } else {
-                    let image = try rethrowing { try RGBImage(width: planned.encoding.tileSize, height: planned.encoding.tileSize, pixels: pixels) }
-                    let features = try rethrowing("tile \(tile.id)") { try model.model.encode(image) }
-                    try store.writeFeatures(features, validity: validCount < valid.count ? valid : nil, for: entry)
-                    status.encoded += 1
-                }
+                if try encode(tile, entry: entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
             }
             status.finished += 1
             status.lastTile = tile.id
@@ -173,6 +168,62 @@ public enum RasterEncoder {
         }
         let complete = try store.finalizeIfComplete()
         return EncodeSummary(storeURL: storeURL, encoded: status.encoded, skipped: status.skipped, empty: status.empty, complete: complete)
+    }
+}
+
+extension RasterEncoder {
+    /// Re-encodes the given tiles of a store from its raster, with the parameters its manifest
+    /// records (bands, stretch, scale, grid, dtype): for `verify --repair`. The bad files are
+    /// moved aside first (`.corrupt`), so an interrupted repair leaves them pending, never lost
+    /// in place. Refuses when the raster changed since the store was made or the model differs.
+    public static func repair(_ tiles: [String], in store: FeatureStore, model: EncoderModel,
+                              progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
+        let m = store.manifest
+        guard model.checkpointSHA256 == m.model.checkpointSHA256 else {
+            throw GeoSegmentError("the model is not the checkpoint the store was encoded with (SHA-256 \(m.model.checkpointSHA256.prefix(12))…)")
+        }
+        let fingerprint = try rethrowing("the store's raster \(m.source.path) is not at hand") { try FileDigest.fingerprint(of: m.source.path) }
+        guard fingerprint == m.source.fingerprint else {
+            throw GeoSegmentError("\(m.source.path) changed since the store was encoded; re-encode it with `geosam2 encode --force`")
+        }
+        let source = try RasterSource(path: m.source.path, bands: m.encoding.bands.rgb, scale: m.encoding.scale, crs: m.source.crsWKT)
+        guard source.width == m.encoding.width, source.height == m.encoding.height else {
+            throw GeoSegmentError("\(m.source.path) now reads as \(source.width)×\(source.height), the store was encoded at \(m.encoding.width)×\(m.encoding.height)")
+        }
+        try store.setAside(tiles)
+        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
+        let start = DispatchTime.now().uptimeNanoseconds
+        progress(status)
+        for id in tiles {
+            guard let entry = store.tile(id: id) else { throw GeoSegmentError("no tile \(id) in \(store.url.path)") }
+            let tile = Tile(row: entry.row, column: entry.column, x: entry.window[0], y: entry.window[1],
+                            width: entry.window[2], height: entry.window[3])
+            if try encode(tile, entry: entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
+            status.finished += 1
+            status.lastTile = id
+            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            progress(status)
+        }
+        return EncodeSummary(storeURL: store.url, encoded: status.encoded, skipped: 0, empty: status.empty,
+                             complete: try store.finalizeIfComplete())
+    }
+}
+
+extension RasterEncoder {
+    /// Encodes one tile with the store's stretch and tile size (or marks it empty when no pixel is
+    /// valid); returns whether features were written.
+    static func encode(_ tile: Tile, entry: StoreManifest.TileEntry, from source: RasterSource, into store: FeatureStore,
+                       model: EncoderModel) throws -> Bool {
+        let size = store.manifest.encoding.tileSize
+        let (pixels, validCount, valid) = try source.readTile(tile, size: size, stretch: store.manifest.encoding.stretch)
+        guard validCount > 0 else {
+            try store.markEmpty(entry)
+            return false
+        }
+        let image = try rethrowing { try RGBImage(width: size, height: size, pixels: pixels) }
+        let features = try rethrowing("tile \(tile.id)") { try model.model.encode(image) }
+        try store.writeFeatures(features, validity: validCount < valid.count ? valid : nil, for: entry)
+        return true
     }
 }
 

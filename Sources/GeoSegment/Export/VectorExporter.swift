@@ -109,28 +109,52 @@ public enum VectorExporter {
     }
 
     /// Appends the records to a layer (created with the tool's fields when missing) so that
-    /// either all of them are saved or none, and what the file held before stays.
+    /// either all of them are saved or none, and what the file held before stays. The records
+    /// keep the ids they carry; ``appendNew(_:to:layer:format:srs:)`` gives fresh ones.
     ///
     /// GeoPackage appends in one SQLite transaction. Formats without transactions are written to
     /// a copy that replaces the original only once complete. GeoJSON is written as RFC 7946
     /// (WGS 84 longitude/latitude).
     public static func append(_ records: [ObjectRecord], to path: String, layer: String? = nil,
                               format: VectorFormat? = nil, srs: SpatialReference?) throws {
+        _ = try save(records, to: path, layer: layer, format: format, srs: srs, freshIDs: false)
+    }
+
+    /// Saves new objects under fresh ids, as ``append(_:to:layer:format:srs:)`` does, and returns
+    /// them with the ids they were saved under. Ids only grow: in a GeoPackage the next id of each
+    /// layer is kept in the table `geosam2_object_ids` (a registered extension), updated in the same
+    /// transaction as the objects, so neither a deleted object's id nor one of a failed save is
+    /// ever given again, across restarts too. Other formats continue from the highest id present.
+    public static func appendNew(_ records: [ObjectRecord], to path: String, layer: String? = nil,
+                                 format: VectorFormat? = nil, srs: SpatialReference?) throws -> [ObjectRecord] {
+        try save(records, to: path, layer: layer, format: format, srs: srs, freshIDs: true)
+    }
+
+    private static func save(_ records: [ObjectRecord], to path: String, layer: String?, format: VectorFormat?,
+                             srs: SpatialReference?, freshIDs: Bool) throws -> [ObjectRecord] {
         let format = format ?? VectorFormat(path: path)
+        var saved = records
         try modify(path: path, format: format) { dataset in
             let target = try targetLayer(in: dataset, name: layer, format: format, srs: srs)
             // A new RFC 7946 layer takes the store's CRS and reprojects on write; an existing layer
             // gets geometries in its own CRS.
             let layerSRS = target.spatialReference
-            let prepared = try records.flatMap { try Self.features(of: $0, srs: srs, target: layerSRS) }
             let add = {
+                if freshIDs {
+                    let first = try nextObjectID(dataset: dataset, layer: target, format: format)
+                    for i in saved.indices { saved[i].objectID = first + i }
+                    if format == .geopackage { try storeNextObjectID(first + saved.count, dataset: dataset, layer: target) }
+                }
+                let prepared = try saved.flatMap { try Self.features(of: $0, srs: srs, target: layerSRS) }
                 for feature in prepared { _ = try target.add(feature) }
             }
             if format == .geopackage { try dataset.withTransaction(add) } else { try add() }
         }
+        return saved
     }
 
-    /// Deletes every feature of an object; returns how many were removed.
+    /// Deletes every feature of an object; returns how many were removed. A GeoPackage's id
+    /// counter is brought up to date first (in the same transaction), so the id is not reused.
     @discardableResult
     public static func delete(objectID: Int, from path: String, layer: String? = nil, format: VectorFormat? = nil) throws -> Int {
         let format = format ?? VectorFormat(path: path)
@@ -138,12 +162,61 @@ public enum VectorExporter {
         var removed = 0
         try modify(path: path, format: format) { dataset in
             let target = try existingLayer(in: dataset, name: layer)
-            let fids = try target.features().filter { $0.attributes["object_id"]?.intValue == objectID }.compactMap(\.fid)
-            let remove = { for fid in fids { try target.delete(fid: fid) } }
+            guard target.fields.contains(where: { $0.name == "object_id" }) else { return }
+            let fids = try target.features(where: "object_id = \(objectID)").compactMap(\.fid)
+            guard !fids.isEmpty else { return }
+            let remove = {
+                if format == .geopackage {
+                    try storeNextObjectID(try nextObjectID(dataset: dataset, layer: target, format: format), dataset: dataset, layer: target)
+                }
+                for fid in fids { try target.delete(fid: fid) }
+            }
             if format == .geopackage { try dataset.withTransaction(remove) } else { try remove() }
             removed = fids.count
         }
         return removed
+    }
+
+    /// The table of a GeoPackage that keeps each layer's next object id.
+    public static let objectIDTable = "geosam2_object_ids"
+
+    /// The next id for a layer: above every id it holds and, in a GeoPackage, never below the
+    /// stored counter.
+    static func nextObjectID(dataset: VectorDataset, layer: VectorLayer, format: VectorFormat) throws -> Int {
+        guard format == .geopackage else {
+            return (try layer.features().compactMap { $0.attributes["object_id"]?.intValue }.max() ?? 0) + 1
+        }
+        let highest = layer.fields.contains(where: { $0.name == "object_id" })
+            ? try rethrowing { try dataset.executeSQL("SELECT MAX(object_id) FROM \(VectorDataset.sqlIdentifier(layer.name))") } : nil
+        return max((highest ?? 0) + 1, try storedNextObjectID(dataset: dataset, layer: layer) ?? 1)
+    }
+
+    static func storedNextObjectID(dataset: VectorDataset, layer: VectorLayer) throws -> Int? {
+        let exists = try rethrowing {
+            try dataset.executeSQL("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = \(VectorDataset.sqlLiteral(objectIDTable))")
+        }
+        guard exists == 1 else { return nil }
+        return try rethrowing {
+            try dataset.executeSQL("SELECT next_id FROM \(objectIDTable) WHERE layer_name = \(VectorDataset.sqlLiteral(layer.name))")
+        }
+    }
+
+    /// Records a layer's next id (inside the caller's transaction), creating the table and its
+    /// `gpkg_extensions` registration on first use.
+    static func storeNextObjectID(_ next: Int, dataset: VectorDataset, layer: VectorLayer) throws {
+        try rethrowing("cannot record the next object id") {
+            try dataset.executeSQL("CREATE TABLE IF NOT EXISTS \(objectIDTable) (layer_name TEXT PRIMARY KEY NOT NULL, next_id INTEGER NOT NULL)")
+            try dataset.executeSQL("""
+                CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL, \
+                definition TEXT NOT NULL, scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))
+                """)
+            try dataset.executeSQL("""
+                INSERT INTO gpkg_extensions (table_name, column_name, extension_name, definition, scope) \
+                SELECT '\(objectIDTable)', NULL, 'geosam2_object_ids', 'GeoSAM2 docs/store-format.md, section Object ids', 'read-write' \
+                WHERE NOT EXISTS (SELECT 1 FROM gpkg_extensions WHERE extension_name = 'geosam2_object_ids')
+                """)
+            try dataset.executeSQL("INSERT OR REPLACE INTO \(objectIDTable) (layer_name, next_id) VALUES (\(VectorDataset.sqlLiteral(layer.name)), \(next))")
+        }
     }
 
     /// Every feature of a layer (none when the file does not exist).
@@ -156,9 +229,14 @@ public enum VectorExporter {
         }
     }
 
-    /// The next free object id of a layer.
+    /// The id the next saved object of a layer gets (1 for a new file).
     public static func nextObjectID(in path: String, layer: String? = nil) throws -> Int {
-        (try read(path, layer: layer).compactMap { $0.attributes["object_id"]?.intValue }.max() ?? 0) + 1
+        guard FileManager.default.fileExists(atPath: path) else { return 1 }
+        return try rethrowing("\(path)") {
+            let dataset = try VectorDataset.open(path)
+            guard let target = try? existingLayer(in: dataset, name: layer) else { return 1 }
+            return try nextObjectID(dataset: dataset, layer: target, format: VectorFormat(path: path))
+        }
     }
 
     static func existingLayer(in dataset: VectorDataset, name: String?) throws -> VectorLayer {

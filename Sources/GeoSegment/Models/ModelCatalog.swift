@@ -41,3 +41,30 @@ public enum ModelCatalog {
         return Resolved(url: cached, preset: preset)
     }
 }
+
+extension ModelCatalog {
+    /// What became of the checkpoint file a store's manifest records.
+    public enum RecordedCheckpoint: Sendable, Equatable {
+        /// The file is where it was and still has the store's SHA-256.
+        case usable(URL)
+        /// The manifest records no path (a store from before 0.2).
+        case unrecorded
+        /// A one-line reason why the recorded file cannot be used (moved or changed).
+        case unusable(String)
+    }
+
+    /// Checks the checkpoint a store was encoded with: present and byte-identical (SHA-256).
+    public static func recordedCheckpoint(of manifest: StoreManifest) -> RecordedCheckpoint {
+        guard let path = manifest.model.checkpointPath else { return .unrecorded }
+        guard FileManager.default.fileExists(atPath: path) else {
+            return .unusable("the store was encoded with \(path), which no longer exists")
+        }
+        guard let digest = try? FileDigest.sha256(of: URL(fileURLWithPath: path)) else {
+            return .unusable("the store was encoded with \(path), which cannot be read")
+        }
+        guard digest == manifest.model.checkpointSHA256 else {
+            return .unusable("the store was encoded with \(path), which has changed since (SHA-256 \(digest.prefix(12))…, the store's is \(manifest.model.checkpointSHA256.prefix(12))…)")
+        }
+        return .usable(URL(fileURLWithPath: path))
+    }
+}

@@ -11,18 +11,32 @@ public enum PromptReader {
         public var prompt: ObjectPrompt
     }
 
-    public static func read(_ path: String, layer: String? = nil) throws -> [NamedObject] {
+    ///
+    /// - Parameter target: the store's CRS. Geometries in another CRS are reprojected into it
+    ///   vertex by vertex before a polygon's envelope is taken (the envelope of the reprojected
+    ///   polygon, not the reprojected envelope, which would be larger); nil leaves them as they are.
+    public static func read(_ path: String, layer: String? = nil, target: SpatialReference? = nil) throws -> [NamedObject] {
         try rethrowing("\(path)") {
             let dataset = try VectorDataset.open(path)
             let source: VectorLayer
             if let layer { source = try dataset.layer(named: layer) } else { source = try dataset.layer(at: 0) }
-            let crs = try source.spatialReference.map { try $0.wkt }
+            var crs = try source.spatialReference.map { try $0.wkt }
+            var reprojection: CoordinateTransformation?
+            if let target, let layerSRS = source.spatialReference {
+                if !layerSRS.isSame(target) {
+                    reprojection = try rethrowing("cannot transform the prompts' CRS to the store's") { try CoordinateTransformation(from: layerSRS, to: target) }
+                }
+                crs = nil
+            }
             var order: [String] = []
             var objects: [String: ObjectPrompt] = [:]
             try source.forEachFeature { feature in
                 let fid = feature.fid.map(String.init) ?? "?"
-                guard let geometry = feature.geometry, !geometry.isEmpty else {
+                guard var geometry = feature.geometry, !geometry.isEmpty else {
                     throw GeoSegmentError("feature \(fid) has no geometry")
+                }
+                if let reprojection {
+                    geometry = try rethrowing("feature \(fid): cannot transform to the store's CRS") { try geometry.transformed(with: reprojection) }
                 }
                 let name: String
                 switch feature.attributes["object"] {

@@ -242,8 +242,8 @@ public final class Segmenter: @unchecked Sendable {
             return (entry.features, entry.validity)
         }
         lock.unlock()
-        let features = try store.loadPrepared(tile, for: model)
-        let validity = try store.loadValidity(tile).map { valid in
+        let (features, valid) = try store.loadTile(tile, for: model)
+        let validity = valid.map { valid in
             valid.withUnsafeBytes { RowRuns($0.bindMemory(to: UInt8.self), width: tile.window[2], height: tile.window[3]) }  // Bool is one byte, 0 or 1
         }
         lock.lock()

@@ -14,7 +14,7 @@ public final class FeatureStore: @unchecked Sendable {
     // @unchecked: `manifest` only changes through `finalizeIfComplete`, which callers run from the
     // task that owns the store (encode, verify); readers only read immutable state and files.
     public let url: URL
-    public private(set) var manifest: StoreManifest
+    public internal(set) var manifest: StoreManifest
 
     public static let manifestName = "manifest.json"
     public static let tilesDirectory = "tiles"
@@ -81,15 +81,23 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
-    /// Opens an encoded tile's file, checks it belongs to this store's checkpoint, and passes it
-    /// with the tile size to `body`; errors name the tile.
+    /// Opens an encoded tile's file, checks its checksum and that it belongs to this store's
+    /// checkpoint, and passes it with the tile size to `body`; errors name the tile.
     private func withTileFile<T>(_ tile: StoreManifest.TileEntry, _ body: (SafetensorsFile, Int) throws -> T) throws -> T {
         let file = featuresURL(tile)
         guard FileManager.default.fileExists(atPath: file.path) else {
             throw GeoSegmentError("tile \(tile.id) of \(url.path) is \(state(of: tile).rawValue), not encoded")
         }
+        let archive: SafetensorsFile
+        do {
+            archive = try SafetensorsFile(contentsOf: file)
+        } catch {
+            throw GeoSegmentError("tile \(tile.id) is corrupt: \(error); run `geosam2 verify --repair`")
+        }
+        if let problem = integrityProblem(archive) {
+            throw GeoSegmentError("tile \(tile.id) is corrupt: \(problem); run `geosam2 verify --repair`")
+        }
         return try rethrowing("tile \(tile.id)") {
-            let archive = try SafetensorsFile(contentsOf: file)
             if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
                 throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
             }
@@ -97,26 +105,51 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
+    /// Why a tile file's bytes cannot be trusted, nil when its checksum holds (or it predates
+    /// checksums in a store that does not require them).
+    func integrityProblem(_ archive: SafetensorsFile) -> String? {
+        let status = archive.withFileBytes { ContentChecksum.check($0, searchLimit: archive.headerEnd) }
+        switch status {
+        case .valid: return nil
+        case .missing: return manifest.tileChecksum == nil ? nil : "it carries no checksum (the store's tiles all have one)"
+        case .mismatch(let stored, let computed): return "CRC-32C \(computed) does not match the \(stored) it was written with"
+        }
+    }
+
+    /// A tile ready for the decoder and which pixels of its window are valid (nil: all), from
+    /// one read of its file.
+    public func loadTile(_ tile: StoreManifest.TileEntry, for model: SAM2Model) throws -> (features: PreparedFeatures, validity: [Bool]?) {
+        try withTileFile(tile) { archive, size in
+            let features = try model.prepare(
+                channelsLastImageEmbedding: try FeatureDType.decodeChannelsLast(name: Self.imageEmbeddingName, from: archive),
+                highResolutionS0: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[0], from: archive),
+                highResolutionS1: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[1], from: archive),
+                originalWidth: size, originalHeight: size)
+            return (features, try validity(in: archive, of: tile))
+        }
+    }
+
     /// Which pixels of the tile's raster window are valid (row-major, `width × height` of the
     /// window); nil when all are.
     public func loadValidity(_ tile: StoreManifest.TileEntry) throws -> [Bool]? {
-        try rethrowing("tile \(tile.id)") {
-            let archive = try SafetensorsFile(contentsOf: featuresURL(tile))
-            guard archive.info(Self.validMaskName) != nil else { return nil }
-            let packed = try archive.tensor(named: Self.validMaskName)
-            let (width, height) = (tile.window[2], tile.window[3])
-            let rowBytes = (width + 7) / 8
-            guard packed.shape == [height, rowBytes] else {
-                throw GeoSegmentError("\(Self.validMaskName) has shape \(packed.shape), expected \([height, rowBytes])")
-            }
-            var valid = [Bool](repeating: false, count: width * height)
-            for y in 0..<height {
-                for x in 0..<width {
-                    valid[y * width + x] = (Int(packed.scalars[y * rowBytes + x / 8]) >> (7 - x % 8)) & 1 == 1
-                }
-            }
-            return valid
+        try withTileFile(tile) { archive, _ in try validity(in: archive, of: tile) }
+    }
+
+    private func validity(in archive: SafetensorsFile, of tile: StoreManifest.TileEntry) throws -> [Bool]? {
+        guard archive.info(Self.validMaskName) != nil else { return nil }
+        let packed = try archive.tensor(named: Self.validMaskName)
+        let (width, height) = (tile.window[2], tile.window[3])
+        let rowBytes = (width + 7) / 8
+        guard packed.shape == [height, rowBytes] else {
+            throw GeoSegmentError("\(Self.validMaskName) has shape \(packed.shape), expected \([height, rowBytes])")
         }
+        var valid = [Bool](repeating: false, count: width * height)
+        for y in 0..<height {
+            for x in 0..<width {
+                valid[y * width + x] = (Int(packed.scalars[y * rowBytes + x / 8]) >> (7 - x % 8)) & 1 == 1
+            }
+        }
+        return valid
     }
 
     // MARK: Writing
@@ -148,6 +181,7 @@ public final class FeatureStore: @unchecked Sendable {
             "checkpoint_sha256": manifest.model.checkpointSHA256,
             "window": tile.window.map(String.init).joined(separator: ","),
             "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
+            ContentChecksum.key: ContentChecksum.placeholder,
         ]
         let data = try rethrowing("cannot encode tile \(tile.id)") {
             var entries = try dtype.entries(name: Self.imageEmbeddingName, map: features.imageEmbedding)
@@ -164,14 +198,19 @@ public final class FeatureStore: @unchecked Sendable {
                 }
                 entries.append(.init(name: Self.validMaskName, tensor: Tensor(shape: [height, rowBytes], scalars: packed), dtype: .uint8))
             }
-            return try SafetensorsWriter.data(entries: entries, metadata: metadata)
+            var data = try SafetensorsWriter.data(entries: entries, metadata: metadata)
+            let headerEnd = 8 + Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian })
+            try ContentChecksum.seal(&data, searchLimit: headerEnd)
+            return data
         }
         try Self.atomicWrite(data, to: featuresURL(tile))
     }
 
     /// Records a tile without valid pixels.
     func markEmpty(_ tile: StoreManifest.TileEntry) throws {
-        try Self.atomicWrite(Data("{\"reason\":\"no valid pixels\",\"tile\":\"\(tile.id)\"}\n".utf8), to: emptyMarkerURL(tile))
+        var data = Data("{\"\(ContentChecksum.key)\":\"\(ContentChecksum.placeholder)\",\"reason\":\"no valid pixels\",\"tile\":\"\(tile.id)\"}\n".utf8)
+        try ContentChecksum.seal(&data, searchLimit: data.count)
+        try Self.atomicWrite(data, to: emptyMarkerURL(tile))
     }
 
     /// Once every tile is done or empty, records the states in the manifest. Returns whether the

@@ -58,6 +58,11 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         public var preset: String?
         public var checkpointSHA256: String
         public var configuration: SAM2Configuration
+        /// Absolute path of the checkpoint the store was encoded with, so that `segment` and
+        /// `serve` find it without `--model` (used only while its SHA-256 still matches). Not part
+        /// of the store's identity: the same file elsewhere resumes the same store. Absent in
+        /// stores from before 0.2.
+        public var checkpointPath: String?
     }
 
     public struct TileEntry: Sendable, Equatable, Codable {
@@ -82,6 +87,12 @@ public struct StoreManifest: Sendable, Equatable, Codable {
     public var tiles: [TileEntry]
     /// True once every tile is done or empty.
     public var complete: Bool
+    /// The checksum every tile file carries (`"crc32c"`: ``ContentChecksum``); nil in stores
+    /// from before 0.2, whose tiles may lack one. When set, a tile without a checksum is corrupt.
+    public var tileChecksum: String?
+
+    /// The checksum new stores record.
+    public static let currentTileChecksum = "crc32c"
 
     /// The part of the manifest that must match for an existing store to be resumed.
     struct Identity: Equatable {
@@ -91,7 +102,11 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         var tiles: [String]
     }
 
-    var identity: Identity { Identity(source: source, encoding: encoding, model: model, tiles: tiles.map(\.id)) }
+    var identity: Identity {
+        var model = model
+        model.checkpointPath = nil
+        return Identity(source: source, encoding: encoding, model: model, tiles: tiles.map(\.id))
+    }
 
     /// What differs between two manifests' identities, in words.
     func differences(from other: StoreManifest) -> [String] {

@@ -1,24 +1,61 @@
 import Foundation
 import TensorIO
 
+/// A tile `verify` found unusable, and why.
+public struct TileProblem: Sendable, Equatable, CustomStringConvertible {
+    public var tile: String
+    public var reason: String
+    public var description: String { "\(tile): \(reason)" }
+}
+
 /// What `verify` found in a feature store.
 public struct VerificationReport: Sendable {
     public var done: [String] = []
     public var empty: [String] = []
     public var pending: [String] = []
-    /// `tile id: reason` for each tile whose file is unreadable or does not match the manifest.
-    public var problems: [String] = []
+    /// Tiles whose file is corrupt, unreadable or does not match the manifest.
+    public var problems: [TileProblem] = []
+    /// Done or empty tiles whose files carry no checksum (written before stores had them): they
+    /// were checked for structure and values only.
+    public var unchecked: [String] = []
 
-    /// True when every tile is encoded (or empty) and readable.
+    /// True when every tile is encoded (or empty) and sound.
     public var isComplete: Bool { pending.isEmpty && problems.isEmpty }
 }
 
 extension FeatureStore {
-    /// Checks that every tile of the manifest is present, readable and matches the manifest
-    /// (tensor names, shapes and dtype, tile id, checkpoint); with `readValues`, also that every
-    /// value decodes to a finite number. Records the states in the manifest when all is well.
+    /// Checks every tile of the manifest: its checksum over every byte of its file, that it is
+    /// readable and matches the manifest (tensor names, shapes and dtype, tile id, window,
+    /// geotransform, checkpoint); with `readValues`, also that every value decodes to a finite
+    /// number. Records the states in the manifest when all is well.
     public func verify(readValues: Bool = true) throws -> VerificationReport {
         var report = VerificationReport()
+        for tile in manifest.tiles {
+            switch state(of: tile) {
+            case .pending:
+                report.pending.append(tile.id)
+            case .empty:
+                do {
+                    if try !checkEmptyMarker(tile) { report.unchecked.append(tile.id) }
+                    report.empty.append(tile.id)
+                } catch {
+                    report.problems.append(TileProblem(tile: tile.id, reason: "\(error)"))
+                }
+            case .done:
+                do {
+                    if try !checkFeatureFile(tile, readValues: readValues) { report.unchecked.append(tile.id) }
+                    report.done.append(tile.id)
+                } catch {
+                    report.problems.append(TileProblem(tile: tile.id, reason: "\(error)"))
+                }
+            }
+        }
+        if report.problems.isEmpty { try finalizeIfComplete() }
+        return report
+    }
+
+    /// Checks a tile's feature file; returns whether a checksum covered it.
+    private func checkFeatureFile(_ tile: StoreManifest.TileEntry, readValues: Bool) throws -> Bool {
         let d = manifest.model.configuration.modelDimension
         let g = 64
         let expected: [(String, [Int])] = [
@@ -27,39 +64,71 @@ extension FeatureStore {
             (Self.highResolutionNames[1], [d / 4, 2 * g, 2 * g]),
         ]
         let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16z
-        for tile in manifest.tiles {
-            switch state(of: tile) {
-            case .pending:
-                report.pending.append(tile.id)
-            case .empty:
-                report.empty.append(tile.id)
-            case .done:
-                do {
-                    let archive = try SafetensorsFile(contentsOf: featuresURL(tile))
-                    guard archive.metadata["tile"] == tile.id else {
-                        throw GeoSegmentError("file holds tile \(archive.metadata["tile"] ?? "?")")
-                    }
-                    guard archive.metadata["checkpoint_sha256"] == manifest.model.checkpointSHA256 else {
-                        throw GeoSegmentError("encoded with another checkpoint")
-                    }
-                    for (name, shape) in expected {
-                        let stored = dtype.shapeTensor(of: name)
-                        guard let info = archive.info(stored.name) else { throw GeoSegmentError("no tensor \(stored.name)") }
-                        guard info.shape == shape else { throw GeoSegmentError("\(stored.name) has shape \(info.shape), expected \(shape)") }
-                        guard info.dtype == stored.dtype else { throw GeoSegmentError("\(stored.name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
-                        if readValues {
-                            let t = try FeatureDType.decode(name: name, from: archive)
-                            guard t.scalars.allSatisfy(\.isFinite) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
-                        }
-                    }
-                    report.done.append(tile.id)
-                } catch {
-                    report.problems.append("\(tile.id): \(error)")
+        let archive = try SafetensorsFile(contentsOf: featuresURL(tile))
+        if let problem = integrityProblem(archive) { throw GeoSegmentError(problem) }
+        let checksummed = archive.metadata[ContentChecksum.key] != nil
+        guard archive.metadata["tile"] == tile.id else {
+            throw GeoSegmentError("file holds tile \(archive.metadata["tile"] ?? "?")")
+        }
+        guard archive.metadata["checkpoint_sha256"] == manifest.model.checkpointSHA256 else {
+            throw GeoSegmentError("encoded with another checkpoint")
+        }
+        // The manifest's tile entry against what the file was written for: catches a damaged manifest.
+        if let window = archive.metadata["window"], window != tile.window.map(String.init).joined(separator: ",") {
+            throw GeoSegmentError("the file was written for window \(window), the manifest says \(tile.window)")
+        }
+        if let transform = archive.metadata["geotransform"], transform != tile.geoTransform.map({ "\($0)" }).joined(separator: ",") {
+            throw GeoSegmentError("the file was written for geotransform \(transform), the manifest says \(tile.geoTransform)")
+        }
+        for (name, shape) in expected {
+            let stored = dtype.shapeTensor(of: name)
+            guard let info = archive.info(stored.name) else { throw GeoSegmentError("no tensor \(stored.name)") }
+            guard info.shape == shape else { throw GeoSegmentError("\(stored.name) has shape \(info.shape), expected \(shape)") }
+            guard info.dtype == stored.dtype else { throw GeoSegmentError("\(stored.name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
+            if readValues {
+                let t = try FeatureDType.decode(name: name, from: archive)
+                guard t.scalars.allSatisfy(\.isFinite) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
+            }
+        }
+        return checksummed
+    }
+
+    /// Checks an empty-tile marker; returns whether a checksum covered it.
+    private func checkEmptyMarker(_ tile: StoreManifest.TileEntry) throws -> Bool {
+        let data = try rethrowing("cannot read \(emptyMarkerURL(tile).lastPathComponent)") { try Data(contentsOf: emptyMarkerURL(tile)) }
+        let status = data.withUnsafeBytes { ContentChecksum.check($0, searchLimit: $0.count) }
+        switch status {
+        case .valid: break
+        case .missing where manifest.tileChecksum == nil: return false
+        case .missing: throw GeoSegmentError("the empty-tile marker carries no checksum (the store's tiles all have one)")
+        case .mismatch(let stored, let computed):
+            throw GeoSegmentError("the empty-tile marker's CRC-32C \(computed) does not match the \(stored) it was written with")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], object["tile"] as? String == tile.id else {
+            throw GeoSegmentError("the empty-tile marker does not name this tile")
+        }
+        return true
+    }
+
+    /// Moves the files of `tiles` aside (to `tiles/<id>.<ext>.corrupt`, replacing an earlier
+    /// copy), so that they count as pending and the next encode run writes them again; the
+    /// manifest is marked incomplete.
+    public func setAside(_ tiles: [String]) throws {
+        let fm = FileManager.default
+        for id in tiles {
+            guard let entry = tile(id: id) else { throw GeoSegmentError("no tile \(id) in \(url.path)") }
+            for file in [featuresURL(entry), emptyMarkerURL(entry)] where fm.fileExists(atPath: file.path) {
+                let aside = file.appendingPathExtension("corrupt")
+                if rename(file.path, aside.path) != 0 {
+                    throw GeoSegmentError("cannot move \(file.path) aside: \(String(cString: strerror(errno)))")
                 }
             }
         }
-        if report.problems.isEmpty { try finalizeIfComplete() }
-        return report
+        if manifest.complete {
+            manifest.complete = false
+            for i in manifest.tiles.indices { manifest.tiles[i].state = state(of: manifest.tiles[i]) }
+            try writeManifest()
+        }
     }
 
     /// Bytes on disk of the store's files.

@@ -7,6 +7,17 @@ import Darwin
 /// Plain, obviously-correct versions of the optimised kernels, kept in the tree as test oracles.
 /// They accumulate in Double so that they also bound the rounding error of the fast paths.
 public enum ReferenceKernels {
+    /// CRC-32C one bit at a time, straight from the definition (reflected polynomial 0x82F63B78,
+    /// initial and final inversion).
+    public static func crc32c(_ bytes: [UInt8], continuing crc: UInt32 = 0) -> UInt32 {
+        var state = ~crc
+        for byte in bytes {
+            state ^= UInt32(byte)
+            for _ in 0..<8 { state = state & 1 == 1 ? (state >> 1) ^ 0x82F6_3B78 : state >> 1 }
+        }
+        return ~state
+    }
+
     /// `C[m, n] = Σ_k A[m, k]·B[k, n]`, all row-major and dense.
     public static func matrixProduct(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int) -> [Float] {
         var c = [Float](repeating: 0, count: m * n)
