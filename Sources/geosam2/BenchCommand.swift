@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import GeoIO
 import GeoSegment
+import TensorIO
 import SAM2
 
 /// `geosam2 bench`: times the model itself (used by `scripts/bench`).
@@ -133,7 +134,20 @@ extension Bench {
             _ = try MaskVectorizer.polygons(mask: blobs, width: 1024, height: 1024, geoTransform: transform, options: PolygonOptions())
             blobTimes.append(clock.lap() * 1000)
         }
+        // The CRC-32C the loader checks on every tile load: on a fresh mapping (as the loader
+        // meets it, first touch of the pages included) and again on the touched one.
+        var checksumFresh: [Double] = [], checksumWarm: [Double] = []
+        for i in 0..<max(20, done.count) {
+            let archive = try SafetensorsFile(contentsOf: segmenter.store.featuresURL(done[i % done.count]))
+            var clock = Stopwatch()
+            let first = archive.withFileBytes { ContentChecksum.check($0, searchLimit: archive.headerEnd) }
+            checksumFresh.append(clock.lap() * 1000)
+            let second = archive.withFileBytes { ContentChecksum.check($0, searchLimit: archive.headerEnd) }
+            checksumWarm.append(clock.lap() * 1000)
+            guard first == .valid, second == .valid else { throw CLIError("tile \(done[i % done.count].id) fails its checksum") }
+        }
         let result: [String: Double] = [
+            "tile_checksum_fresh_p50_ms": percentile(checksumFresh, 50), "tile_checksum_warm_p50_ms": percentile(checksumWarm, 50),
             "segment_p50_ms": percentile(total, 50), "segment_p95_ms": percentile(total, 95),
             "decode_p50_ms": percentile(decode, 50), "decode_p95_ms": percentile(decode, 95),
             "polygonize_speckled_p50_ms": percentile(polygonize, 50), "polygonize_speckled_p95_ms": percentile(polygonize, 95),

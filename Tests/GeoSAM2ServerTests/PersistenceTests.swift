@@ -7,7 +7,8 @@ import HummingbirdTesting
 import XCTest
 
 /// Saved objects live in the GeoPackage: a new server on the same store and output sees them,
-/// undoes them from the file, and numbers new ones after them.
+/// undoes them from the file, and numbers new ones after every id ever given (never reusing the
+/// id of an undone object: the counter lives in the file).
 final class PersistenceTests: XCTestCase {
     func testObjectsSurviveARestart() async throws {
         let fixture = try ServerFixture.get()
@@ -33,15 +34,29 @@ final class PersistenceTests: XCTestCase {
         }
         XCTAssertEqual(Set(try VectorExporter.read(output).compactMap { $0.attributes["object_id"]?.intValue }), [1])
 
-        // Third run: one object left; the next save gets the next free id.
+        // Third run: one object left; the next save gets a new id, not the undone object's 2.
         try await fixture.app(output: output).test(.router) { client in
             let left = try await client.call(.get, "/api/objects")
             XCTAssertEqual(try left.json()["objects"] as? Int, 1)
+            XCTAssertEqual(try left.json()["next_object_id"] as? Int, 3)
             let saved = try await client.call(.post, "/api/objects", json: promptJSON(points: [(x, y, 1)], extra: "\"largest_only\": true"))
-            XCTAssertEqual(try saved.json()["object_id"] as? Int, 2)
+            XCTAssertEqual(try saved.json()["object_id"] as? Int, 3)
+            // Undo, then save again: still a new id.
+            let undone = try await client.call(.delete, "/api/objects/last")
+            XCTAssertEqual(try undone.json()["deleted"] as? Int, 3)
+            let next = try await client.call(.post, "/api/objects", json: promptJSON(points: [(x, y, 1)], extra: "\"largest_only\": true"))
+            XCTAssertEqual(try next.json()["object_id"] as? Int, 4)
+            // The export keeps the ids and the counter.
             let gpkg = try await client.call(.get, "/api/export.gpkg")
-            XCTAssertEqual(Set(try APITests.features(inGeoPackage: gpkg.data).compactMap { $0.attributes["object_id"]?.intValue }), [1, 2])
+            XCTAssertEqual(Set(try APITests.features(inGeoPackage: gpkg.data).compactMap { $0.attributes["object_id"]?.intValue }), [1, 4])
+            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(UUID().uuidString).gpkg").path
+            try gpkg.data.write(to: URL(fileURLWithPath: copy))
+            XCTAssertEqual(try VectorExporter.nextObjectID(in: copy), 5)
         }
+        XCTAssertEqual(try VectorExporter.nextObjectID(in: output), 5)
+        // Deleting the highest object with another tool's help (here the exporter) does not lower the counter either.
+        try VectorExporter.delete(objectID: 4, from: output)
+        XCTAssertEqual(try VectorExporter.nextObjectID(in: output), 5)
     }
 
     /// Objects saved by another tool (the segment command, here in WGS 84) are shown in the store's CRS.
