@@ -12,6 +12,9 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch where Self.isStorageFull(error) {
+            // A full disk: nothing was saved (the transaction rolled back), the client may retry later.
+            return Self.response(.init(code: 507, reasonPhrase: "Insufficient Storage"), "\(error)")
         } catch let error as GeoSAM2ServerError {
             return Self.response(error.status, error.description)
         } catch let error as GeoSegmentError {
@@ -33,6 +36,12 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             context.logger.error("\(request.method) \(request.uri.path): \(error)")
             return Self.response(.internalServerError, "internal error: \(error)")
         }
+    }
+
+    /// Whether an error is the disk being full, in the words of errno or of SQLite.
+    static func isStorageFull(_ error: any Error) -> Bool {
+        let text = "\(error)"
+        return text.contains("No space left on device") || text.contains("database or disk is full")
     }
 
     static func response(_ status: HTTPResponse.Status, _ message: String) -> Response {

@@ -261,9 +261,14 @@ public enum VectorExporter {
         }
     }
 
+    /// A GeoPackage commit reaches the disk before it is acknowledged (SQLite's `synchronous=FULL`,
+    /// whatever the build's default), so an acknowledged save survives a power cut.
+    static let durableTransactions: Void = GDAL.setConfigOption("OGR_SQLITE_SYNCHRONOUS", "FULL")
+
     /// Opens (or creates) the dataset for update and runs `body` on it: in place for GeoPackage,
     /// on a copy renamed over the original afterwards for the others.
     static func modify(path: String, format: VectorFormat, _ body: (VectorDataset) throws -> Void) throws {
+        _ = durableTransactions
         let fm = FileManager.default
         let exists = fm.fileExists(atPath: path)
         if format == .geopackage {

@@ -52,13 +52,14 @@ public final class SegmentationSession {
         guard let result = try preview() else { throw GeoSegmentError("nothing to save: add a point or a box first") }
         guard !result.polygons.isEmpty else { throw GeoSegmentError("the mask is empty after filtering: nothing to save") }
         let m = segmenter.store.manifest
-        let record = ObjectRecord(objectID: nextObjectID, result: result, source: m.source.path,
+        var record = ObjectRecord(objectID: nextObjectID, result: result, source: m.source.path,
                                   model: "\(m.model.preset ?? "custom") sha256:\(m.model.checkpointSHA256)", created: created)
         if let outputPath {
-            try VectorExporter.append([record], to: outputPath, layer: outputLayer, srs: segmenter.spatialReference)
+            // The file gives the id (its counter only grows, see `VectorExporter.appendNew`).
+            record = try VectorExporter.appendNew([record], to: outputPath, layer: outputLayer, srs: segmenter.spatialReference).first ?? record
         }
         committed.append(record)
-        nextObjectID += 1
+        nextObjectID = record.objectID + 1
         clear()
         return record
     }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Kernels
 import SAM2
 import TensorIO
@@ -229,22 +232,43 @@ public final class FeatureStore: @unchecked Sendable {
         return true
     }
 
-    /// Writes `data` to a temporary file beside `destination`, then renames it into place.
+    /// Writes `data` to a temporary file beside `destination`, flushes it to the disk, renames it
+    /// into place and flushes the directory: after a crash or a power cut the destination holds
+    /// the old content or the new, never a torn file. On failure (a full disk) the temporary file
+    /// is removed and the error is errno's own words.
     static func atomicWrite(_ data: Data, to destination: URL) throws {
-        let temporary = destination.deletingLastPathComponent()
-            .appendingPathComponent(".\(destination.lastPathComponent).\(UUID().uuidString).tmp")
-        do {
-            try data.write(to: temporary)
-            if rename(temporary.path, destination.path) != 0 {
-                let reason = String(cString: strerror(errno))
-                try? FileManager.default.removeItem(at: temporary)
-                throw GeoSegmentError("cannot write \(destination.path): \(reason)")
+        let directory = destination.deletingLastPathComponent()
+        let temporary = directory.appendingPathComponent(".\(destination.lastPathComponent).\(UUID().uuidString).tmp")
+        func failure() -> GeoSegmentError {
+            let reason = String(cString: strerror(errno))  // before unlink can change errno
+            unlink(temporary.path)
+            return GeoSegmentError("cannot write \(destination.path): \(reason)")
+        }
+        let fd = Glibc.open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw failure() }
+        let written: Bool = data.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += n
             }
-        } catch let error as GeoSegmentError {
+            return true
+        }
+        guard written, fsync(fd) == 0 else {
+            let error = failure()
+            close(fd)
             throw error
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw GeoSegmentError("cannot write \(destination.path): \(error.localizedDescription)")
+        }
+        guard close(fd) == 0 else { throw failure() }
+        guard rename(temporary.path, destination.path) == 0 else { throw failure() }
+        let directoryFD = Glibc.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryFD >= 0 {
+            _ = fsync(directoryFD)
+            close(directoryFD)
         }
     }
 
