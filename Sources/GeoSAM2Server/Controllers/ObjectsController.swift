@@ -2,6 +2,7 @@ import Foundation
 import GeoIO
 import GeoSegment
 import Hummingbird
+import NIOCore
 
 /// The committed objects:
 /// - `GET /api/objects`: all of them (GeoJSON, store CRS), read from the output GeoPackage;
@@ -23,11 +24,16 @@ struct ObjectsController<Context: RequestContext> {
         refuseOtherMethods(on: router, "/api/export.gpkg", allowed: [.get])
         refuseOtherMethods(on: router, "/api/export.geojson", allowed: [.get])
         router.get("/api/objects") { _, _ in
-            let features = try await objects.features()
-            let summary = try await objects.summary()
-            return jsonResponse(GeoJSON.collection(features.map { GeoJSON.feature($0) }, epsg: epsg, extra: [
-                "objects": .integer(summary.objects), "next_object_id": .integer(summary.nextObjectID),
-            ]), contentType: "application/geo+json")
+            let listing = try await objects.listing()
+            let epsg = epsg
+            // Joined off the cooperative pool: with many large objects this is megabytes.
+            let body = try await offload {
+                GeoJSON.collection(listing.fragments.map { .raw($0) }, epsg: epsg, extra: [
+                    "objects": .integer(listing.objects), "next_object_id": .integer(listing.nextObjectID),
+                ]).serialized()
+            }
+            return Response(status: .ok, headers: [.contentType: "application/geo+json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         router.post("/api/objects") { request, _ in
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))

@@ -27,6 +27,10 @@ public final class ObjectRepository: Sendable {
     private final class Cache: @unchecked Sendable {
         var stamp: FileStamp?
         var features: [Feature] = []
+        /// Each feature's GeoJSON, serialized once (`features[i]` → `fragments[i]` when present).
+        var fragments: [String] = []
+        /// The RFC 7946 export of the features at `stamp`, once asked for.
+        var geoJSONExport: Data?
     }
 
     /// What identifies one version of the file.
@@ -77,10 +81,57 @@ public final class ObjectRepository: Sendable {
         let record = record(result, objectID: 0)
         return try await serially { [self] in
             let srs = try spatialReference()
+            let upToDate = isCacheCurrent()
             let saved = try VectorExporter.appendNew([record], to: path, layer: layer, srs: srs)
-            cache.stamp = nil
             guard let first = saved.first else { throw GeoSAM2ServerError.unprocessable("nothing was saved") }
+            // Read back only what this save added, when the cache held the file as it was before.
+            let since = cache.features.compactMap(\.fid).max() ?? 0
+            if upToDate, let added = try? readFeatures(where: "fid > \(since)") {
+                cache.features += added
+                cache.stamp = FileStamp(path: path)
+                cache.geoJSONExport = nil
+            } else {
+                cache.stamp = nil
+            }
             return (first, try VectorExporter.features(of: first, srs: srs))
+        }
+    }
+
+    /// Whether the cache holds the file as it is now.
+    private func isCacheCurrent() -> Bool {
+        guard let stamp = cache.stamp else { return false }
+        return FileStamp(path: path) == stamp
+    }
+
+    /// After deleting `objectID` from the file: drops it from the cache if the cache held the file
+    /// as it was before, else forgets the cache.
+    private func forget(objectID: Int, upToDate: Bool) {
+        guard upToDate else {
+            cache.stamp = nil
+            return
+        }
+        var kept: [Feature] = [], fragments: [String] = []
+        for (i, feature) in cache.features.enumerated() where feature.attributes["object_id"]?.intValue != objectID {
+            kept.append(feature)
+            if i < cache.fragments.count { fragments.append(cache.fragments[i]) }
+        }
+        cache.features = kept
+        cache.fragments = fragments.count == kept.count ? fragments : []
+        cache.stamp = FileStamp(path: path)
+        cache.geoJSONExport = nil
+    }
+
+    /// The saved features as GeoJSON fragments (each serialized once), how many objects there
+    /// are and the next id: what `GET /api/objects` lists.
+    func listing() async throws -> (fragments: [String], objects: Int, nextObjectID: Int) {
+        try await serially { [self] in
+            let features = try currentFeatures()
+            if cache.fragments.count > features.count { cache.fragments = [] }
+            for feature in features.dropFirst(cache.fragments.count) {
+                cache.fragments.append(GeoJSON.feature(feature).serialized())
+            }
+            let ids = Set(features.compactMap { $0.attributes["object_id"]?.intValue })
+            return (cache.fragments, ids.count, try VectorExporter.nextObjectID(in: path, layer: layer))
         }
     }
 
@@ -97,10 +148,14 @@ public final class ObjectRepository: Sendable {
         // Stamped before reading: a change during the read only causes one more read later.
         cache.stamp = stamp
         cache.features = features
+        cache.fragments = []
+        cache.geoJSONExport = nil
         return features
     }
 
-    private func readFeatures() throws -> [Feature] {
+    /// The layer's features (those matching `clause`, an OGR attribute filter, when given), in
+    /// the store's CRS.
+    private func readFeatures(where clause: String? = nil) throws -> [Feature] {
         guard FileManager.default.fileExists(atPath: path) else { return [] }
         let dataset = try VectorDataset.open(path)
         let target: VectorLayer
@@ -113,7 +168,7 @@ public final class ObjectRepository: Sendable {
             guard dataset.layerCount > 0 else { return [] }
             target = try dataset.layer(at: 0)
         }
-        var features = try target.features()
+        var features = try clause.map { try target.features(where: $0) } ?? target.features()
         if let layerSRS = target.spatialReference, let storeSRS = try spatialReference(), !layerSRS.isSame(storeSRS) {
             let transformation = try CoordinateTransformation(from: layerSRS, to: storeSRS)
             for i in features.indices {
@@ -128,19 +183,13 @@ public final class ObjectRepository: Sendable {
         try await features().filter { $0.attributes["object_id"]?.intValue == objectID }
     }
 
-    /// How many objects are saved, and the id the next one gets.
-    public func summary() async throws -> (objects: Int, nextObjectID: Int) {
-        try await serially { [self] in
-            let ids = Set(try currentFeatures().compactMap { $0.attributes["object_id"]?.intValue })
-            return (ids.count, try VectorExporter.nextObjectID(in: path, layer: layer))
-        }
-    }
-
     /// Deletes an object; returns how many features were removed (0: no such object).
     public func delete(objectID: Int) async throws -> Int {
         try await serially { [self] in
-            defer { cache.stamp = nil }
-            return try VectorExporter.delete(objectID: objectID, from: path, layer: layer)
+            let upToDate = isCacheCurrent()
+            let removed = try VectorExporter.delete(objectID: objectID, from: path, layer: layer)
+            forget(objectID: objectID, upToDate: upToDate)
+            return removed
         }
     }
 
@@ -149,8 +198,9 @@ public final class ObjectRepository: Sendable {
     public func deleteLast() async throws -> (objectID: Int, features: Int)? {
         try await serially { [self] in
             guard let last = try currentFeatures().compactMap({ $0.attributes["object_id"]?.intValue }).max() else { return nil }
-            defer { cache.stamp = nil }
-            return (last, try VectorExporter.delete(objectID: last, from: path, layer: layer))
+            let removed = try VectorExporter.delete(objectID: last, from: path, layer: layer)
+            forget(objectID: last, upToDate: true)  // currentFeatures() just brought the cache up to date
+            return (last, removed)
         }
     }
 
@@ -178,8 +228,10 @@ public final class ObjectRepository: Sendable {
     /// else in the store's pixel coordinates. Written from a snapshot of the features, off the
     /// repository's queue, so that saves do not wait for it.
     public func geoJSON() async throws -> Data {
-        let features = try await features()
-        return try await offload { [self] in
+        let (features, cached) = try await serially { [self] in (try currentFeatures(), cache.geoJSONExport) }
+        if let cached { return cached }
+        let stamp = try await serially { [self] in cache.stamp }
+        let data = try await offload { [self] in
             let srs = try spatialReference()
             return try withScratchFile(named: "objects.geojson") { file in
                 try {
@@ -195,6 +247,11 @@ public final class ObjectRepository: Sendable {
                 return try Data(contentsOf: URL(fileURLWithPath: file))
             }
         }
+        // Kept for the next download while the file stays as it was.
+        try await serially { [self] in
+            if cache.stamp == stamp { cache.geoJSONExport = data }
+        }
+        return data
     }
 
     private func withScratchFile<T>(named name: String, _ body: (String) throws -> T) throws -> T {
