@@ -46,6 +46,11 @@ struct Encode: ParsableCommand {
     @Flag(name: .long, help: "Print nothing but errors.")
     var quiet = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "auto (a bar on a terminal, lines otherwise, on stderr) or json: one JSON object per line on stdout per tile (event, done, total, encoded, skipped, empty, tile, elapsed_s, eta_s), then one with event \"done\".",
+        valueName: "auto|json"))
+    var progress: String = "auto"
+
     func run() throws {
         var options = EncodeOptions()
         if let bands { options.bands = try numbers(bands, count: nil, what: "--bands").map { Int($0) } }
@@ -66,14 +71,23 @@ struct Encode: ParsableCommand {
         }
         let storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
 
+        guard ["auto", "json"].contains(progress) else { throw CLIError("--progress must be auto or json, got \(progress)") }
         let encoderModel = try modelOptions.loadEncoderModel()
-        let reporter = ProgressReporter(quiet: quiet, label: "encode")
+        let json = progress == "json"
+        let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
         let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
-            reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
-                            rateCount: p.encoded, elapsed: p.elapsed)
+            if json {
+                JSONProgress.emit(p)
+            } else {
+                reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
+                                rateCount: p.encoded, elapsed: p.elapsed)
+            }
         }
         reporter.finish()
-        if !quiet {
+        if json {
+            JSONProgress.emit(["event": "done", "store": summary.storeURL.path, "encoded": summary.encoded, "skipped": summary.skipped,
+                               "empty": summary.empty, "complete": summary.complete])
+        } else if !quiet {
             let state = summary.complete ? "complete" : "incomplete (other shards pending)"
             print("\(summary.storeURL.path): encoded \(summary.encoded), skipped \(summary.skipped) already done, \(summary.empty) empty; store \(state)")
         }

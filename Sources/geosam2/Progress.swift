@@ -1,4 +1,5 @@
 import Foundation
+import GeoSegment
 
 /// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise, nothing when quiet.
 final class ProgressReporter: @unchecked Sendable {
@@ -35,6 +36,23 @@ final class ProgressReporter: @unchecked Sendable {
 
     func finish() {
         if drewBar { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+/// Machine-readable progress: one JSON object per line on stdout, flushed at once.
+enum JSONProgress {
+    static func emit(_ p: EncodeProgress) {
+        let rate = p.elapsed > 0 ? Double(p.encoded) / p.elapsed : 0
+        var event: [String: Any] = ["event": "progress", "done": p.finished, "total": p.total, "encoded": p.encoded,
+                                    "skipped": p.skipped, "empty": p.empty, "elapsed_s": (p.elapsed * 1000).rounded() / 1000]
+        if let tile = p.lastTile { event["tile"] = tile }
+        if rate > 0 { event["eta_s"] = (Double(p.total - p.finished) / rate * 10).rounded() / 10 }
+        emit(event)
+    }
+
+    static func emit(_ object: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 }
 

@@ -69,6 +69,8 @@ struct Segment: ParsableCommand {
     @Option(name: .customLong("out-layer"), help: "Layer of the output (default: objects).") var outLayer: String?
     @OptionGroup var polygonOptions: PolygonOptionGroup
     @Flag(name: .long, help: "Ask SAM2 for three candidates and keep the best-scoring one.") var multimask = false
+    @Option(name: .customLong("class"), help: ArgumentHelp("A class label for every object (the `class` attribute; a prompt feature's own `class` attribute wins).", valueName: "label"))
+    var className: String?
     @Option(name: .customLong("mask-out"), help: ArgumentHelp("Also write each object's mask as a GeoTIFF (FILE.tif, or FILE_<id>.tif for several objects).", valueName: "file.tif"))
     var maskOut: String?
     @Option(name: .long, help: "Checkpoint (default: the store's preset from the model cache).") var model: String?
@@ -93,7 +95,8 @@ struct Segment: ParsableCommand {
                 }
                 // Id 0 until saved: the output file gives the ids (they only grow, see appendNew).
                 segmented.append((object.name, ObjectRecord(objectID: 0, result: result, source: manifest.source.path,
-                                                            model: "\(manifest.model.preset ?? "custom") sha256:\(manifest.model.checkpointSHA256)")))
+                                                            model: "\(manifest.model.preset ?? "custom") sha256:\(manifest.model.checkpointSHA256)",
+                                                            className: object.className ?? className)))
             } catch {
                 failures += 1
                 FileHandle.standardError.write(Data("object \(object.name): skipped: \(error)\n".utf8))

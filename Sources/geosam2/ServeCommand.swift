@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Architecture JSON for a custom checkpoint.") var config: String?
     @Flag(name: .long, help: "Log every request.") var verbose = false
     @Flag(name: .long, help: "Print only the URL and errors.") var quiet = false
+    @Flag(name: .customLong("machine-readable"), help: ArgumentHelp(
+        "First stdout line: one JSON object with the address (url, port), the store, the output GeoPackage and the engine version; nothing else on stdout (for the QGIS plugin and scripts)."))
+    var machineReadable = false
 
     func run() async throws {
         guard (0...65535).contains(port) else { throw CLIError("--port must be between 0 and 65535, got \(port)") }
@@ -82,10 +85,20 @@ struct Serve: AsyncParsableCommand {
         if !FileManager.default.fileExists(atPath: configuration.leafletDirectory + "/leaflet.js") {
             note("warning: Leaflet is missing (\(configuration.leafletDirectory)); install the Debian package libjs-leaflet (scripts/setup) for the map")
         }
-        let quiet = quiet, outputPath = configuration.outputPath, storePath = storeURL.path
+        let quiet = quiet, machineReadable = machineReadable, storePath = storeURL.standardizedFileURL.path
+        let outputPath = URL(fileURLWithPath: configuration.outputPath).standardizedFileURL.path
         configuration.logRequests = verbose
         let app = try buildApplication(segmenter: segmenter, configuration: configuration) { url in
-            let text = quiet ? "\(url)\n" : "GeoSAM2 is serving \(storePath)\n  open \(url)\n  saved objects go to \(outputPath)\n  stop with Ctrl+C\n"
+            let text: String
+            if machineReadable {
+                let port = URL(string: url)?.port ?? 0
+                let announcement: [String: Any] = ["event": "listening", "url": url, "port": port, "store": storePath,
+                                                   "output": outputPath, "geosam2": GeoSAM2Version.current]
+                let data = (try? JSONSerialization.data(withJSONObject: announcement, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+                text = String(decoding: data, as: UTF8.self) + "\n"
+            } else {
+                text = quiet ? "\(url)\n" : "GeoSAM2 is serving \(storePath)\n  open \(url)\n  saved objects go to \(outputPath)\n  stop with Ctrl+C\n"
+            }
             FileHandle.standardOutput.write(Data(text.utf8))
         }
         try await app.runService()

@@ -54,6 +54,7 @@ final class PersistenceTests: XCTestCase {
             XCTAssertEqual(try VectorExporter.nextObjectID(in: copy), 5)
         }
         XCTAssertEqual(try VectorExporter.nextObjectID(in: output), 5)
+        XCTAssertEqual(try VectorDataset.open(output).layerCount, 1, "the counter table is not a layer for GDAL (nor QGIS)")
         // Deleting the highest object with another tool's help (here the exporter) does not lower the counter either.
         try VectorExporter.delete(objectID: 4, from: output)
         XCTAssertEqual(try VectorExporter.nextObjectID(in: output), 5)

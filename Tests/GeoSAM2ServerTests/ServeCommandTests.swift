@@ -10,6 +10,8 @@ final class ServeCommandTests: XCTestCase {
     final class Server {
         let process = Process()
         let url: String
+        /// The first line of `--machine-readable`, decoded.
+        var announcement: [String: Any] = [:]
         private let stderr = Pipe()
 
         init(_ arguments: [String], timeout: TimeInterval = 180) throws {
@@ -30,6 +32,11 @@ final class ServeCommandTests: XCTestCase {
                     if chunk.isEmpty { break }
                     buffer.append(chunk)
                     let text = String(decoding: buffer, as: UTF8.self)
+                    // --machine-readable: the first line is a JSON object with the URL.
+                    if text.hasPrefix("{"), text.hasSuffix("\n") {
+                        found.set(text.trimmingCharacters(in: .whitespacesAndNewlines))
+                        break
+                    }
                     if let url = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { $0.hasPrefix("http://") }),
                        text.hasSuffix("\n") {
                         found.set(String(url))
@@ -39,6 +46,12 @@ final class ServeCommandTests: XCTestCase {
                 done.signal()
             }
             _ = done.wait(timeout: .now() + timeout)
+            if let line = found.value, line.hasPrefix("{"),
+               let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let announced = object["url"] as? String {
+                announcement = object
+                url = announced
+                return
+            }
             guard let line = found.value, line.hasPrefix("http://") else {
                 process.interrupt()
                 process.waitUntilExit()
@@ -95,6 +108,28 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(rebound.status, 403)
         XCTAssertTrue(rebound.body.contains("localhost"), rebound.body)
         XCTAssertEqual(try curl(["-H", "Host: localhost", server.url + "health"]).status, 200)
+        let (status, stderr) = server.stop()
+        XCTAssertEqual(status, 0, stderr)
+    }
+
+    /// What the QGIS plugin reads: a JSON first line, then saves with a class label.
+    func testMachineReadableFirstLineAndClassLabels() throws {
+        let fixture = try ServerFixture.get()
+        let output = fixture.newOutput()
+        let server = try Server([fixture.storeURL.path, "--port", "0", "--out", output, "--machine-readable"] + Executable.microArguments)
+        XCTAssertEqual(server.announcement["event"] as? String, "listening")
+        XCTAssertEqual(server.announcement["geosam2"] as? String, GeoSAM2Version.current)
+        XCTAssertEqual(server.announcement["output"] as? String, URL(fileURLWithPath: output).standardizedFileURL.path)
+        XCTAssertEqual(server.announcement["store"] as? String, fixture.storeURL.standardizedFileURL.path)
+        let port = try XCTUnwrap(server.announcement["port"] as? Int)
+        XCTAssertTrue(port > 0 && server.url.hasPrefix("http://127.0.0.1:\(port)"), server.url)
+        let (x, y) = ServerFixture.inside
+        let saved = try curl(["-X", "POST", "-d", promptJSON(points: [(x, y, 1)], extra: "\"largest_only\": true, \"class\": \" building \""), server.url + "api/objects"])
+        XCTAssertEqual(saved.status, 201, saved.body)
+        XCTAssertEqual(Set(try VectorExporter.read(output).map { $0.attributes["class"]?.stringValue }), ["building"])
+        let refused = try curl(["-X", "POST", "-d", promptJSON(points: [(x, y, 1)], extra: "\"class\": 3"), server.url + "api/objects"])
+        XCTAssertEqual(refused.status, 400, refused.body)
+        XCTAssertTrue(refused.body.contains("class must be a string"), refused.body)
         let (status, stderr) = server.stop()
         XCTAssertEqual(status, 0, stderr)
     }

@@ -47,6 +47,29 @@ final class EncodeCommandTests: XCTestCase {
         XCTAssertEqual(verified.status, 0, verified.stdout + verified.stderr)
     }
 
+    /// `--progress json` (the QGIS Processing algorithm reads it): one JSON object per tile on
+    /// stdout, counts that only grow, then a `done` event.
+    func testJSONProgressLines() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 2100, height: 600) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let result = try TestSupport.run(["encode", raster, "--out", dir.appendingPathComponent("s.geosam2").path, "--progress", "json"] + TestSupport.microModelArguments)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.stderr, "", "nothing but JSON, and on stdout")
+        let events = try result.stdout.split(separator: "\n").map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        let progress = events.filter { $0["event"] as? String == "progress" }
+        XCTAssertEqual(progress.map { $0["done"] as? Int }, [0, 1, 2, 3])
+        XCTAssertTrue(progress.allSatisfy { $0["total"] as? Int == 3 })
+        XCTAssertEqual(progress.last?["tile"] as? String, "r0000_c0002")
+        XCTAssertEqual(events.last?["event"] as? String, "done")
+        XCTAssertEqual(events.last?["complete"] as? Bool, true)
+        let bad = try TestSupport.run(["encode", raster, "--progress", "xml"] + TestSupport.microModelArguments)
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("--progress must be auto or json"), bad.stderr)
+    }
+
     func testBadInputGivesOneLineErrors() throws {
         let dir = try TestSupport.temporaryDirectory()
         let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 200, height: 100) { b, x, y in

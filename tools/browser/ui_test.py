@@ -218,7 +218,8 @@ class UITest:
         self.wait("window.geosam2.state.mask && window.geosam2.state.mask.features.length")
         self.screenshot("ui-mask.png")
 
-        # S saves: the GeoPackage holds the polygon with its attributes.
+        # S saves: the GeoPackage holds the polygon with its attributes and the class label.
+        d.execute_script("document.getElementById('class-label').value = 'building'")
         self.key("s")
         self.check("S saves the object", self.wait("window.geosam2.state.objects === 1"))
         self.check("prompts cleared after saving", self.wait("window.geosam2.state.points.length === 0"))
@@ -227,7 +228,7 @@ class UITest:
                    "features=%d" % len(features))
         if features:
             f = features[0]
-            expected = {"object_id": "1", "n_fg": "1", "n_bg": "0", "has_box": "0"}
+            expected = {"object_id": "1", "n_fg": "1", "n_bg": "0", "has_box": "0", "class": "building"}
             self.check("attributes written", all(f.get(k) == v for k, v in expected.items())
                        and float(f.get("score", "nan")) > 0 and float(f.get("area", "0")) > 0 and f.get("tile", "").startswith("r"),
                        json.dumps(f)[:400])

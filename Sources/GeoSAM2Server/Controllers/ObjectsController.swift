@@ -38,7 +38,7 @@ struct ObjectsController<Context: RequestContext> {
         router.post("/api/objects") { request, _ in
             let parsed = try SegmentRequest.parse(try await readBody(request, limit: maxBodyBytes))
             let (result, _) = try await segment(parsed, segmenter: segmenter, objects: objects)
-            let (record, features) = try await objects.commit(result)
+            let (record, features) = try await objects.commit(result, className: parsed.className)
             return jsonResponse(collection(result, features: features, epsg: epsg, dropping: [],
                                                    extra: ["object_id": .integer(record.objectID)]),
                                     status: .created, contentType: "application/geo+json")

@@ -17,10 +17,13 @@ public struct SegmentRequest: Sendable, Equatable {
     public var multimask: Bool
     /// Which of the multimask candidates to use (default: the best-scoring).
     public var candidate: Int?
+    /// The class label saved with the object (`"class"`), nil when none.
+    public var className: String?
 
     public static let maxPoints = 200
     public static let maxCRSLength = 16_384
-    static let keys: Set<String> = ["points", "box", "crs", "multimask", "candidate", "min_area", "largest_only", "simplify", "fill_holes"]
+    static let keys: Set<String> = ["points", "box", "crs", "multimask", "candidate", "min_area", "largest_only", "simplify", "fill_holes", "class"]
+    public static let maxClassLength = 200
 
     public init(prompt: ObjectPrompt, options: PolygonOptions = PolygonOptions(), multimask: Bool = false, candidate: Int? = nil) {
         self.prompt = prompt
@@ -94,7 +97,18 @@ public struct SegmentRequest: Sendable, Equatable {
         }
         let options = PolygonOptions(minArea: try amount(body, "min_area"), largestOnly: try flag(body, "largest_only"),
                                      simplify: try amount(body, "simplify"), fillHoles: try flag(body, "fill_holes"))
-        return SegmentRequest(prompt: prompt, options: options, multimask: multimask, candidate: candidate)
+        var request = SegmentRequest(prompt: prompt, options: options, multimask: multimask, candidate: candidate)
+        switch body["class"] {
+        case nil, .null?: break
+        case let .string(label)?:
+            let trimmed = label.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.count <= maxClassLength, !trimmed.contains(where: \.isNewline) else {
+                throw GeoSAM2ServerError.badRequest("class must be one line of at most \(maxClassLength) characters")
+            }
+            request.className = trimmed.isEmpty ? nil : trimmed
+        default: throw GeoSAM2ServerError.badRequest("class must be a string (a label such as \"building\") or null")
+        }
+        return request
     }
 
     private static func number(_ value: JSONValue) -> Double? {

@@ -74,11 +74,13 @@ public final class ObjectRepository: Sendable {
 
     /// Saves an object under the next id (ids only grow, see `VectorExporter.appendNew`);
     /// returns the record and its features.
-    public func commit(_ result: SegmentedObject) async throws -> (record: ObjectRecord, features: [Feature]) {
+    public func commit(_ result: SegmentedObject, className: String? = nil) async throws -> (record: ObjectRecord, features: [Feature]) {
         guard !result.polygons.isEmpty else {
             throw GeoSAM2ServerError.unprocessable("the mask is empty after filtering: nothing to save")
         }
-        let record = record(result, objectID: 0)
+        var draft = record(result, objectID: 0)
+        draft.className = className
+        let record = draft
         return try await serially { [self] in
             let srs = try spatialReference()
             let upToDate = isCacheCurrent()

@@ -229,5 +229,5 @@ extension RasterEncoder {
 
 /// The tool's version, recorded in stores.
 public enum GeoSAM2Version {
-    public static let current = "0.1.0"
+    public static let current = "0.2.0"
 }

@@ -38,8 +38,10 @@ public struct ObjectRecord: Sendable {
     /// Preset and checkpoint SHA-256.
     public var model: String
     public var created: Date
+    /// The user's class label (`building`, `field`, …); nil when none was given.
+    public var className: String?
 
-    public init(objectID: Int, result: SegmentedObject, source: String, model: String, created: Date = Date()) {
+    public init(objectID: Int, result: SegmentedObject, source: String, model: String, created: Date = Date(), className: String? = nil) {
         self.objectID = objectID
         self.result = result
         foregroundCount = result.prompt.points.filter { $0.label == 1 }.count
@@ -48,6 +50,7 @@ public struct ObjectRecord: Sendable {
         self.source = source
         self.model = model
         self.created = created
+        self.className = className.flatMap { $0.isEmpty ? nil : $0 }
     }
 }
 
@@ -60,6 +63,7 @@ public enum VectorExporter {
         FieldDefinition("n_fg", type: .integer), FieldDefinition("n_bg", type: .integer), FieldDefinition("has_box", type: .integer),
         FieldDefinition("tile", type: .string), FieldDefinition("source", type: .string), FieldDefinition("model", type: .string),
         FieldDefinition("created", type: .string), FieldDefinition("prompts", type: .string),
+        FieldDefinition("class", type: .string),
     ]
 
     public static let defaultLayer = "objects"
@@ -88,6 +92,7 @@ public enum VectorExporter {
                 "has_box": .integer(record.hasBox ? 1 : 0), "tile": .string(record.result.tile),
                 "source": .string(record.source), "model": .string(record.model),
                 "created": .string(created), "prompts": .string(prompts),
+                "class": record.className.map { .string($0) } ?? .null,
             ])
         }
     }
@@ -122,7 +127,7 @@ public enum VectorExporter {
 
     /// Saves new objects under fresh ids, as ``append(_:to:layer:format:srs:)`` does, and returns
     /// them with the ids they were saved under. Ids only grow: in a GeoPackage the next id of each
-    /// layer is kept in the table `geosam2_object_ids` (a registered extension), updated in the same
+    /// layer is kept in the table `gpkg_geosam2_object_ids` (a registered extension), updated in the same
     /// transaction as the objects, so neither a deleted object's id nor one of a failed save is
     /// ever given again, across restarts too. Other formats continue from the highest id present.
     public static func appendNew(_ records: [ObjectRecord], to path: String, layer: String? = nil,
@@ -177,8 +182,9 @@ public enum VectorExporter {
         return removed
     }
 
-    /// The table of a GeoPackage that keeps each layer's next object id.
-    public static let objectIDTable = "geosam2_object_ids"
+    /// The table of a GeoPackage that keeps each layer's next object id. The `gpkg_` prefix (as
+    /// GDAL's own `gpkg_ogr_contents`) keeps GDAL and QGIS from listing it as a layer.
+    public static let objectIDTable = "gpkg_geosam2_object_ids"
 
     /// The next id for a layer: above every id it holds and, in a GeoPackage, never below the
     /// stored counter.

@@ -9,6 +9,8 @@ public enum PromptReader {
         /// The `object` attribute, or `#FID` for a feature that is an object by itself.
         public var name: String
         public var prompt: ObjectPrompt
+        /// The `class` attribute of the object's features, if one has it.
+        public var className: String?
     }
 
     ///
@@ -30,6 +32,7 @@ public enum PromptReader {
             }
             var order: [String] = []
             var objects: [String: ObjectPrompt] = [:]
+            var classes: [String: String] = [:]
             try source.forEachFeature { feature in
                 let fid = feature.fid.map(String.init) ?? "?"
                 guard var geometry = feature.geometry, !geometry.isEmpty else {
@@ -68,10 +71,13 @@ public enum PromptReader {
                 default:
                     throw GeoSegmentError("feature \(fid) is a \(geometry.type.rawValue); prompts are points (clicks) or polygons (boxes)")
                 }
+                if case .string(let label)? = feature.attributes["class"], !label.trimmingCharacters(in: .whitespaces).isEmpty {
+                    classes[name] = label.trimmingCharacters(in: .whitespaces)
+                }
                 if objects[name] == nil { order.append(name) }
                 objects[name] = prompt
             }
-            return order.compactMap { name in objects[name].map { NamedObject(name: name, prompt: $0) } }
+            return order.compactMap { name in objects[name].map { NamedObject(name: name, prompt: $0, className: classes[name]) } }
         }
     }
 }

@@ -331,6 +331,13 @@
   async function save() {
     const body = promptBody(false);
     if (!hasPrompt(body)) { message('Nothing to save: click on the object first.'); return; }
+    // The class label goes with the object (the `class` attribute); recent labels are offered again.
+    const label = $('class-label').value.trim();
+    if (label) {
+      body.class = label;
+      const list = $('class-labels');
+      if (![...list.options].some((o) => o.value === label)) list.appendChild(new Option(label, label));
+    }
     try {
       const saved = await api('/api/objects', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
@@ -338,7 +345,7 @@
       objectsLayer.addData(saved);
       state.objects += 1;
       state.lastSaved = saved.object_id;
-      message('Saved object ' + saved.object_id + ' (' + saved.features.length + ' polygon' + (saved.features.length === 1 ? '' : 's') + ')', 'info');
+      message('Saved object ' + saved.object_id + (label ? ' “' + label + '”' : '') + ' (' + saved.features.length + ' polygon' + (saved.features.length === 1 ? '' : 's') + ')', 'info');
       clearPrompts();
     } catch (error) {
       message('Not saved: ' + error.message);

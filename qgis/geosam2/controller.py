@@ -1,0 +1,376 @@
+"""The segmenting session in QGIS: prompts in the canvas CRS → the engine → rubber bands, saves
+to the engine's GeoPackage (shown as a layer), undo, patch boundaries."""
+from __future__ import annotations
+
+import json
+import os
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFields,
+    QgsFillSymbol,
+    QgsJsonUtils,
+    QgsPointXY,
+    QgsProject,
+    QgsSettings,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsRubberBand, QgsVertexMarker
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtGui import QColor
+
+from .api import ApiClient, LatestWins
+
+SETTINGS_CLASSES = "geosam2/recent_classes"
+OUTPUT_LAYER_NAME = "GeoSAM2 objects"
+PATCH_LAYER_NAME = "GeoSAM2 patches"
+
+
+def geometries_of(collection) -> list:
+    """QgsGeometry of every feature of a GeoJSON FeatureCollection (holes and multipolygons kept)."""
+    features = [{"type": "Feature", "properties": {}, "geometry": f.get("geometry")}
+                for f in (collection or {}).get("features", []) if f.get("geometry")]
+    if not features:
+        return []
+    text = json.dumps({"type": "FeatureCollection", "features": features})
+    parsed = QgsJsonUtils.stringToFeatureList(text, QgsFields())
+    return [f.geometry() for f in parsed if f.hasGeometry() and not f.geometry().isEmpty()]
+
+
+class SegmentController(QObject):
+    """One user's prompts on one engine. Every request is asynchronous; answers are drawn in the
+    canvas CRS from the store's."""
+
+    status = pyqtSignal(str)           # the status line
+    error = pyqtSignal(str)            # a one-line error for the message bar
+    answered = pyqtSignal(object)      # the last drawn answer (a dict), for the dock and tests
+    saved = pyqtSignal(int)            # an object id
+    undone = pyqtSignal(int)
+    candidates = pyqtSignal(list)      # multimask scores
+    mode = pyqtSignal(str)             # the prompt tool's mode
+
+    def __init__(self, canvas, parent=None):
+        super().__init__(parent)
+        self.canvas = canvas
+        self.client = None
+        self.preview = None
+        self.store = None
+        self.store_crs = None
+        self.output_path = None
+        self.points = []               # [(QgsPointXY in canvas CRS, label)]
+        self.box = None                # QgsRectangle in canvas CRS
+        self.markers = []
+        self.preview_enabled = False
+        self.options = {"min_area": 0, "largest_only": False, "simplify": 0, "fill_holes": False, "multimask": False}
+        self.candidate = None
+        self.class_label = ""
+        self.last_answer = None
+        self.band = QgsRubberBand(canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.band.setColor(QColor(0, 160, 255, 230))
+        self.band.setFillColor(QColor(0, 160, 255, 70))
+        self.band.setWidth(2)
+        self.patch_layer_id = None
+        self.output_layer_id = None
+
+    # --- connecting -------------------------------------------------------------------------
+
+    def attach(self, url: str, output_path: str | None = None, on_ready=None):
+        """Talk to the engine at `url`; `output_path` is its GeoPackage when known (the plugin
+        started it), else the saved objects are mirrored from `GET /api/objects`."""
+        self.detach()
+        self.client = ApiClient(url, self)
+        self.preview = LatestWins(self.client, self._draw, parent=self)
+        self.output_path = output_path
+
+        def stored(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            self.store = answer.data
+            crs = QgsCoordinateReferenceSystem(f"EPSG:{self.store['epsg']}") if self.store.get("epsg") else QgsCoordinateReferenceSystem.fromWkt(self.store.get("crs") or "")
+            self.store_crs = crs
+            self.status.emit(f"engine at {url}: {self.store['tiles_done']}/{self.store['tiles']} tiles encoded, {self.store.get('crs_name') or 'pixel coordinates'}")
+            if on_ready:
+                on_ready()
+
+        self.client.request("GET", "/api/store", callback=stored)
+
+    def detach(self):
+        if self.preview:
+            self.preview.invalidate()
+        if self.client:
+            self.client.abort_all()
+        self.client = None
+        self.preview = None
+        self.store = None
+        self.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.store is not None
+
+    # --- prompts ----------------------------------------------------------------------------
+
+    def canvas_crs(self) -> str:
+        crs = self.canvas.mapSettings().destinationCrs()
+        return crs.authid() or crs.toWkt()
+
+    def body(self, extra_point=None, box=None) -> dict:
+        points = [[p.x(), p.y(), label] for p, label in self.points]
+        if extra_point is not None:
+            points.append([extra_point[0].x(), extra_point[0].y(), extra_point[1]])
+        box = box or self.box
+        body = {"points": points, "crs": self.canvas_crs(), **self.options}
+        if box is not None:
+            body["box"] = [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
+        if self.options.get("multimask") and self.candidate is not None:
+            body["candidate"] = self.candidate
+        if not self.options.get("multimask"):
+            body.pop("multimask", None)
+        return body
+
+    def has_prompts(self) -> bool:
+        return bool(self.points) or self.box is not None
+
+    def add_point(self, point, label: int):
+        self.points.append((QgsPointXY(point), label))
+        marker = QgsVertexMarker(self.canvas)
+        marker.setCenter(QgsPointXY(point))
+        marker.setIconType(QgsVertexMarker.IconType.ICON_CIRCLE if label == 1 else QgsVertexMarker.IconType.ICON_X)
+        marker.setColor(QColor(40, 200, 40) if label == 1 else QColor(230, 40, 40))
+        marker.setIconSize(12)
+        marker.setPenWidth(3)
+        self.markers.append(marker)
+        self.candidate = None
+        self._segment()
+
+    def set_box(self, rectangle):
+        self.box = rectangle
+        self.candidate = None
+        self._segment()
+
+    def hover(self, point, label: int):
+        if self.preview_enabled and self.connected:
+            self.preview.ask(self.body(extra_point=(QgsPointXY(point), label)))
+
+    def preview_box(self, rectangle):
+        if self.preview_enabled and self.connected:
+            self.preview.ask(self.body(box=rectangle))
+
+    def toggle_preview(self):
+        self.preview_enabled = not self.preview_enabled
+        if not self.preview_enabled and self.preview:
+            self.preview.invalidate()
+            self._redraw_current()
+        self.status.emit(f"preview {'on' if self.preview_enabled else 'off'}")
+
+    def undo_prompt(self):
+        if self.points:
+            self.points.pop()
+            self.canvas.scene().removeItem(self.markers.pop())
+        elif self.box is not None:
+            self.box = None
+        self._redraw_current()
+
+    def clear(self):
+        self.points = []
+        self.box = None
+        for marker in self.markers:
+            self.canvas.scene().removeItem(marker)
+        self.markers = []
+        self.candidate = None
+        self.last_answer = None
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        if self.preview:
+            self.preview.invalidate()
+
+    def choose_candidate(self, index):
+        self.candidate = index
+        self._segment()
+
+    def set_options(self, **options):
+        self.options.update(options)
+        if self.has_prompts():
+            self._segment()
+
+    def _redraw_current(self):
+        if self.has_prompts():
+            self._segment()
+        else:
+            self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+            self.last_answer = None
+
+    def _segment(self):
+        if not self.connected:
+            self.error.emit("GeoSAM2: no engine yet; start one on a store or attach to a running one")
+            return
+        # A new prompt: whatever the preview had in flight is out of date.
+        self.preview.invalidate()
+        self.preview.ask(self.body())
+
+    def _draw(self, answer):
+        if not answer.ok:
+            self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+            self.error.emit(answer.error)
+            return
+        self.last_answer = answer.data
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        for geometry in geometries_of(answer.data):
+            self.band.addGeometry(geometry, self.store_crs)
+        scores = answer.data.get("candidate_scores") or []
+        if len(scores) > 1:
+            self.candidates.emit(scores)
+        self.status.emit(f"score {answer.data.get('score', 0):.3f}, tile {answer.data.get('tile')}, "
+                         f"{answer.data.get('server_ms', 0):.0f} ms in the engine")
+        self.answered.emit(answer.data)
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def save(self):
+        if not self.connected:
+            self.error.emit("GeoSAM2: no engine to save to")
+            return
+        if not self.has_prompts():
+            self.status.emit("nothing to save: add a point or a box first")
+            return
+        body = self.body()
+        if self.class_label:
+            body["class"] = self.class_label
+        self.preview.invalidate()
+
+        def done(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            object_id = answer.data.get("object_id")
+            self._remember_class(self.class_label)
+            self.clear()
+            self.refresh_output()
+            self.status.emit(f"saved object {object_id}")
+            self.saved.emit(object_id)
+
+        self.client.request("POST", "/api/objects", body, done)
+
+    def undo_save(self):
+        if not self.connected:
+            return
+
+        def done(answer):
+            if answer.status == 404:
+                self.status.emit("no saved object to undo")
+                return
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            self.refresh_output()
+            self.status.emit(f"removed object {answer.data.get('deleted')}")
+            self.undone.emit(answer.data.get("deleted"))
+
+        self.client.request("DELETE", "/api/objects/last", callback=done)
+
+    def _remember_class(self, label):
+        if not label:
+            return
+        settings = QgsSettings()
+        recent = [c for c in (settings.value(SETTINGS_CLASSES, [], type=list) or []) if c != label]
+        settings.setValue(SETTINGS_CLASSES, ([label] + recent)[:20])
+
+    @staticmethod
+    def recent_classes() -> list:
+        return QgsSettings().value(SETTINGS_CLASSES, [], type=list) or []
+
+    # --- layers -----------------------------------------------------------------------------
+
+    def output_layer(self):
+        layer = QgsProject.instance().mapLayer(self.output_layer_id) if self.output_layer_id else None
+        return layer
+
+    def refresh_output(self):
+        """Adds the saved objects to the project (once) and reloads them."""
+        layer = self.output_layer()
+        if self.output_path and os.path.exists(self.output_path):
+            if layer is None:
+                layer = QgsVectorLayer(f"{self.output_path}|layername=objects", OUTPUT_LAYER_NAME, "ogr")
+                if not layer.isValid():
+                    self.error.emit(f"GeoSAM2: cannot open {self.output_path}")
+                    return
+                layer.setRenderer(layer.renderer().clone())
+                symbol = QgsFillSymbol.createSimple({"color": "255,140,0,70", "outline_color": "255,110,0,255", "outline_width": "0.6"})
+                layer.renderer().setSymbol(symbol)
+                QgsProject.instance().addMapLayer(layer)
+                self.output_layer_id = layer.id()
+            else:
+                layer.dataProvider().reloadData()
+                layer.triggerRepaint()
+            return
+        # Attached to an engine whose file is not ours to open: mirror its objects.
+        self.client.request("GET", "/api/objects", callback=self._mirror)
+
+    def _mirror(self, answer):
+        if not answer.ok:
+            self.error.emit(answer.error)
+            return
+        text = json.dumps(answer.data)
+        fields = QgsJsonUtils.stringToFields(text)
+        layer = self.output_layer()
+        if layer is None:
+            layer = QgsVectorLayer("MultiPolygon", OUTPUT_LAYER_NAME, "memory")
+            layer.setCrs(self.store_crs)
+            layer.dataProvider().addAttributes(fields.toList())
+            layer.updateFields()
+            QgsProject.instance().addMapLayer(layer)
+            self.output_layer_id = layer.id()
+        provider = layer.dataProvider()
+        provider.truncate()
+        provider.addFeatures(QgsJsonUtils.stringToFeatureList(text, layer.fields()))
+        layer.updateExtents()
+        layer.triggerRepaint()
+
+    def show_patches(self, visible: bool):
+        project = QgsProject.instance()
+        if self.patch_layer_id and project.mapLayer(self.patch_layer_id):
+            project.removeMapLayer(self.patch_layer_id)
+        self.patch_layer_id = None
+        if not visible or not self.connected:
+            return
+
+        def tiles(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            # Fields declared in the URI: no QVariant/QMetaType type names (they differ on Qt6).
+            layer = QgsVectorLayer("Polygon?field=id:string&field=state:string", PATCH_LAYER_NAME, "memory")
+            layer.setCrs(self.store_crs)
+            provider = layer.dataProvider()
+            features = []
+            for item in answer.data.get("features", []):
+                feature = QgsFeature(layer.fields())
+                geometries = geometries_of({"features": [item]})
+                if geometries:
+                    feature.setGeometry(geometries[0])
+                feature.setAttributes([item.get("properties", {}).get("id"), item.get("properties", {}).get("state")])
+                features.append(feature)
+            provider.addFeatures(features)
+            symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "220,0,220,200", "outline_width": "0.4",
+                                                 "outline_style": "dash"})
+            layer.renderer().setSymbol(symbol)
+            project.addMapLayer(layer)
+            self.patch_layer_id = layer.id()
+
+        self.client.request("GET", "/api/tiles", callback=tiles)
+
+    def tool_deactivated(self):
+        if self.preview:
+            self.preview.invalidate()
+
+    def mode_changed(self, mode):
+        self.mode.emit(mode)
+        self.status.emit(f"{mode} prompts")
+
+    def unload(self):
+        self.detach()
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.canvas.scene().removeItem(self.band)
+
