@@ -13,8 +13,10 @@ struct PolygonOptionGroup: ParsableArguments {
     var simplify: Double = 0
     @Flag(name: .customLong("fill-holes"), help: "Drop the holes of polygons.")
     var fillHoles = false
+    @Flag(name: .long, help: "Square the outlines (buildings, parcels): right angles along the object's dominant direction, within 3 × the tolerance (--simplify, at least 1.5 pixels) of the mask; shapes that cannot be squared that closely are only simplified.")
+    var regularize = false
 
-    var options: PolygonOptions { PolygonOptions(minArea: minArea, largestOnly: largestOnly, simplify: simplify, fillHoles: fillHoles) }
+    var options: PolygonOptions { PolygonOptions(minArea: minArea, largestOnly: largestOnly, simplify: simplify, fillHoles: fillHoles, regularize: regularize) }
 }
 
 /// Opens a store with the model it was encoded with.

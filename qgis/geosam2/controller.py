@@ -63,7 +63,7 @@ class SegmentController(QObject):
         self.box = None                # QgsRectangle in canvas CRS
         self.markers = []
         self.preview_enabled = False
-        self.options = {"min_area": 0, "largest_only": False, "simplify": 0, "fill_holes": False, "multimask": False}
+        self.options = {"min_area": 0, "largest_only": False, "simplify": 0, "fill_holes": False, "regularize": False, "multimask": False}
         self.candidate = None
         self.class_label = ""
         self.last_answer = None

@@ -117,8 +117,9 @@ class SegmentDock(QgsDockWidget):
         form.addRow("Simplify (map units)", self.simplify)
         self.largest = QCheckBox("Largest polygon only")
         self.holes = QCheckBox("Fill holes")
+        self.regularize = QCheckBox("Regularize (right angles: buildings, parcels)")
         self.multimask = QCheckBox("Multimask (three candidates)")
-        for widget in (self.largest, self.holes, self.multimask):
+        for widget in (self.largest, self.holes, self.regularize, self.multimask):
             form.addRow(widget)
         self.candidates = QComboBox()
         self.candidates.setEnabled(False)
@@ -129,6 +130,7 @@ class SegmentDock(QgsDockWidget):
         form.addRow(self.patches)
         for widget, signal in ((self.min_area, self.min_area.valueChanged), (self.simplify, self.simplify.valueChanged),
                                (self.largest, self.largest.toggled), (self.holes, self.holes.toggled),
+                               (self.regularize, self.regularize.toggled),
                                (self.multimask, self.multimask.toggled)):
             signal.connect(self._options_changed)
         layout.addWidget(options)
@@ -149,6 +151,7 @@ class SegmentDock(QgsDockWidget):
     def _options_changed(self, *_):
         self.controller.set_options(min_area=self.min_area.value(), simplify=self.simplify.value(),
                                     largest_only=self.largest.isChecked(), fill_holes=self.holes.isChecked(),
+                                    regularize=self.regularize.isChecked(),
                                     multimask=self.multimask.isChecked())
         self.candidates.setEnabled(self.multimask.isChecked())
 

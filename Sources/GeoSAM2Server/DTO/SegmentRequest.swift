@@ -22,7 +22,7 @@ public struct SegmentRequest: Sendable, Equatable {
 
     public static let maxPoints = 200
     public static let maxCRSLength = 16_384
-    static let keys: Set<String> = ["points", "box", "crs", "multimask", "candidate", "min_area", "largest_only", "simplify", "fill_holes", "class"]
+    static let keys: Set<String> = ["points", "box", "crs", "multimask", "candidate", "min_area", "largest_only", "simplify", "fill_holes", "regularize", "class"]
     public static let maxClassLength = 200
 
     public init(prompt: ObjectPrompt, options: PolygonOptions = PolygonOptions(), multimask: Bool = false, candidate: Int? = nil) {
@@ -96,7 +96,8 @@ public struct SegmentRequest: Sendable, Equatable {
             candidate = Int(c)
         }
         let options = PolygonOptions(minArea: try amount(body, "min_area"), largestOnly: try flag(body, "largest_only"),
-                                     simplify: try amount(body, "simplify"), fillHoles: try flag(body, "fill_holes"))
+                                     simplify: try amount(body, "simplify"), fillHoles: try flag(body, "fill_holes"),
+                                     regularize: try flag(body, "regularize"))
         var request = SegmentRequest(prompt: prompt, options: options, multimask: multimask, candidate: candidate)
         switch body["class"] {
         case nil, .null?: break

@@ -31,6 +31,12 @@ public enum MaskVectorizer {
         parts = parts.enumerated().sorted { ($0.element.pixels, $1.offset) > ($1.element.pixels, $0.offset) }.map(\.element)
         if options.largestOnly { parts = Array(parts.prefix(1)) }
         var polygons = parts.map(\.polygon)
+        if options.regularize {
+            let c = geoTransform.coefficients
+            let pixel = max((c[1] * c[1] + c[4] * c[4]).squareRoot(), (c[2] * c[2] + c[5] * c[5]).squareRoot())
+            let tolerance = max(options.simplify, 1.5 * pixel)
+            return polygons.map { OutlineRegularizer.regularize($0, tolerance: tolerance) }.filter { !$0.isEmpty }
+        }
         if options.simplify > 0 {
             polygons = try polygons.map { p in try rethrowing("cannot simplify") { try p.simplifiedPreserveTopology(tolerance: options.simplify) } }
                 .filter { !$0.isEmpty }

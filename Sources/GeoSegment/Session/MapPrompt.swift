@@ -47,12 +47,16 @@ public struct PolygonOptions: Sendable, Equatable, Codable {
     public var simplify: Double = 0
     /// Drop interior rings.
     public var fillHoles = false
+    /// Square the outlines (right angles along the object's dominant direction; see
+    /// ``OutlineRegularizer``), with `simplify` as the tolerance, at least 1.5 pixels.
+    public var regularize = false
 
-    public init(minArea: Double = 0, largestOnly: Bool = false, simplify: Double = 0, fillHoles: Bool = false) {
+    public init(minArea: Double = 0, largestOnly: Bool = false, simplify: Double = 0, fillHoles: Bool = false, regularize: Bool = false) {
         self.minArea = minArea
         self.largestOnly = largestOnly
         self.simplify = simplify
         self.fillHoles = fillHoles
+        self.regularize = regularize
     }
 
     /// Throws for negative or non-finite values.

@@ -173,6 +173,7 @@
     if (simplify > 0) body.simplify = simplify;
     if ($('largest-only').checked) body.largest_only = true;
     if ($('fill-holes').checked) body.fill_holes = true;
+    if ($('regularize').checked) body.regularize = true;
     if ($('multimask').checked) {
       body.multimask = true;
       if (state.candidate !== undefined && state.candidate !== null) body.candidate = state.candidate;
@@ -460,7 +461,7 @@
     $('undo-save').addEventListener('click', undoSave);
     $('show-grid').addEventListener('change', (e) => { if (e.target.checked) gridLayer.addTo(map); else gridLayer.remove(); });
     $('show-objects').addEventListener('change', (e) => { if (e.target.checked) objectsLayer.addTo(map); else objectsLayer.remove(); });
-    for (const id of ['min-area', 'simplify', 'largest-only', 'fill-holes']) $(id).addEventListener('change', promptsChanged);
+    for (const id of ['min-area', 'simplify', 'largest-only', 'fill-holes', 'regularize']) $(id).addEventListener('change', promptsChanged);
     $('multimask').addEventListener('change', () => { state.candidate = null; promptsChanged(); });
 
     document.addEventListener('keydown', (e) => {
