@@ -69,8 +69,8 @@ public enum SampleScene {
 
 // MARK: - Drawing
 
-/// SplitMix64: small, fast and the same on every platform.
-private struct SplitMix64 {
+/// SplitMix64: small, fast and the same on every platform (the tests draw from it too).
+struct SplitMix64 {
     var state: UInt64
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
