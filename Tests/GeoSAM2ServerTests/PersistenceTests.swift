@@ -84,4 +84,32 @@ final class PersistenceTests: XCTestCase {
             XCTAssertEqual(ring[0][1], original.y, accuracy: 1e-3)
         }
     }
+
+    /// A tile corrupted under a running server: the request that needs it gets a one-line 422
+    /// naming the tile, and the server goes on answering (other requests, the next prompt).
+    func testACorruptTileIsRefusedAndTheServerStaysUp() async throws {
+        let fixture = try ServerFixture.get()
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("corrupt-\(UUID().uuidString).geosam2", isDirectory: true)
+        try FileManager.default.copyItem(at: fixture.storeURL, to: copy)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        let store = try FeatureStore.open(copy)
+        let tile = try XCTUnwrap(store.tile(id: "r0000_c0000"))
+        var bytes = try Data(contentsOf: store.featuresURL(tile))
+        bytes[bytes.count / 2] ^= 0x08
+        try bytes.write(to: store.featuresURL(tile))
+        let segmenter = try Segmenter(store: store, model: fixture.segmenter.model, checkpointSHA256: nil)
+        let app = try buildApplication(segmenter: segmenter, configuration: fixture.configuration(output: fixture.newOutput()))
+        try await app.test(.router) { client in
+            let (x, y) = ServerFixture.inside
+            for _ in 0..<2 {
+                let refused = try await client.call(.post, "/api/segment", json: promptJSON(points: [(x, y, 1)]))
+                XCTAssertEqual(refused.status, .unprocessableContent, refused.text)
+                let message = try XCTUnwrap(try refused.json()["error"] as? String)
+                XCTAssertTrue(message.hasPrefix("tile r0000_c0000 is corrupt"), message)
+                XCTAssertFalse(message.contains("\n"))
+            }
+            let health = try await client.call(.get, "/health")
+            XCTAssertEqual(health.status, .ok)
+        }
+    }
 }

@@ -263,3 +263,26 @@ def test_the_zip_holds_one_loadable_plugin(iface, tmp_path):
     loaded = module.classFactory(iface)
     loaded.initGui()
     loaded.unload()
+
+
+def test_multimask_candidates_and_patch_boundaries(iface, plugin, scene):
+    raster, store = scene
+    canvas, layer = show_scene(iface, raster)
+    controller = start(plugin, store)
+    scores = []
+    controller.candidates.connect(scores.append)
+    plugin.dock.multimask.setChecked(True)
+    plugin.tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, *pixel(canvas, layer, 0.3, 0.3)))
+    wait_until(lambda: controller.preview.idle() and controller.last_answer is not None, what="the multimask answer")
+    assert scores and len(scores[-1]) == 3
+    assert plugin.dock.candidates.count() == 3 and plugin.dock.candidates.isEnabled()
+    controller.choose_candidate(2)
+    wait_until(lambda: controller.preview.idle() and controller.last_answer.get("candidate") == 2, what="candidate 2")
+
+    plugin.dock.patches.setChecked(True)
+    wait_until(lambda: controller.patch_layer_id and QgsProject.instance().mapLayer(controller.patch_layer_id), what="the patch layer")
+    patches = QgsProject.instance().mapLayer(controller.patch_layer_id)
+    assert patches.featureCount() == controller.store["tiles"] >= 2
+    assert {f["state"] for f in patches.getFeatures()} == {"done"}
+    plugin.dock.patches.setChecked(False)
+    assert controller.patch_layer_id is None
