@@ -230,9 +230,10 @@ public final class ObjectRepository: Sendable {
     /// else in the store's pixel coordinates. Written from a snapshot of the features, off the
     /// repository's queue, so that saves do not wait for it.
     public func geoJSON() async throws -> Data {
-        let (features, cached) = try await serially { [self] in (try currentFeatures(), cache.geoJSONExport) }
+        // The snapshot and the file version it belongs to, taken together: a save in between must
+        // not get this export kept as its own.
+        let (features, cached, stamp) = try await serially { [self] in (try currentFeatures(), cache.geoJSONExport, cache.stamp) }
         if let cached { return cached }
-        let stamp = try await serially { [self] in cache.stamp }
         let data = try await offload { [self] in
             let srs = try spatialReference()
             return try withScratchFile(named: "objects.geojson") { file in
