@@ -77,7 +77,7 @@ struct Encode: ParsableCommand {
         let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
         let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
             if json {
-                JSONProgress.emit(p)
+                JSONLines.emit(p)
             } else {
                 reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
                                 rateCount: p.encoded, elapsed: p.elapsed)
@@ -85,7 +85,7 @@ struct Encode: ParsableCommand {
         }
         reporter.finish()
         if json {
-            JSONProgress.emit(["event": "done", "store": summary.storeURL.path, "encoded": summary.encoded, "skipped": summary.skipped,
+            JSONLines.emit(["event": "done", "store": summary.storeURL.path, "encoded": summary.encoded, "skipped": summary.skipped,
                                "empty": summary.empty, "complete": summary.complete])
         } else if !quiet {
             let state = summary.complete ? "complete" : "incomplete (other shards pending)"

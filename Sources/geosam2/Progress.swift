@@ -39,8 +39,10 @@ final class ProgressReporter: @unchecked Sendable {
     }
 }
 
-/// Machine-readable progress: one JSON object per line on stdout, flushed at once.
-enum JSONProgress {
+/// Machine-readable output (`encode --progress json`, `serve --machine-readable`): one JSON object
+/// per line on stdout, written at once.
+enum JSONLines {
+    /// An encode progress event.
     static func emit(_ p: EncodeProgress) {
         let rate = p.elapsed > 0 ? Double(p.encoded) / p.elapsed : 0
         var event: [String: Any] = ["event": "progress", "done": p.finished, "total": p.total, "encoded": p.encoded,

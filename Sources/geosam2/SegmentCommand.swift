@@ -29,27 +29,28 @@ func openSegmenter(store: String, model: String?, config: String?) throws -> Seg
 /// The model for a store: `--model` when given, else the checkpoint file the manifest records
 /// (while it exists unchanged), else the store's preset from the model cache.
 func storeModel(_ manifest: StoreManifest, model: String?, config: String?) throws -> EncoderModel {
-    var recordedProblem: String?
-    if model == nil {
-        switch ModelCatalog.recordedCheckpoint(of: manifest) {
-        case .usable(let url):
-            // The manifest's architecture: a custom checkpoint needs no --config either.
-            let loaded = try SAM2Model.load(contentsOf: url, configuration: manifest.model.configuration)
-            return EncoderModel(model: loaded, checkpointSHA256: manifest.model.checkpointSHA256, preset: manifest.model.preset,
-                                checkpointPath: url.path)
-        case .unusable(let reason): recordedProblem = reason
-        case .unrecorded: break
-        }
-    }
-    guard let name = model ?? manifest.model.preset else {
-        throw CLIError("\(recordedProblem ?? "the store was encoded with a custom model"): pass the checkpoint with --model (and --config)")
-    }
+    let recorded = model == nil ? ModelCatalog.recordedCheckpoint(of: manifest) : .unrecorded
+    if case .usable(let url) = recorded { return try recordedModel(at: url, for: manifest) }
+    guard let name = model ?? manifest.model.preset else { throw missingModel(recorded) }
     let options = try ModelOptions.parse(["--model", name] + (config.map { ["--config", $0] } ?? []))
     do {
         return try options.loadEncoderModel()
-    } catch where recordedProblem != nil {
-        throw CLIError("\(recordedProblem ?? ""); and \(error)")
+    } catch where recorded.problem != nil {
+        throw CLIError("\(recorded.problem ?? ""); and \(error)")
     }
+}
+
+/// The checkpoint a store records (its SHA-256 already checked), with the manifest's
+/// architecture: a custom checkpoint needs no --config either.
+func recordedModel(at url: URL, for manifest: StoreManifest) throws -> EncoderModel {
+    let loaded = try SAM2Model.load(contentsOf: url, configuration: manifest.model.configuration)
+    return EncoderModel(model: loaded, checkpointSHA256: manifest.model.checkpointSHA256, preset: manifest.model.preset,
+                        checkpointPath: url.path)
+}
+
+/// The error for a store whose model cannot be found without --model.
+func missingModel(_ recorded: ModelCatalog.RecordedCheckpoint) -> CLIError {
+    CLIError("\(recorded.problem ?? "the store was encoded with a custom model"): pass the checkpoint with --model (and --config)")
 }
 
 /// `geosam2 segment`: batch prompts from a vector file to polygons.

@@ -66,13 +66,15 @@ struct Serve: AsyncParsableCommand {
         let segmenterModel: EncoderModel
         if let encoderModel {
             segmenterModel = encoderModel
-        } else if model == nil, case .usable = ModelCatalog.recordedCheckpoint(of: featureStore.manifest) {
-            segmenterModel = try storeModel(featureStore.manifest, model: nil, config: config)
         } else {
-            guard let name = model ?? featureStore.manifest.model.preset else {
-                throw CLIError("\(recordedProblem(featureStore.manifest) ?? "the store was encoded with a custom model"): pass the checkpoint with --model (and --config)")
+            // Checked once: it hashes the whole checkpoint.
+            let recorded = model == nil ? ModelCatalog.recordedCheckpoint(of: featureStore.manifest) : .unrecorded
+            if case .usable(let url) = recorded {
+                segmenterModel = try recordedModel(at: url, for: featureStore.manifest)
+            } else {
+                guard let name = model ?? featureStore.manifest.model.preset else { throw missingModel(recorded) }
+                segmenterModel = try await loadModel(name)
             }
-            segmenterModel = try await loadModel(name)
         }
         let segmenter = try Segmenter(store: featureStore, model: segmenterModel.model, checkpointSHA256: segmenterModel.checkpointSHA256)
 
@@ -89,16 +91,12 @@ struct Serve: AsyncParsableCommand {
         let outputPath = URL(fileURLWithPath: configuration.outputPath).standardizedFileURL.path
         configuration.logRequests = verbose
         let app = try buildApplication(segmenter: segmenter, configuration: configuration) { url in
-            let text: String
             if machineReadable {
-                let port = URL(string: url)?.port ?? 0
-                let announcement: [String: Any] = ["event": "listening", "url": url, "port": port, "store": storePath,
-                                                   "output": outputPath, "geosam2": GeoSAM2Version.current]
-                let data = (try? JSONSerialization.data(withJSONObject: announcement, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-                text = String(decoding: data, as: UTF8.self) + "\n"
-            } else {
-                text = quiet ? "\(url)\n" : "GeoSAM2 is serving \(storePath)\n  open \(url)\n  saved objects go to \(outputPath)\n  stop with Ctrl+C\n"
+                JSONLines.emit(["event": "listening", "url": url, "port": URL(string: url)?.port ?? 0, "store": storePath,
+                                "output": outputPath, "geosam2": GeoSAM2Version.current])
+                return
             }
+            let text = quiet ? "\(url)\n" : "GeoSAM2 is serving \(storePath)\n  open \(url)\n  saved objects go to \(outputPath)\n  stop with Ctrl+C\n"
             FileHandle.standardOutput.write(Data(text.utf8))
         }
         try await app.runService()
@@ -119,11 +117,6 @@ struct Serve: AsyncParsableCommand {
             arguments = ["--model", cached.path] + (config.map { ["--config", $0] } ?? [])
         }
         return try ModelOptions.parse(arguments).loadEncoderModel()
-    }
-
-    func recordedProblem(_ manifest: StoreManifest) -> String? {
-        if case .unusable(let reason) = ModelCatalog.recordedCheckpoint(of: manifest) { return reason }
-        return nil
     }
 
     func note(_ text: String) {

@@ -51,6 +51,12 @@ extension ModelCatalog {
         case unrecorded
         /// A one-line reason why the recorded file cannot be used (moved or changed).
         case unusable(String)
+
+        /// The reason, when the recorded file cannot be used.
+        public var problem: String? {
+            if case .unusable(let reason) = self { return reason }
+            return nil
+        }
     }
 
     /// Checks the checkpoint a store was encoded with: present and byte-identical (SHA-256).

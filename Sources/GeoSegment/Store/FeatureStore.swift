@@ -72,18 +72,6 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
-    /// A tile's features prepared for `model`'s decoder, read channels-last straight from the
-    /// file (no channels-first copy is kept).
-    public func loadPrepared(_ tile: StoreManifest.TileEntry, for model: SAM2Model) throws -> PreparedFeatures {
-        try withTileFile(tile) { archive, size in
-            try model.prepare(
-                channelsLastImageEmbedding: try FeatureDType.decodeChannelsLast(name: Self.imageEmbeddingName, from: archive),
-                highResolutionS0: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[0], from: archive),
-                highResolutionS1: try FeatureDType.decodeChannelsLast(name: Self.highResolutionNames[1], from: archive),
-                originalWidth: size, originalHeight: size)
-        }
-    }
-
     /// Opens an encoded tile's file, checks its checksum and that it belongs to this store's
     /// checkpoint, and passes it with the tile size to `body`; errors name the tile.
     private func withTileFile<T>(_ tile: StoreManifest.TileEntry, _ body: (SafetensorsFile, Int) throws -> T) throws -> T {
@@ -97,8 +85,10 @@ public final class FeatureStore: @unchecked Sendable {
         } catch {
             throw GeoSegmentError("tile \(tile.id) is corrupt: \(error); run `geosam2 verify --repair`")
         }
-        if let problem = integrityProblem(archive) {
-            throw GeoSegmentError("tile \(tile.id) is corrupt: \(problem); run `geosam2 verify --repair`")
+        do {
+            _ = try checksumCovers(checksumStatus(archive), file: "it")
+        } catch {
+            throw GeoSegmentError("tile \(tile.id) is corrupt: \(error); run `geosam2 verify --repair`")
         }
         return try rethrowing("tile \(tile.id)") {
             if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
@@ -108,14 +98,20 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
-    /// Why a tile file's bytes cannot be trusted, nil when its checksum holds (or it predates
-    /// checksums in a store that does not require them).
-    func integrityProblem(_ archive: SafetensorsFile) -> String? {
-        let status = archive.withFileBytes { ContentChecksum.check($0, searchLimit: archive.headerEnd) }
+    /// What the checksum of a tile file says (the marker is looked for in its header).
+    func checksumStatus(_ archive: SafetensorsFile) -> ContentChecksum.Status {
+        archive.withFileBytes { ContentChecksum.check($0, searchLimit: archive.headerEnd) }
+    }
+
+    /// Whether a checksum covered a file of this store (false: a file from before checksums, in a
+    /// store that does not require them); throws the reason, naming the file as `file`, when its
+    /// bytes cannot be trusted.
+    func checksumCovers(_ status: ContentChecksum.Status, file: String) throws -> Bool {
         switch status {
-        case .valid: return nil
-        case .missing: return manifest.tileChecksum == nil ? nil : "it carries no checksum (the store's tiles all have one)"
-        case .mismatch(let stored, let computed): return "CRC-32C \(computed) does not match the \(stored) it was written with"
+        case .valid: return true
+        case .missing where manifest.tileChecksum == nil: return false
+        case .missing: throw GeoSegmentError("\(file) carries no checksum (the store's tiles all have one)")
+        case .mismatch(let stored, let computed): throw GeoSegmentError("CRC-32C \(computed) does not match the \(stored) \(file) was written with")
         }
     }
 
@@ -182,8 +178,8 @@ public final class FeatureStore: @unchecked Sendable {
         let metadata = [
             "format": Self.tileFormat, "tile": tile.id,
             "checkpoint_sha256": manifest.model.checkpointSHA256,
-            "window": tile.window.map(String.init).joined(separator: ","),
-            "geotransform": tile.geoTransform.map { "\($0)" }.joined(separator: ","),
+            "window": tile.windowText,
+            "geotransform": tile.geoTransformText,
             ContentChecksum.key: ContentChecksum.placeholder,
         ]
         let data = try rethrowing("cannot encode tile \(tile.id)") {

@@ -77,6 +77,11 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         public var geoTransform: [Double]
         public var state: TileState
         public var file: String
+
+        /// `window` and `geoTransform` as a tile file's metadata records them (comma-separated),
+        /// so that `verify` can tell a file from another tile or a damaged manifest entry.
+        var windowText: String { window.map(String.init).joined(separator: ",") }
+        var geoTransformText: String { geoTransform.map { "\($0)" }.joined(separator: ",") }
     }
 
     public var formatVersion: Int

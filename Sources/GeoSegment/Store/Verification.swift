@@ -65,8 +65,7 @@ extension FeatureStore {
         ]
         let dtype = FeatureDType(rawValue: manifest.encoding.featureDType) ?? .q16z
         let archive = try SafetensorsFile(contentsOf: featuresURL(tile))
-        if let problem = integrityProblem(archive) { throw GeoSegmentError(problem) }
-        let checksummed = archive.metadata[ContentChecksum.key] != nil
+        let checksummed = try checksumCovers(checksumStatus(archive), file: "it")
         guard archive.metadata["tile"] == tile.id else {
             throw GeoSegmentError("file holds tile \(archive.metadata["tile"] ?? "?")")
         }
@@ -74,10 +73,10 @@ extension FeatureStore {
             throw GeoSegmentError("encoded with another checkpoint")
         }
         // The manifest's tile entry against what the file was written for: catches a damaged manifest.
-        if let window = archive.metadata["window"], window != tile.window.map(String.init).joined(separator: ",") {
+        if let window = archive.metadata["window"], window != tile.windowText {
             throw GeoSegmentError("the file was written for window \(window), the manifest says \(tile.window)")
         }
-        if let transform = archive.metadata["geotransform"], transform != tile.geoTransform.map({ "\($0)" }).joined(separator: ",") {
+        if let transform = archive.metadata["geotransform"], transform != tile.geoTransformText {
             throw GeoSegmentError("the file was written for geotransform \(transform), the manifest says \(tile.geoTransform)")
         }
         for (name, shape) in expected {
@@ -96,18 +95,12 @@ extension FeatureStore {
     /// Checks an empty-tile marker; returns whether a checksum covered it.
     private func checkEmptyMarker(_ tile: StoreManifest.TileEntry) throws -> Bool {
         let data = try rethrowing("cannot read \(emptyMarkerURL(tile).lastPathComponent)") { try Data(contentsOf: emptyMarkerURL(tile)) }
-        let status = data.withUnsafeBytes { ContentChecksum.check($0, searchLimit: $0.count) }
-        switch status {
-        case .valid: break
-        case .missing where manifest.tileChecksum == nil: return false
-        case .missing: throw GeoSegmentError("the empty-tile marker carries no checksum (the store's tiles all have one)")
-        case .mismatch(let stored, let computed):
-            throw GeoSegmentError("the empty-tile marker's CRC-32C \(computed) does not match the \(stored) it was written with")
-        }
+        let checksummed = try checksumCovers(data.withUnsafeBytes { ContentChecksum.check($0, searchLimit: $0.count) },
+                                             file: "the empty-tile marker")
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], object["tile"] as? String == tile.id else {
             throw GeoSegmentError("the empty-tile marker does not name this tile")
         }
-        return true
+        return checksummed
     }
 
     /// Moves the files of `tiles` aside (to `tiles/<id>.<ext>.corrupt`, replacing an earlier
