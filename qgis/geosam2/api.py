@@ -90,7 +90,6 @@ class LatestWins(QObject):
         self.sent = 0
         self.drawn = 0
         self.dropped = 0
-        self.max_in_flight = 0
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(debounce_ms)
@@ -116,7 +115,6 @@ class LatestWins(QObject):
         generation = self.generation
         self.in_flight = True
         self.sent += 1
-        self.max_in_flight = max(self.max_in_flight, 1)
         self.client.request("POST", "/api/segment", body, lambda answer: self._answered(answer, generation))
 
     def _answered(self, answer, generation):

@@ -55,7 +55,6 @@ def find_engine(setting: str | None = None) -> tuple[str, tuple]:
         setting = QgsSettings().value(SETTINGS_BINARY, "", type=str)
     if setting and not os.path.exists(setting):
         raise EngineError(f"the geosam2 engine set in the GeoSAM2 settings does not exist: {setting}")
-    tried = []
     for path in candidate_binaries(setting):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             continue

@@ -115,29 +115,22 @@ class Fuzzer:
 
     def mutate_json(self, value, depth=0):
         """A structure-aware mutation: replace, drop or add members and elements."""
-        if isinstance(value, dict) and value and self.rng.random() < 0.8:
-            key = self.rng.choice(list(value))
+        if isinstance(value, (dict, list)) and value and self.rng.random() < 0.8:
+            # A member of an object or an element of an array: dropped, joined by another,
+            # mutated in turn, or replaced.
+            key = self.rng.choice(list(value)) if isinstance(value, dict) else self.rng.randrange(len(value))
             roll = self.rng.random()
             if roll < 0.2:
                 del value[key]
             elif roll < 0.3:
-                value[self.rng.choice(["unknown", "extra", key + "_"])] = self.rng.choice(self.WEIRD)
+                if isinstance(value, dict):
+                    value[self.rng.choice(["unknown", "extra", key + "_"])] = copy.deepcopy(self.rng.choice(self.WEIRD))
+                else:
+                    value.append(copy.deepcopy(value[key]) if self.rng.random() < 0.5 else copy.deepcopy(self.rng.choice(self.WEIRD)))
             elif roll < 0.7 and depth < 6:
                 value[key] = self.mutate_json(value[key], depth + 1)
             else:
                 value[key] = copy.deepcopy(self.rng.choice(self.WEIRD))
-            return value
-        if isinstance(value, list) and value and self.rng.random() < 0.8:
-            i = self.rng.randrange(len(value))
-            roll = self.rng.random()
-            if roll < 0.2:
-                del value[i]
-            elif roll < 0.3:
-                value.append(copy.deepcopy(value[i]) if self.rng.random() < 0.5 else self.rng.choice(self.WEIRD))
-            elif roll < 0.7 and depth < 6:
-                value[i] = self.mutate_json(value[i], depth + 1)
-            else:
-                value[i] = copy.deepcopy(self.rng.choice(self.WEIRD))
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool) and self.rng.random() < 0.5:
             return self.rng.choice([value * -1, value * 1e6, value + 1, float("nan"), float("inf"), 0])
