@@ -28,12 +28,21 @@ public struct PackedWeight: Sendable {
     /// Packs `weight` (`[out, in]`, row-major).
     public init(_ weight: Tensor) {
         precondition(weight.rank == 2, "PackedWeight expects [out, in], got \(weight.shape)")
-        let (n, k) = (weight.shape[0], weight.shape[1])
-        self.init(outFeatures: n, inFeatures: k) { p in
-            weight.scalars.withUnsafeBufferPointer { w in
-                if let wb = w.baseAddress { gs_pack_weight(wb, k, n, k, p) }
-            }
-        }
+        self.init(weight: weight.matrix)
+    }
+
+    /// Packs a weight `[out, in]` given as a view with unit column stride — e.g. one head's
+    /// columns of a wider matrix.
+    public init(weight w: MatrixView) {
+        precondition(w.columnStride == 1, "PackedWeight(weight:) needs unit column stride")
+        self.init(rows: w.base, ldw: w.rowStride, outFeatures: w.rows, inFeatures: w.columns)
+    }
+
+    /// Packs the right operand `b` (`[k, n]`, unit column stride) of products `x · b`: the result
+    /// acts as a weight `[n, k]`, i.e. `apply` computes `x · b`.
+    public init(rightOperand b: MatrixView) {
+        precondition(b.columnStride == 1, "PackedWeight(rightOperand:) needs unit column stride")
+        self.init(kn: b.base, ldb: b.rowStride, k: b.rows, n: b.columns)
     }
 
     /// Packs a weight `[outFeatures, inFeatures]` whose rows are `ldw` apart — e.g. one head's
@@ -161,6 +170,42 @@ public struct PackedWeight: Sendable {
     }
 }
 
+extension PackedWeight {
+    /// `y = x·Wᵀ (+ bias) (+ y when accumulating)` on views, split over the cores. `x` may be a
+    /// transposed view; `y` row-major (`apply`) or transposed (`applyTransposed`).
+    public func apply(_ x: MatrixView, bias: Tensor? = nil, into y: MutableMatrixView, accumulate: Bool = false, gelu: Bool = false) {
+        checkShapes(x, y)
+        if y.columnStride == 1 {
+            apply(x.base, rows: x.rows, xStride: x.rowStride, xInnerStride: x.columnStride, bias: bias?.pointer, into: y.base,
+                  yStride: y.rowStride, accumulate: accumulate, gelu: gelu)
+        } else {
+            precondition(y.rowStride == 1 && !accumulate && !gelu, "apply: output needs unit stride along rows or columns")
+            applyTransposed(x.base, rows: x.rows, xStride: x.rowStride, xInnerStride: x.columnStride, bias: bias?.pointer,
+                            into: y.base, yStride: y.columnStride)
+        }
+    }
+
+    /// `apply` on the calling thread, for callers that split the work themselves.
+    public func applySingleThreaded(_ x: MatrixView, bias: Tensor? = nil, into y: MutableMatrixView, accumulate: Bool = false,
+                                    gelu: Bool = false) {
+        checkShapes(x, y)
+        precondition(y.columnStride == 1, "applySingleThreaded: the output must be row-major")
+        applySingleThreaded(x.base, rows: x.rows, xStride: x.rowStride, xInnerStride: x.columnStride, bias: bias?.pointer,
+                            into: y.base, yStride: y.rowStride, accumulate: accumulate, gelu: gelu)
+    }
+
+    /// `applyPacked` on a view with unit column stride.
+    public func applyPacked(_ x: MatrixView, finish: (UnsafeMutablePointer<Float>, _ columns: Int) -> Void = { _, _ in }) -> PackedWeight {
+        precondition(x.columns == inFeatures && x.columnStride == 1, "applyPacked: x [\(x.rows), \(x.columns)] for in \(inFeatures)")
+        return applyPacked(x.base, rows: x.rows, xStride: x.rowStride, finish: finish)
+    }
+
+    private func checkShapes(_ x: MatrixView, _ y: MutableMatrixView) {
+        precondition(x.columns == inFeatures && y.columns == outFeatures && x.rows == y.rows,
+                     "packed [\(outFeatures), \(inFeatures)]: x [\(x.rows), \(x.columns)] into [\(y.rows), \(y.columns)]")
+    }
+}
+
 /// Small entry points into the AVX-512 kernels for callers outside this module. Each requires
 /// `Accelerated.isAvailable`.
 public enum AcceleratedOps {
@@ -194,6 +239,19 @@ public enum AcceleratedOps {
         Parallel.forEachChunk(rows, minimumChunk: max(1, 65536 / max(columns, 1))) { r in
             gs_softmax_rows(x + r.lowerBound * ld, r.count, columns, ld)
         }
+    }
+
+    /// Softmax along each row of a row-major matrix view, in place.
+    public static func softmaxRows(_ x: MutableMatrixView) {
+        precondition(x.columnStride == 1, "softmaxRows: the view must be row-major")
+        softmaxRows(x.base, rows: x.rows, columns: x.columns, ld: x.rowStride)
+    }
+
+    /// Softmax over each of `groups` equal groups of consecutive rows of a row-major view, column
+    /// by column, in place.
+    public static func softmaxRowGroups(_ x: MutableMatrixView, groups: Int) {
+        precondition(x.columnStride == 1 && groups > 0 && x.rows % groups == 0, "softmaxRowGroups: bad view or groups")
+        softmaxRowGroups(x.base, groups: groups, group: x.rows / groups, columns: x.columns, ld: x.rowStride)
     }
 
     /// Softmax over each group of `group` consecutive rows of `[groups·group, columns]` (row
@@ -323,10 +381,8 @@ public struct PackedWeightBF16: Sendable {
         outFeatures = n
         inFeatures = k
         var panels = [UInt16](repeating: 0, count: gs_packed_bf16_count(n, k))
-        weight.scalars.withUnsafeBufferPointer { w in
-            panels.withUnsafeMutableBufferPointer { p in
-                if let wb = w.baseAddress, let pb = p.baseAddress { gs_pack_weight_bf16(wb, k, n, k, pb) }
-            }
+        panels.withUnsafeMutableBufferPointer { p in
+            if let pb = p.baseAddress { gs_pack_weight_bf16(weight.pointer, k, n, k, pb) }
         }
         self.panels = panels
     }

@@ -37,18 +37,15 @@ public enum Activations {
     }
 
     public static func gelu(_ x: inout Tensor) {
-        let n = x.count
-        x.scalars.withUnsafeMutableBufferPointer { gelu($0.baseAddress!, count: n) }
+        gelu(x.mutablePointer, count: x.count)
     }
 
     public static func relu(_ x: inout Tensor) {
-        let n = x.count
-        x.scalars.withUnsafeMutableBufferPointer { relu($0.baseAddress!, count: n) }
+        relu(x.mutablePointer, count: x.count)
     }
 
     public static func sigmoid(_ x: inout Tensor) {
-        let n = x.count
-        x.scalars.withUnsafeMutableBufferPointer { sigmoid($0.baseAddress!, count: n) }
+        sigmoid(x.mutablePointer, count: x.count)
     }
 }
 
@@ -57,32 +54,23 @@ extension Tensor {
     /// Adds `other` elementwise.
     public static func += (lhs: inout Tensor, rhs: Tensor) {
         precondition(lhs.shape == rhs.shape, "+=: \(lhs.shape) vs \(rhs.shape)")
-        lhs.scalars.withUnsafeMutableBufferPointer { a in
-            rhs.scalars.withUnsafeBufferPointer { b in
-                for i in 0..<a.count { a[i] += b[i] }
-            }
-        }
+        let (a, b) = (lhs.mutablePointer, rhs.pointer)
+        for i in 0..<lhs.count { a[i] += b[i] }
     }
 
     public static func + (lhs: Tensor, rhs: Tensor) -> Tensor {
         precondition(lhs.shape == rhs.shape, "+: \(lhs.shape) vs \(rhs.shape)")
         // One pass into a fresh buffer (copying lhs first would read and write it twice).
         var out = Tensor(unsafeUninitializedShape: lhs.shape)
-        lhs.scalars.withUnsafeBufferPointer { a in
-            rhs.scalars.withUnsafeBufferPointer { b in
-                out.scalars.withUnsafeMutableBufferPointer { o in
-                    for i in 0..<o.count { o[i] = a[i] + b[i] }
-                }
-            }
-        }
+        let (a, b, o) = (lhs.pointer, rhs.pointer, out.mutablePointer)
+        for i in 0..<out.count { o[i] = a[i] + b[i] }
         return out
     }
 
     /// Multiplies every element by `factor`.
     public mutating func scale(by factor: Float) {
-        scalars.withUnsafeMutableBufferPointer { a in
-            for i in 0..<a.count { a[i] *= factor }
-        }
+        let a = mutablePointer
+        for i in 0..<count { a[i] *= factor }
     }
 
     /// Adds a `[channels]` vector to every row of a channels-last tensor.
@@ -95,14 +83,11 @@ extension Tensor {
     private mutating func combineRows(with v: Tensor, _ name: String, _ op: (Float, Float) -> Float) {
         let c = v.count
         precondition(shape.last == c, "\(name): \(shape) does not end in \(c)")
-        scalars.withUnsafeMutableBufferPointer { a in
-            v.scalars.withUnsafeBufferPointer { b in
-                var i = 0
-                while i < a.count {
-                    for j in 0..<c { a[i + j] = op(a[i + j], b[j]) }
-                    i += c
-                }
-            }
+        let (a, b, n) = (mutablePointer, v.pointer, count)
+        var i = 0
+        while i < n {
+            for j in 0..<c { a[i + j] = op(a[i + j], b[j]) }
+            i += c
         }
     }
 }

@@ -43,6 +43,18 @@ public enum Attention {
         }
     }
 
+    /// `batched` for one group on views: q `[queries, heads·headDim]`, k and v `[keys, heads·headDim]`
+    /// (column blocks of a fused projection, say) into out `[queries, heads·headDim]`.
+    public static func scaledDotProduct(q: MatrixView, k: MatrixView, v: MatrixView, into out: MutableMatrixView, heads: Int) {
+        precondition([q.columnStride, k.columnStride, v.columnStride, out.columnStride].allSatisfy { $0 == 1 },
+                      "attention: views must be row-major")
+        precondition(q.columns == k.columns && k.columns == v.columns && out.columns == q.columns && out.rows == q.rows
+                        && k.rows == v.rows && heads > 0 && q.columns % heads == 0, "attention: shapes do not match")
+        batched(q: q.base, qStride: q.rowStride, qBatchStride: 0, k: k.base, kStride: k.rowStride, kBatchStride: 0,
+                v: v.base, vStride: v.rowStride, vBatchStride: 0, into: out.base, outStride: out.rowStride, outBatchStride: 0,
+                batches: 1, queryCount: q.rows, keyCount: k.rows, heads: heads, headDim: q.columns / heads)
+    }
+
     /// Attention for `batches` independent groups (windows) of `queryCount` queries and
     /// `keyCount` keys, every head, with the groups `…BatchStride` floats apart. Runs the
     /// (group, head) pairs in parallel; uses the flash-style AVX-512 kernel when available.

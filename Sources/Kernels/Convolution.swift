@@ -33,32 +33,28 @@ public enum Convolution {
         let outWidth = (layout.width + 2 * padding - kernel) / stride + 1
         let patch = layout.channels * kernel * kernel
         let positions = outHeight * outWidth
-        var columns = [Float](repeating: 0, count: positions * patch)
-        input.scalars.withUnsafeBufferPointer { src in
-            columns.withUnsafeMutableBufferPointer { col in
-                Parallel.forEachChunk(outHeight, minimumChunk: 4) { rows in
-                    for oy in rows {
-                        for ox in 0..<outWidth {
-                            let base = (oy * outWidth + ox) * patch
-                            var idx = base
-                            for c in 0..<layout.channels {
-                                for ky in 0..<kernel {
-                                    let y = oy * stride - padding + ky
-                                    for kx in 0..<kernel {
-                                        let x = ox * stride - padding + kx
-                                        if y >= 0, y < layout.height, x >= 0, x < layout.width {
-                                            col[idx] = src[c * layout.channelStride + y * layout.rowStride + x * layout.columnStride]
-                                        }
-                                        idx += 1
-                                    }
+        // Zero-filled: padding taps stay 0.
+        var matrix = Tensor(shape: [positions, patch])
+        let (src, col) = (input.pointer, matrix.mutablePointer)
+        Parallel.forEachChunk(outHeight, minimumChunk: 4) { rows in
+            for oy in rows {
+                for ox in 0..<outWidth {
+                    var idx = (oy * outWidth + ox) * patch
+                    for c in 0..<layout.channels {
+                        for ky in 0..<kernel {
+                            let y = oy * stride - padding + ky
+                            for kx in 0..<kernel {
+                                let x = ox * stride - padding + kx
+                                if y >= 0, y < layout.height, x >= 0, x < layout.width {
+                                    col[idx] = src[c * layout.channelStride + y * layout.rowStride + x * layout.columnStride]
                                 }
+                                idx += 1
                             }
                         }
                     }
                 }
             }
         }
-        let matrix = Tensor(shape: [positions, patch], scalars: columns)
         let flatWeight = weight.reshaped([outChannels, patch])
         return GEMM.linear(matrix, weight: flatWeight, bias: bias, packed: packed).reshaped([outHeight, outWidth, outChannels])
     }
@@ -82,7 +78,7 @@ public enum Convolution {
         for i in 0..<inChannels {
             for o in 0..<outChannels {
                 for d in 0..<4 {
-                    packed[(d * outChannels + o) * inChannels + i] = weight.scalars[(i * outChannels + o) * 4 + d]
+                    packed[(d * outChannels + o) * inChannels + i] = weight[flat: (i * outChannels + o) * 4 + d]
                 }
             }
         }
@@ -99,30 +95,23 @@ public enum Convolution {
         let products = GEMM.linear(input.reshaped([h * w, inChannels]), weight: matrix, bias: nil, packed: packed)
         if let addend { precondition(addend.shape == [2 * h, 2 * w, outChannels], "transposedConv2x2: addend \(addend.shape)") }
         var out = Tensor(unsafeUninitializedShape: [2 * h, 2 * w, outChannels])
-        let zero = [Float](repeating: 0, count: addend == nil ? 4 * h * w * outChannels : 0)
-        (addend?.scalars ?? zero).withUnsafeBufferPointer { add in
-            products.scalars.withUnsafeBufferPointer { src in
-                bias.scalars.withUnsafeBufferPointer { b in
-                    out.scalars.withUnsafeMutableBufferPointer { dst in
-                        let (sp, bp, ap, dp) = (src.baseAddress!, b.baseAddress!, add.baseAddress!, dst.baseAddress!)
-                        Parallel.forEachChunk(h, minimumChunk: 16) { rows in
-                            for y in rows {
-                                for x in 0..<w {
-                                    let s = sp + (y * w + x) * 4 * outChannels
-                                    for d in 0..<4 {
-                                        let (dy, dx) = (d / 2, d % 2)
-                                        let offset = ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
-                                        let (o, a, sd) = (dp + offset, ap + offset, s + d * outChannels)
-                                        // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
-                                        for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + a[c] }
-                                    }
-                                }
-                            }
-                        }
+        let zero = Tensor(shape: [addend == nil ? 4 * h * w * outChannels : 0])
+        let (sp, bp, ap, dp) = (products.pointer, bias.pointer, (addend ?? zero).pointer, out.mutablePointer)
+        Parallel.forEachChunk(h, minimumChunk: 16) { rows in
+            for y in rows {
+                for x in 0..<w {
+                    let s = sp + (y * w + x) * 4 * outChannels
+                    for d in 0..<4 {
+                        let (dy, dx) = (d / 2, d % 2)
+                        let offset = ((2 * y + dy) * 2 * w + 2 * x + dx) * outChannels
+                        let (o, a, sd) = (dp + offset, ap + offset, s + d * outChannels)
+                        // Parity: conv bias first, then the high-res map (`dc(x) + feat`).
+                        for c in 0..<outChannels { o[c] = (sd[c] + bp[c]) + a[c] }
                     }
                 }
             }
         }
+        withExtendedLifetime((products, zero)) {}
         return out
     }
 }
@@ -153,11 +142,7 @@ public enum Pooling {
     public static func maxPool2x2(_ x: Tensor) -> Tensor {
         let (h, w, c) = (x.shape[0], x.shape[1], x.shape[2])
         var out = Tensor(shape: [h / 2, w / 2, c])
-        x.scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                maxPool2x2(src.baseAddress!, height: h, width: w, channels: c, tokenStride: c, into: dst.baseAddress!)
-            }
-        }
+        maxPool2x2(x.pointer, height: h, width: w, channels: c, tokenStride: c, into: out.mutablePointer)
         return out
     }
 }

@@ -59,6 +59,24 @@ public enum GEMM {
             m: rows, n: outFeatures, k: inFeatures, beta: bias == nil ? 0 : 1)
     }
 
+    /// `c = alpha · a · b + beta · c` on views: transposes are views (`transposed`), and m, n, k
+    /// come from the shapes. Each operand needs unit stride along its rows or its columns (BLAS).
+    public static func multiply(_ a: MatrixView, _ b: MatrixView, into c: MutableMatrixView, alpha: Float = 1, beta: Float = 0) {
+        precondition(a.rows == c.rows && b.columns == c.columns && a.columns == b.rows,
+                     "multiply: [\(a.rows), \(a.columns)]·[\(b.rows), \(b.columns)] into [\(c.rows), \(c.columns)]")
+        precondition(c.columnStride == 1, "multiply: the output must be row-major")
+        let (ta, lda) = blasLayout(a), (tb, ldb) = blasLayout(b)
+        multiply(a.base, transposeA: ta, lda: lda, b.base, transposeB: tb, ldb: ldb, into: c.base, ldc: c.rowStride,
+                 m: c.rows, n: c.columns, k: a.columns, alpha: alpha, beta: beta)
+    }
+
+    /// A view as BLAS sees it: (transposed, leading dimension).
+    static func blasLayout(_ v: MatrixView) -> (Bool, Int) {
+        if v.columnStride == 1 { return (false, v.rowStride) }
+        precondition(v.rowStride == 1, "multiply: an operand needs unit stride along rows or columns")
+        return (true, v.columnStride)
+    }
+
     /// `y = x · Wᵀ + b` on tensors: `x` is `[..., in]`, `weight` `[out, in]`, `bias` `[out]`.
     /// - Parameter packed: `weight` packed for the AVX-512 kernel; used when given and available.
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, packed: PackedWeight? = nil) -> Tensor {
@@ -69,37 +87,11 @@ public enum GEMM {
         var out = Tensor(unsafeUninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
         if let packed, Accelerated.isAvailable {
             precondition(packed.outFeatures == outFeatures && packed.inFeatures == inFeatures, "linear: packed weight mismatch")
-            x.scalars.withUnsafeBufferPointer { xp in
-                out.scalars.withUnsafeMutableBufferPointer { yp in
-                    if let bias {
-                        bias.scalars.withUnsafeBufferPointer { bp in
-                            packed.apply(xp.baseAddress!, rows: rows, xStride: inFeatures, bias: bp.baseAddress!,
-                                         into: yp.baseAddress!, yStride: outFeatures)
-                        }
-                    } else {
-                        packed.apply(xp.baseAddress!, rows: rows, xStride: inFeatures, bias: nil,
-                                     into: yp.baseAddress!, yStride: outFeatures)
-                    }
-                }
-            }
-            return out
-        }
-        x.scalars.withUnsafeBufferPointer { xp in
-            weight.scalars.withUnsafeBufferPointer { wp in
-                out.scalars.withUnsafeMutableBufferPointer { yp in
-                    if let bias {
-                        bias.scalars.withUnsafeBufferPointer { bp in
-                            linear(xp.baseAddress!, rows: rows, inFeatures: inFeatures, weight: wp.baseAddress!,
-                                   bias: bp.baseAddress!, outFeatures: outFeatures, into: yp.baseAddress!)
-                        }
-                    } else {
-                        linear(xp.baseAddress!, rows: rows, inFeatures: inFeatures, weight: wp.baseAddress!,
-                               bias: nil, outFeatures: outFeatures, into: yp.baseAddress!)
-                    }
-                }
-            }
+            packed.apply(x.pointer, rows: rows, xStride: inFeatures, bias: bias?.pointer, into: out.mutablePointer, yStride: outFeatures)
+        } else {
+            linear(x.pointer, rows: rows, inFeatures: inFeatures, weight: weight.pointer, bias: bias?.pointer,
+                   outFeatures: outFeatures, into: out.mutablePointer)
         }
         return out
     }
-
 }

@@ -56,13 +56,6 @@ public enum Normalization {
         let channels = weight.count
         precondition(x.shape.last == channels, "layerNorm: \(x.shape) does not end in \(channels)")
         let rows = x.count / max(channels, 1)
-        x.scalars.withUnsafeMutableBufferPointer { xp in
-            weight.scalars.withUnsafeBufferPointer { wp in
-                bias.scalars.withUnsafeBufferPointer { bp in
-                    layerNorm(xp.baseAddress!, rows: rows, channels: channels,
-                              weight: wp.baseAddress!, bias: bp.baseAddress!, eps: eps)
-                }
-            }
-        }
+        layerNorm(x.mutablePointer, rows: rows, channels: channels, weight: weight.pointer, bias: bias.pointer, eps: eps)
     }
 }

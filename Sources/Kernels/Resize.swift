@@ -39,18 +39,16 @@ public enum Resize {
         if inWidth != width {
             let table = antialiasedWeights(inputSize: inWidth, outputSize: width)
             var out = Tensor(shape: [channels, inHeight, width])
-            current.scalars.withUnsafeBufferPointer { src in
-                out.scalars.withUnsafeMutableBufferPointer { dst in
-                    Parallel.forEachChunk(channels * inHeight, minimumChunk: 16) { rows in
-                        for row in rows {
-                            let s = src.baseAddress! + row * inWidth
-                            let d = dst.baseAddress! + row * width
-                            for (i, entry) in table.enumerated() {
-                                var acc = s[entry.start] * entry.weights[0]
-                                for j in 1..<entry.weights.count { acc += s[entry.start + j] * entry.weights[j] }
-                                d[i] = acc
-                            }
-                        }
+            let src = current.pointer
+            let dst = out.mutablePointer
+            Parallel.forEachChunk(channels * inHeight, minimumChunk: 16) { rows in
+                for row in rows {
+                    let s = src + row * inWidth
+                    let d = dst + row * width
+                    for (i, entry) in table.enumerated() {
+                        var acc = s[entry.start] * entry.weights[0]
+                        for j in 1..<entry.weights.count { acc += s[entry.start + j] * entry.weights[j] }
+                        d[i] = acc
                     }
                 }
             }
@@ -59,23 +57,21 @@ public enum Resize {
         if inHeight != height {
             let table = antialiasedWeights(inputSize: inHeight, outputSize: height)
             var out = Tensor(shape: [channels, height, width])
-            current.scalars.withUnsafeBufferPointer { src in
-                out.scalars.withUnsafeMutableBufferPointer { dst in
-                    Parallel.forEachChunk(channels * height, minimumChunk: 16) { rows in
-                        for row in rows {
-                            let (c, i) = (row / height, row % height)
-                            let entry = table[i]
-                            let plane = src.baseAddress! + c * inHeight * width
-                            let d = dst.baseAddress! + row * width
-                            let w0 = entry.weights[0]
-                            let first = plane + entry.start * width
-                            for xx in 0..<width { d[xx] = first[xx] * w0 }
-                            for j in 1..<entry.weights.count {
-                                let w = entry.weights[j]
-                                let line = plane + (entry.start + j) * width
-                                for xx in 0..<width { d[xx] += line[xx] * w }
-                            }
-                        }
+            let src = current.pointer
+            let dst = out.mutablePointer
+            Parallel.forEachChunk(channels * height, minimumChunk: 16) { rows in
+                for row in rows {
+                    let (c, i) = (row / height, row % height)
+                    let entry = table[i]
+                    let plane = src + c * inHeight * width
+                    let d = dst + row * width
+                    let w0 = entry.weights[0]
+                    let first = plane + entry.start * width
+                    for xx in 0..<width { d[xx] = first[xx] * w0 }
+                    for j in 1..<entry.weights.count {
+                        let w = entry.weights[j]
+                        let line = plane + (entry.start + j) * width
+                        for xx in 0..<width { d[xx] += line[xx] * w }
                     }
                 }
             }
@@ -107,20 +103,18 @@ public enum Resize {
         let ys = bilinearWeights(inputSize: inHeight, outputSize: height)
         let xs = bilinearWeights(inputSize: inWidth, outputSize: width)
         var out = Tensor(shape: [channels, height, width])
-        x.scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                Parallel.forEachChunk(channels * height, minimumChunk: 16) { rows in
-                    for row in rows {
-                        let (c, i) = (row / height, row % height)
-                        let y = ys[i]
-                        let r0 = src.baseAddress! + c * inHeight * inWidth + y.i0 * inWidth
-                        let r1 = src.baseAddress! + c * inHeight * inWidth + y.i1 * inWidth
-                        let d = dst.baseAddress! + row * width
-                        for j in 0..<width {
-                            let t = xs[j]
-                            d[j] = y.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1]) + y.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1])
-                        }
-                    }
+        let src = x.pointer
+        let dst = out.mutablePointer
+        Parallel.forEachChunk(channels * height, minimumChunk: 16) { rows in
+            for row in rows {
+                let (c, i) = (row / height, row % height)
+                let y = ys[i]
+                let r0 = src + c * inHeight * inWidth + y.i0 * inWidth
+                let r1 = src + c * inHeight * inWidth + y.i1 * inWidth
+                let d = dst + row * width
+                for j in 0..<width {
+                    let t = xs[j]
+                    d[j] = y.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1]) + y.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1])
                 }
             }
         }
@@ -161,10 +155,10 @@ public enum Resize {
                     for a in 0..<4 {
                         let row = c * inHeight * inWidth + ys[i].0[a] * inWidth
                         var inner: Float = 0
-                        for b in 0..<4 { inner += x.scalars[row + xs[j].0[b]] * xs[j].1[b] }
+                        for b in 0..<4 { inner += x[flat: row + xs[j].0[b]] * xs[j].1[b] }
                         acc += inner * ys[i].1[a]
                     }
-                    out.scalars[(c * height + i) * width + j] = acc
+                    out[flat: (c * height + i) * width + j] = acc
                 }
             }
         }
@@ -179,14 +173,12 @@ public enum Resize {
         precondition(x.rank == 3, "nearestTimesTwo expects [H,W,C], got \(x.shape)")
         let (h, w, c) = (x.shape[0], x.shape[1], x.shape[2])
         var out = Tensor(shape: [2 * h, 2 * w, c])
-        x.scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<(2 * h) {
-                    for xx in 0..<(2 * w) {
-                        (dst.baseAddress! + (y * 2 * w + xx) * c).update(
-                            from: src.baseAddress! + ((y / 2) * w + xx / 2) * c, count: c)
-                    }
-                }
+        let src = x.pointer
+        let dst = out.mutablePointer
+        for y in 0..<(2 * h) {
+            for xx in 0..<(2 * w) {
+                (dst + (y * 2 * w + xx) * c).update(
+                    from: src + ((y / 2) * w + xx / 2) * c, count: c)
             }
         }
         return out

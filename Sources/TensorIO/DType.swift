@@ -1,3 +1,5 @@
+import Kernels
+
 /// Element types that may appear in weight files. Every one is converted to `Float` on load,
 /// because the kernels compute in Float32 only.
 public enum DType: String, Sendable, CaseIterable {
@@ -116,43 +118,43 @@ struct StridedLayout {
     }
 }
 
-/// Decodes a (possibly strided) view of raw little-endian elements to `Float`.
+/// Decodes a (possibly strided) view of raw little-endian elements into a new `Float` tensor of `shape`.
 ///
 /// Preconditions, all established by the archive readers before calling: every element index the
 /// view touches lies inside the storage that `storage` points to, and the element count fits.
-func decodeToFloat(storage: UnsafeRawPointer?, layout: StridedLayout) -> [Float] {
+func decodeTensor(shape: [Int], storage: UnsafeRawPointer?, layout: StridedLayout) -> Tensor {
+    var tensor = Tensor(unsafeUninitializedShape: shape)
     let n = layout.count
-    guard n > 0, let storage else { return [] }
-    return [Float](unsafeUninitializedCapacity: n) { out, initialized in
-        let dst = out.baseAddress.unsafelyUnwrapped
-        if layout.isContiguous {
-            decodeRun(layout.dtype, storage, start: layout.offset, count: n, stride: 1, into: dst)
-        } else if layout.shape.isEmpty {
-            decodeRun(layout.dtype, storage, start: layout.offset, count: 1, stride: 1, into: dst)
-        } else {
-            // Odometer over all but the last dimension; the last dimension is one strided run.
-            let rank = layout.shape.count
-            let inner = layout.shape[rank - 1]
-            let innerStride = layout.strides[rank - 1]
-            var index = [Int](repeating: 0, count: rank - 1)
-            var base = layout.offset
-            var written = 0
-            while written < n {
-                decodeRun(layout.dtype, storage, start: base, count: inner, stride: innerStride, into: dst + written)
-                written += inner
-                var d = rank - 2
-                while d >= 0 {
-                    index[d] += 1
-                    base += layout.strides[d]
-                    if index[d] < layout.shape[d] { break }
-                    base -= layout.strides[d] * layout.shape[d]
-                    index[d] = 0
-                    d -= 1
-                }
+    precondition(n == tensor.count, "decodeTensor: \(n) elements for shape \(shape)")
+    guard n > 0, let storage else { return tensor }
+    let dst = tensor.mutablePointer
+    if layout.isContiguous {
+        decodeRun(layout.dtype, storage, start: layout.offset, count: n, stride: 1, into: dst)
+    } else if layout.shape.isEmpty {
+        decodeRun(layout.dtype, storage, start: layout.offset, count: 1, stride: 1, into: dst)
+    } else {
+        // Odometer over all but the last dimension; the last dimension is one strided run.
+        let rank = layout.shape.count
+        let inner = layout.shape[rank - 1]
+        let innerStride = layout.strides[rank - 1]
+        var index = [Int](repeating: 0, count: rank - 1)
+        var base = layout.offset
+        var written = 0
+        while written < n {
+            decodeRun(layout.dtype, storage, start: base, count: inner, stride: innerStride, into: dst + written)
+            written += inner
+            var d = rank - 2
+            while d >= 0 {
+                index[d] += 1
+                base += layout.strides[d]
+                if index[d] < layout.shape[d] { break }
+                base -= layout.strides[d] * layout.shape[d]
+                index[d] = 0
+                d -= 1
             }
         }
-        initialized = n
     }
+    return tensor
 }
 
 /// Decodes `count` elements at element indices `start, start+stride, …` into `dst`.

@@ -9,9 +9,9 @@ public enum NumPy {
     public static func write(_ tensor: Tensor, to url: URL) throws {
         var out = header(descr: "<f4", shape: tensor.shape)
         #if _endian(little)
-        tensor.scalars.withUnsafeBytes { out.append(contentsOf: $0) }
+        tensor.withElements { out.append(contentsOf: UnsafeRawBufferPointer($0)) }
         #else
-        tensor.scalars.map { $0.bitPattern.littleEndian }.withUnsafeBytes { out.append(contentsOf: $0) }
+        tensor.withElements { $0.map { $0.bitPattern.littleEndian } }.withUnsafeBytes { out.append(contentsOf: $0) }
         #endif
         try save(out, to: url)
     }
@@ -76,8 +76,7 @@ public enum NumPy {
             throw TensorIOError("\(name): truncated: shape \(shape) of '\(descr)' needs \(overflow ? "more" : String(bytes)) data bytes, file has \(max(0, r.count - dataStart))")
         }
         let layout = StridedLayout(dtype: dtype, offset: 0, shape: shape, strides: StridedLayout.contiguousStrides(shape))
-        let scalars = decodeToFloat(storage: try r.pointer(dataStart, bytes, "data"), layout: layout)
-        return Tensor(shape: shape, scalars: scalars)
+        return decodeTensor(shape: shape, storage: try r.pointer(dataStart, bytes, "data"), layout: layout)
     }
 
     private static func dtype(descr: String, file: String) throws -> DType {

@@ -189,8 +189,7 @@ public final class SafetensorsFile: TensorArchive {
         let layout = StridedLayout(dtype: s.info.dtype, offset: 0, shape: shape,
                                    strides: StridedLayout.contiguousStrides(shape))
         // Validated at open: the tensor's bytes lie inside the file.
-        let scalars = decodeToFloat(storage: file.base.map { $0 + s.offset }, layout: layout)
-        return Tensor(shape: shape, scalars: scalars)
+        return decodeTensor(shape: shape, storage: file.base.map { $0 + s.offset }, layout: layout)
     }
 }
 
@@ -255,7 +254,7 @@ public enum SafetensorsWriter {
                     throw TensorIOError("safetensors writer: unsupported dtype \(dtype.rawValue) for '\(name)' (use float32, float16, int16 or uint8)")
                 }
                 let range: ClosedRange<Float>? = dtype == .int16 ? -32768...32767 : dtype == .uint8 ? 0...255 : nil
-                if let range, let bad = tensor.scalars.first(where: { !($0 == $0.rounded() && range.contains($0)) }) {
+                if let range, let bad = tensor.withElements({ $0.first { !($0 == $0.rounded() && range.contains($0)) } }) {
                     throw TensorIOError("safetensors writer: '\(name)' holds \(bad), which is not a \(dtype.rawValue) value")
                 }
             case .bytes(let bytes):
@@ -314,18 +313,18 @@ public enum SafetensorsWriter {
     private static func append(_ tensor: Tensor, as dtype: DType, to out: inout Data) {
         switch dtype {
         case .int16:
-            let words = tensor.scalars.map { Int16($0).littleEndian }
+            let words = tensor.withElements { $0.map { Int16($0).littleEndian } }
             words.withUnsafeBytes { out.append(contentsOf: $0) }
         case .uint8:
-            out.append(contentsOf: tensor.scalars.map { UInt8($0) })
+            out.append(contentsOf: tensor.withElements { $0.map { UInt8($0) } })
         case .float16:
-            let halves = tensor.scalars.map { floatToHalfBits($0).littleEndian }
+            let halves = tensor.withElements { $0.map { floatToHalfBits($0).littleEndian } }
             halves.withUnsafeBytes { out.append(contentsOf: $0) }
         default:
             #if _endian(little)
-            tensor.scalars.withUnsafeBytes { out.append(contentsOf: $0) }
+            tensor.withElements { out.append(contentsOf: UnsafeRawBufferPointer($0)) }
             #else
-            let words = tensor.scalars.map { $0.bitPattern.littleEndian }
+            let words = tensor.withElements { $0.map { $0.bitPattern.littleEndian } }
             words.withUnsafeBytes { out.append(contentsOf: $0) }
             #endif
         }

@@ -141,7 +141,6 @@ public final class TorchCheckpoint: TensorArchive {
         let layout = StridedLayout(dtype: t.dtype, offset: t.offset, shape: t.shape, strides: t.strides)
         // Bounds were validated at open: every touched element lies inside the storage entry.
         let storage = file.base.map { $0 + s.storageOffset }
-        let scalars = decodeToFloat(storage: storage, layout: layout)
-        return Tensor(shape: t.shape, scalars: scalars)
+        return decodeTensor(shape: t.shape, storage: storage, layout: layout)
     }
 }

@@ -15,9 +15,9 @@ final class AcceleratedKernelsTests: XCTestCase {
     func referenceLinear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
         let (rows, k, n) = (x.shape[0], x.shape[1], w.shape[0])
         var wt = [Float](repeating: 0, count: k * n)
-        for o in 0..<n { for i in 0..<k { wt[i * n + o] = w.scalars[o * k + i] } }
-        var y = ReferenceKernels.matrixProduct(x.scalars, wt, m: rows, n: n, k: k)
-        if let b { for r in 0..<rows { for o in 0..<n { y[r * n + o] += b.scalars[o] } } }
+        for o in 0..<n { for i in 0..<k { wt[i * n + o] = w[flat: o * k + i] } }
+        var y = ReferenceKernels.matrixProduct(x.toArray(), wt, m: rows, n: n, k: k)
+        if let b { for r in 0..<rows { for o in 0..<n { y[r * n + o] += b[flat: o] } } }
         return y
     }
 
@@ -28,9 +28,9 @@ final class AcceleratedKernelsTests: XCTestCase {
             let b = randomTensor([n], seed: UInt64(n))
             let packed = PackedWeight(w)
             let y = GEMM.linear(x, weight: w, bias: b, packed: packed)
-            assertClose(y.scalars, referenceLinear(x, w, b), tolerance: 2e-5 * Float(k).squareRoot(), "linear \(rows)×\(k)→\(n)")
+            assertClose(y.toArray(), referenceLinear(x, w, b), tolerance: 2e-5 * Float(k).squareRoot(), "linear \(rows)×\(k)→\(n)")
             let unbiased = GEMM.linear(x, weight: w, bias: nil, packed: packed)
-            assertClose(unbiased.scalars, referenceLinear(x, w, nil), tolerance: 2e-5 * Float(k).squareRoot(), "no bias \(rows)×\(k)→\(n)")
+            assertClose(unbiased.toArray(), referenceLinear(x, w, nil), tolerance: 2e-5 * Float(k).squareRoot(), "no bias \(rows)×\(k)→\(n)")
         }
     }
 
@@ -40,13 +40,12 @@ final class AcceleratedKernelsTests: XCTestCase {
         let w = randomTensor([n, k], seed: 32)
         let packed = PackedWeight(w)
         var y = [Float](repeating: 1, count: rows * (n + 5))
-        x.scalars.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in
-                packed.apply(xp.baseAddress!, rows: rows, xStride: k + 3, bias: nil, into: yp.baseAddress!, yStride: n + 5,
-                             accumulate: true)
-            }
+        let xp = x.pointer
+        y.withUnsafeMutableBufferPointer { yp in
+            packed.apply(xp, rows: rows, xStride: k + 3, bias: nil, into: yp.baseAddress!, yStride: n + 5,
+                         accumulate: true)
         }
-        let dense = Tensor(shape: [rows, k], scalars: (0..<rows).flatMap { r in x.scalars[(r * (k + 3))..<(r * (k + 3) + k)] })
+        let dense = Tensor(shape: [rows, k], scalars: (0..<rows).flatMap { r in x.toArray((r * (k + 3))..<(r * (k + 3) + k)) })
         let expected = referenceLinear(dense, w, nil)
         for r in 0..<rows {
             for o in 0..<n { XCTAssertEqual(y[r * (n + 5) + o], expected[r * n + o] + 1, accuracy: 1e-4) }
@@ -63,23 +62,20 @@ final class AcceleratedKernelsTests: XCTestCase {
         var head = [Float](repeating: 0, count: t * hd), transposedHead = [Float](repeating: 0, count: hd * t)
         for r in 0..<t {
             for e in 0..<hd {
-                head[r * hd + e] = m.scalars[r * inner + h * hd + e]
+                head[r * hd + e] = m[flat: r * inner + h * hd + e]
                 transposedHead[e * t + r] = head[r * hd + e]
             }
         }
         var scores = [Float](repeating: 0, count: rows * t), out = [Float](repeating: 0, count: rows * hd)
-        m.scalars.withUnsafeBufferPointer { mp in
-            let asWeight = PackedWeight(rows: mp.baseAddress! + h * hd, ldw: inner, outFeatures: t, inFeatures: hd)
-            let asRight = PackedWeight(kn: mp.baseAddress! + h * hd, ldb: inner, k: t, n: hd)
-            q.scalars.withUnsafeBufferPointer { qp in
-                scores.withUnsafeMutableBufferPointer { asWeight.applySingleThreaded(qp.baseAddress!, rows: rows, xStride: hd, bias: nil, into: $0.baseAddress!, yStride: t) }
-            }
-            p.scalars.withUnsafeBufferPointer { pp in
-                out.withUnsafeMutableBufferPointer { asRight.applySingleThreaded(pp.baseAddress!, rows: rows, xStride: t, bias: nil, into: $0.baseAddress!, yStride: hd) }
-            }
-        }
-        assertClose(scores, ReferenceKernels.matrixProduct(q.scalars, transposedHead, m: rows, n: t, k: hd), tolerance: 1e-4, "q·M_hᵀ")
-        assertClose(out, ReferenceKernels.matrixProduct(p.scalars, head, m: rows, n: hd, k: t), tolerance: 1e-3, "P·M_h")
+        let mp = m.pointer
+        let asWeight = PackedWeight(rows: mp + h * hd, ldw: inner, outFeatures: t, inFeatures: hd)
+        let asRight = PackedWeight(kn: mp + h * hd, ldb: inner, k: t, n: hd)
+        let qp = q.pointer
+        scores.withUnsafeMutableBufferPointer { asWeight.applySingleThreaded(qp, rows: rows, xStride: hd, bias: nil, into: $0.baseAddress!, yStride: t) }
+        let pp = p.pointer
+        out.withUnsafeMutableBufferPointer { asRight.applySingleThreaded(pp, rows: rows, xStride: t, bias: nil, into: $0.baseAddress!, yStride: hd) }
+        assertClose(scores, ReferenceKernels.matrixProduct(q.toArray(), transposedHead, m: rows, n: t, k: hd), tolerance: 1e-4, "q·M_hᵀ")
+        assertClose(out, ReferenceKernels.matrixProduct(p.toArray(), head, m: rows, n: hd, k: t), tolerance: 1e-3, "P·M_h")
     }
 
     /// A product written straight in packed right-operand layout works as `init(kn:)` of the
@@ -89,22 +85,19 @@ final class AcceleratedKernelsTests: XCTestCase {
             let x = randomTensor([rows, k], seed: UInt64(rows + k)), w = randomTensor([n, k], seed: UInt64(n))
             let plain = GEMM.linear(x, weight: w, bias: nil, packed: PackedWeight(w))
             var seen: [Int] = []
-            let packed = x.scalars.withUnsafeBufferPointer { xp in
-                PackedWeight(w).applyPacked(xp.baseAddress!, rows: rows, xStride: k) { block, columns in
-                    seen.append(columns)
-                    for i in 0..<rows { for j in 0..<columns { block[i * PackedWeight.panelWidth + j] *= 2 } }
-                }
+            let packed = PackedWeight(w).applyPacked(x.matrix) { block, columns in
+                seen.append(columns)
+                for i in 0..<rows { for j in 0..<columns { block[i * PackedWeight.panelWidth + j] *= 2 } }
             }
             XCTAssertEqual(seen, stride(from: 0, to: n, by: 32).map { min(32, n - $0) })
             // Use both as the right operand of v·B for a few rows v.
             let v = randomTensor([5, rows], seed: 77)
-            let doubled = plain.scalars.map { $0 * 2 }
+            let doubled = plain.toArray().map { $0 * 2 }
             let reference = doubled.withUnsafeBufferPointer { PackedWeight(kn: $0.baseAddress!, ldb: n, k: rows, n: n) }
             var a = [Float](repeating: 0, count: 5 * n), b = a
-            v.scalars.withUnsafeBufferPointer { vp in
-                a.withUnsafeMutableBufferPointer { packed.apply(vp.baseAddress!, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
-                b.withUnsafeMutableBufferPointer { reference.apply(vp.baseAddress!, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
-            }
+            let vp = v.pointer
+            a.withUnsafeMutableBufferPointer { packed.apply(vp, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
+            b.withUnsafeMutableBufferPointer { reference.apply(vp, rows: 5, xStride: rows, bias: nil, into: $0.baseAddress!, yStride: n) }
             XCTAssertEqual(a, b, "\(rows)×\(k)→\(n)")
         }
     }
@@ -148,19 +141,16 @@ final class AcceleratedKernelsTests: XCTestCase {
             let q = randomTensor([nq, width], seed: UInt64(nq), scale: 2), k = randomTensor([nk, width], seed: UInt64(nk + 1), scale: 2)
             let v = randomTensor([nk, width], seed: UInt64(nk + 2))
             var out = [Float](repeating: 0, count: nq * width)
-            q.scalars.withUnsafeBufferPointer { qp in
-                k.scalars.withUnsafeBufferPointer { kp in
-                    v.scalars.withUnsafeBufferPointer { vp in
-                        out.withUnsafeMutableBufferPointer { op in
-                            Attention.batched(
-                                q: qp.baseAddress!, qStride: width, qBatchStride: 0, k: kp.baseAddress!, kStride: width, kBatchStride: 0,
-                                v: vp.baseAddress!, vStride: width, vBatchStride: 0, into: op.baseAddress!, outStride: width,
-                                outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd)
-                        }
-                    }
-                }
+            let qp = q.pointer
+            let kp = k.pointer
+            let vp = v.pointer
+            out.withUnsafeMutableBufferPointer { op in
+                Attention.batched(
+                    q: qp, qStride: width, qBatchStride: 0, k: kp, kStride: width, kBatchStride: 0,
+                    v: vp, vStride: width, vBatchStride: 0, into: op.baseAddress!, outStride: width,
+                    outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd)
             }
-            let expected = ReferenceKernels.attention(q: q.scalars, k: k.scalars, v: v.scalars, queries: nq, keys: nk, heads: heads, headDim: hd)
+            let expected = ReferenceKernels.attention(q: q.toArray(), k: k.toArray(), v: v.toArray(), queries: nq, keys: nk, heads: heads, headDim: hd)
             assertClose(out, expected, tolerance: 2e-6 * Float(hd).squareRoot() + 1e-6, "attention nq \(nq) nk \(nk) hd \(hd)")
         }
     }
@@ -193,7 +183,7 @@ final class AcceleratedKernelsTests: XCTestCase {
 
     func testSoftmaxAndLayerNormAndGELU() {
         var s = randomTensor([7, 45], seed: 40, scale: 8)
-        var expected = s.scalars
+        var expected = s.toArray()
         for r in 0..<7 {
             let row = expected[(r * 45)..<((r + 1) * 45)].map(Double.init)
             let m = row.max()!
@@ -201,22 +191,22 @@ final class AcceleratedKernelsTests: XCTestCase {
             let total = e.reduce(0, +)
             for c in 0..<45 { expected[r * 45 + c] = Float(e[c] / total) }
         }
-        s.scalars.withUnsafeMutableBufferPointer { Attention.softmaxRows($0.baseAddress!, rows: 7, columns: 45) }
-        assertClose(s.scalars, expected, tolerance: 1e-6, "softmax")
+        Attention.softmaxRows(s.mutablePointer, rows: 7, columns: 45)
+        assertClose(s.toArray(), expected, tolerance: 1e-6, "softmax")
 
         for channels in [4, 16, 64, 96, 100, 768] {
             var x = randomTensor([33, channels], seed: UInt64(channels), scale: 4)
             let original = x
             let w = randomTensor([channels], seed: 50), b = randomTensor([channels], seed: 51)
             Normalization.layerNorm(&x, weight: w, bias: b, eps: 1e-6)
-            let ref = ReferenceKernels.layerNorm(original.scalars, channels: channels, weight: w.scalars, bias: b.scalars, eps: 1e-6)
-            assertClose(x.scalars, ref, tolerance: 2e-5, "layerNorm \(channels)")
+            let ref = ReferenceKernels.layerNorm(original.toArray(), channels: channels, weight: w.toArray(), bias: b.toArray(), eps: 1e-6)
+            assertClose(x.toArray(), ref, tolerance: 2e-5, "layerNorm \(channels)")
         }
 
         var g = randomTensor([100_003], seed: 60, scale: 9)
         let original = g
         Activations.gelu(&g)
-        assertClose(g.scalars, original.scalars.map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
+        assertClose(g.toArray(), original.toArray().map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
     }
 
     func testTransposedConvEpilogueMatchesUnfusedOps() {
@@ -241,7 +231,7 @@ final class AcceleratedKernelsTests: XCTestCase {
         for k in 0..<masks {
             for p in 0..<(4 * h * w) {
                 var acc: Float = 0
-                for c in 0..<cout { acc += hyper.scalars[k * cout + c] * expected.scalars[p * cout + c] }
+                for c in 0..<cout { acc += hyper[flat: k * cout + c] * expected[flat: p * cout + c] }
                 expectedLogits[k * 4 * h * w + p] = acc
             }
         }
@@ -249,27 +239,21 @@ final class AcceleratedKernelsTests: XCTestCase {
         let products = GEMM.linear(x.reshaped([h * w, cin]), weight: matrix, bias: nil, packed: PackedWeight(matrix))
         var out = [Float](repeating: 0, count: 4 * h * w * cout)
         var logits = [Float](repeating: 0, count: masks * 4 * h * w)
-        products.scalars.withUnsafeBufferPointer { p in
-            bias.scalars.withUnsafeBufferPointer { b in
-                addend.scalars.withUnsafeBufferPointer { a in
-                    lnw.scalars.withUnsafeBufferPointer { lw in
-                        lnb.scalars.withUnsafeBufferPointer { lb in
-                            hyper.scalars.withUnsafeBufferPointer { hp in
-                                out.withUnsafeMutableBufferPointer { o in
-                                    logits.withUnsafeMutableBufferPointer { l in
-                                        AcceleratedOps.transposedConvEpilogue(
-                                            products: p.baseAddress!, height: h, width: w, channels: cout, bias: b.baseAddress!,
-                                            adding: a.baseAddress!, norm: (lw.baseAddress!, lb.baseAddress!, 1e-6), gelu: true,
-                                            into: o.baseAddress!, hyper: hp.baseAddress!, masks: masks, logits: l.baseAddress!)
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        let p = products.pointer
+        let b = bias.pointer
+        let a = addend.pointer
+        let lw = lnw.pointer
+        let lb = lnb.pointer
+        let hp = hyper.pointer
+        out.withUnsafeMutableBufferPointer { o in
+            logits.withUnsafeMutableBufferPointer { l in
+                AcceleratedOps.transposedConvEpilogue(
+                    products: p, height: h, width: w, channels: cout, bias: b,
+                    adding: a, norm: (lw, lb, 1e-6), gelu: true,
+                    into: o.baseAddress!, hyper: hp, masks: masks, logits: l.baseAddress!)
             }
         }
-        assertClose(out, expected.scalars, tolerance: 2e-5, "convT epilogue")
+        assertClose(out, expected.toArray(), tolerance: 2e-5, "convT epilogue")
         assertClose(logits, expectedLogits, tolerance: 1e-4, "hypernetwork products")
     }
 
@@ -278,10 +262,9 @@ final class AcceleratedKernelsTests: XCTestCase {
         let logits = randomTensor([16, 16], seed: 81, scale: 0.3)
         for (oh, ow, rows, columns) in [(64, 64, 64, 64), (37, 50, 20, 33), (64, 100, 64, 17), (40, 40, 1, 40), (32, 32, 0, 32)] {
             var mask = [UInt8](repeating: 0, count: oh * ow)
-            logits.scalars.withUnsafeBufferPointer { l in
-                mask.withUnsafeMutableBufferPointer { m in
-                    XCTAssertTrue(AcceleratedOps.upsampleThreshold(l.baseAddress!, height: 16, width: 16, into: m.baseAddress!, height: oh, width: ow))
-                }
+            let l = logits.pointer
+            mask.withUnsafeMutableBufferPointer { m in
+                XCTAssertTrue(AcceleratedOps.upsampleThreshold(l, height: 16, width: 16, into: m.baseAddress!, height: oh, width: ow))
             }
             // The runs of the mask's top-left rows × columns, read off byte by byte.
             var expected: [(Int, Int32, Int32)] = []
@@ -294,10 +277,8 @@ final class AcceleratedKernelsTests: XCTestCase {
                     expected.append((y, Int32(first), Int32(x)))
                 }
             }
-            let runs = logits.scalars.withUnsafeBufferPointer { l in
-                AcceleratedOps.upsampleThresholdRuns(l.baseAddress!, height: 16, width: 16, outputHeight: oh, outputWidth: ow,
-                                                     rows: rows, columns: columns)
-            }
+            let runs = AcceleratedOps.upsampleThresholdRuns(logits.pointer, height: 16, width: 16, outputHeight: oh, outputWidth: ow,
+                                                            rows: rows, columns: columns)
             guard let runs else { return XCTFail("no scratch memory") }
             XCTAssertEqual(runs.rowOffsets.count, rows + 1)
             var got: [(Int, Int32, Int32)] = []
@@ -314,17 +295,16 @@ final class AcceleratedKernelsTests: XCTestCase {
         for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {
             let reference = Resize.bilinear(logits, height: oh, width: ow)
             var mask = [UInt8](repeating: 7, count: 2 * oh * ow)
-            logits.scalars.withUnsafeBufferPointer { l in
-                mask.withUnsafeMutableBufferPointer { m in
-                    for c in 0..<2 {
-                        XCTAssertTrue(AcceleratedOps.upsampleThreshold(l.baseAddress! + c * 256, height: 16, width: 16,
-                                                                       into: m.baseAddress! + c * oh * ow, height: oh, width: ow))
-                    }
+            let l = logits.pointer
+            mask.withUnsafeMutableBufferPointer { m in
+                for c in 0..<2 {
+                    XCTAssertTrue(AcceleratedOps.upsampleThreshold(l + c * 256, height: 16, width: 16,
+                                                                   into: m.baseAddress! + c * oh * ow, height: oh, width: ow))
                 }
             }
             // Identical except where the interpolated logit is within rounding of 0.
-            for i in 0..<mask.count where abs(reference.scalars[i]) > 1e-5 {
-                XCTAssertEqual(mask[i], reference.scalars[i] > 0 ? 1 : 0, "pixel \(i) of \(oh)×\(ow)")
+            for i in 0..<mask.count where abs(reference[flat: i]) > 1e-5 {
+                XCTAssertEqual(mask[i], reference[flat: i] > 0 ? 1 : 0, "pixel \(i) of \(oh)×\(ow)")
             }
         }
     }
@@ -338,13 +318,11 @@ final class AcceleratedKernelsTests: XCTestCase {
             let expected = referenceLinear(x, w, b)
             var y = [Float](repeating: 0, count: rows * n)
             let packed = PackedWeightBF16(w)
-            x.scalars.withUnsafeBufferPointer { xp in
-                b.scalars.withUnsafeBufferPointer { bp in
-                    y.withUnsafeMutableBufferPointer { yp in
-                        packed.applySingleThreaded(xp.baseAddress!, rows: rows, xStride: k, bias: bp.baseAddress!,
-                                                   into: yp.baseAddress!, yStride: n)
-                    }
-                }
+            let xp = x.pointer
+            let bp = b.pointer
+            y.withUnsafeMutableBufferPointer { yp in
+                packed.applySingleThreaded(xp, rows: rows, xStride: k, bias: bp,
+                                           into: yp.baseAddress!, yStride: n)
             }
             // bf16 keeps 8 significant bits: each product is off by up to ~2⁻⁸ relative, errors add
             // like a random walk over k.

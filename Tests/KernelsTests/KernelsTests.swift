@@ -39,10 +39,10 @@ final class GEMMTests: XCTestCase {
         let y = GEMM.linear(x, weight: w, bias: b)
         XCTAssertEqual(y.shape, [37, 23])
         var wt = [Float](repeating: 0, count: 19 * 23)
-        for o in 0..<23 { for i in 0..<19 { wt[i * 23 + o] = w.scalars[o * 19 + i] } }
-        var expected = ReferenceKernels.matrixProduct(x.scalars, wt, m: 37, n: 23, k: 19)
-        for r in 0..<37 { for o in 0..<23 { expected[r * 23 + o] += b.scalars[o] } }
-        assertClose(y.scalars, expected, tolerance: 1e-5, "linear")
+        for o in 0..<23 { for i in 0..<19 { wt[i * 23 + o] = w[flat: o * 19 + i] } }
+        var expected = ReferenceKernels.matrixProduct(x.toArray(), wt, m: 37, n: 23, k: 19)
+        for r in 0..<37 { for o in 0..<23 { expected[r * 23 + o] += b[flat: o] } }
+        assertClose(y.toArray(), expected, tolerance: 1e-5, "linear")
     }
 
     func testStridedProductReadsColumnSlices() {
@@ -50,15 +50,13 @@ final class GEMMTests: XCTestCase {
         let a = randomTensor([4, 6], seed: 4)
         let b = randomTensor([3, 5], seed: 5)
         var c = [Float](repeating: 0, count: 20)
-        a.scalars.withUnsafeBufferPointer { ap in
-            b.scalars.withUnsafeBufferPointer { bp in
-                c.withUnsafeMutableBufferPointer { cp in
-                    GEMM.multiply(ap.baseAddress! + 2, lda: 6, bp.baseAddress!, ldb: 5, into: cp.baseAddress!, ldc: 5, m: 4, n: 5, k: 3)
-                }
-            }
+        let ap = a.pointer
+        let bp = b.pointer
+        c.withUnsafeMutableBufferPointer { cp in
+            GEMM.multiply(ap + 2, lda: 6, bp, ldb: 5, into: cp.baseAddress!, ldc: 5, m: 4, n: 5, k: 3)
         }
-        let slice = (0..<4).flatMap { r in (2..<5).map { a.scalars[r * 6 + $0] } }
-        assertClose(c, ReferenceKernels.matrixProduct(slice, b.scalars, m: 4, n: 5, k: 3), tolerance: 1e-5, "strided")
+        let slice = (0..<4).flatMap { r in (2..<5).map { a[flat: r * 6 + $0] } }
+        assertClose(c, ReferenceKernels.matrixProduct(slice, b.toArray(), m: 4, n: 5, k: 3), tolerance: 1e-5, "strided")
     }
 }
 
@@ -70,7 +68,7 @@ final class ConvolutionTests: XCTestCase {
         let y = Convolution.conv2d(x, layout: .channelsFirst(channels: 3, height: 21, width: 18), weight: w, bias: b, stride: 4, padding: 3)
         let expected = ReferenceKernels.conv2d(x, weight: w, bias: b, stride: 4, padding: 3)
         XCTAssertEqual(y.shape, [6, 5, 5])
-        assertClose(y.channelsFirst().scalars, expected.scalars, tolerance: 1e-5, "conv2d CHW")
+        assertClose(y.channelsFirst().toArray(), expected.toArray(), tolerance: 1e-5, "conv2d CHW")
     }
 
     func testConv2dChannelsLastInputMatchesReference() {
@@ -79,7 +77,7 @@ final class ConvolutionTests: XCTestCase {
         let b = randomTensor([6], seed: 11)
         let y = Convolution.conv2d(x.channelsLast(), layout: .channelsLast(channels: 4, height: 10, width: 12), weight: w, bias: b, stride: 2, padding: 0)
         let expected = ReferenceKernels.conv2d(x, weight: w, bias: b, stride: 2, padding: 0)
-        assertClose(y.channelsFirst().scalars, expected.scalars, tolerance: 1e-5, "conv2d HWC")
+        assertClose(y.channelsFirst().toArray(), expected.toArray(), tolerance: 1e-5, "conv2d HWC")
     }
 
     func testTransposedConvolutionMatchesReference() {
@@ -88,12 +86,12 @@ final class ConvolutionTests: XCTestCase {
         let b = randomTensor([3], seed: 14)
         let y = Convolution.transposedConv2x2(x.channelsLast(), weight: w, bias: b)
         XCTAssertEqual(y.shape, [10, 14, 3])
-        assertClose(y.channelsFirst().scalars, ReferenceKernels.transposedConv2x2(x, weight: w, bias: b).scalars, tolerance: 1e-5, "convT")
+        assertClose(y.channelsFirst().toArray(), ReferenceKernels.transposedConv2x2(x, weight: w, bias: b).toArray(), tolerance: 1e-5, "convT")
     }
 
     func testMaxPoolTakesTheLargestOfEachQuad() {
         let x = Tensor(shape: [2, 4, 1], scalars: [1, 5, 2, 0, 3, -1, 7, 8])
-        XCTAssertEqual(Pooling.maxPool2x2(x).scalars, [5, 8])
+        XCTAssertEqual(Pooling.maxPool2x2(x).toArray(), [5, 8])
     }
 }
 
@@ -103,19 +101,19 @@ final class NormalizationAndActivationTests: XCTestCase {
         let original = x
         let w = randomTensor([96], seed: 16), b = randomTensor([96], seed: 17)
         Normalization.layerNorm(&x, weight: w, bias: b, eps: 1e-6)
-        let expected = ReferenceKernels.layerNorm(original.scalars, channels: 96, weight: w.scalars, bias: b.scalars, eps: 1e-6)
-        assertClose(x.scalars, expected, tolerance: 2e-5, "layerNorm")
+        let expected = ReferenceKernels.layerNorm(original.toArray(), channels: 96, weight: w.toArray(), bias: b.toArray(), eps: 1e-6)
+        assertClose(x.toArray(), expected, tolerance: 2e-5, "layerNorm")
     }
 
     func testExactGELU() {
         var x = randomTensor([40000], seed: 18, scale: 6)
         let original = x
         Activations.gelu(&x)
-        assertClose(x.scalars, original.scalars.map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
+        assertClose(x.toArray(), original.toArray().map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
         // The tanh approximation differs from the exact form by ~1e-4 around |x| ≈ 2: make sure it isn't used.
         var probe = Tensor(shape: [1], scalars: [2])
         Activations.gelu(&probe)
-        XCTAssertEqual(probe.scalars[0], 1.9544997, accuracy: 1e-6)
+        XCTAssertEqual(probe[flat: 0], 1.9544997, accuracy: 1e-6)
     }
 }
 
@@ -126,21 +124,18 @@ final class AttentionTests: XCTestCase {
         let v = randomTensor([nk, heads * hd], seed: 21)
         var out = [Float](repeating: 0, count: nq * heads * hd)
         var scores = [Float](repeating: 0, count: nq * nk)
-        q.scalars.withUnsafeBufferPointer { qp in
-            k.scalars.withUnsafeBufferPointer { kp in
-                v.scalars.withUnsafeBufferPointer { vp in
-                    out.withUnsafeMutableBufferPointer { op in
-                        scores.withUnsafeMutableBufferPointer { sp in
-                            Attention.scaledDotProduct(
-                                q: qp.baseAddress!, qStride: heads * hd, k: kp.baseAddress!, kStride: heads * hd,
-                                v: vp.baseAddress!, vStride: heads * hd, into: op.baseAddress!, outStride: heads * hd,
-                                queryCount: nq, keyCount: nk, heads: heads, headDim: hd, scores: sp.baseAddress!)
-                        }
-                    }
-                }
+        let qp = q.pointer
+        let kp = k.pointer
+        let vp = v.pointer
+        out.withUnsafeMutableBufferPointer { op in
+            scores.withUnsafeMutableBufferPointer { sp in
+                Attention.scaledDotProduct(
+                    q: qp, qStride: heads * hd, k: kp, kStride: heads * hd,
+                    v: vp, vStride: heads * hd, into: op.baseAddress!, outStride: heads * hd,
+                    queryCount: nq, keyCount: nk, heads: heads, headDim: hd, scores: sp.baseAddress!)
             }
         }
-        assertClose(out, ReferenceKernels.attention(q: q.scalars, k: k.scalars, v: v.scalars, queries: nq, keys: nk, heads: heads, headDim: hd),
+        assertClose(out, ReferenceKernels.attention(q: q.toArray(), k: k.toArray(), v: v.toArray(), queries: nq, keys: nk, heads: heads, headDim: hd),
                     tolerance: 1e-5, "attention")
     }
 }
@@ -171,13 +166,13 @@ final class ResizeTests: XCTestCase {
             default: y = Resize.bilinear(x, height: h, width: w)
             }
             XCTAssertEqual(y.shape, c.outputShape, c.name)
-            assertClose(y.scalars, c.output, tolerance: 2e-6, c.name)
+            assertClose(y.toArray(), c.output, tolerance: 2e-6, c.name)
         }
     }
 
     func testNearestTimesTwoRepeatsEachPixel() {
         let x = Tensor(shape: [1, 2, 1], scalars: [3, 4])
-        XCTAssertEqual(Resize.nearestTimesTwo(x).scalars, [3, 3, 4, 4, 3, 3, 4, 4])
+        XCTAssertEqual(Resize.nearestTimesTwo(x).toArray(), [3, 3, 4, 4, 3, 3, 4, 4])
     }
 
     func testAntialiasedResizeOfSameSizeIsIdentity() {

@@ -45,7 +45,7 @@ final class FixtureParityTests: XCTestCase {
         // The PNG's pixels, as numpy saw them, stored beside it so this test needs no image codec.
         let pixels = try NumPy.read(root.appendingPathComponent(image.path.replacingOccurrences(of: ".png", with: ".rgb.npy")))
         XCTAssertEqual(pixels.shape, [image.height, image.width, 3])
-        return try RGBImage(width: image.width, height: image.height, pixels: pixels.scalars.map { UInt8($0) })
+        return try RGBImage(width: image.width, height: image.height, pixels: pixels.toArray().map { UInt8($0) })
     }
 
     func testFeaturesAndPredictionsMatchTheOfficialImplementation() throws {
@@ -109,7 +109,7 @@ final class FixtureParityTests: XCTestCase {
 
                     let masks = try NumPy.read(caseDir.appendingPathComponent("masks.npy"))
                     XCTAssertEqual(masks.shape, [prediction.count, image.height, image.width], caseName)
-                    let agreeing = zip(prediction.masks, masks.scalars).filter { Float($0) == $1 }.count
+                    let agreeing = zip(prediction.masks, masks.toArray()).filter { Float($0) == $1 }.count
                     let agreement = Double(agreeing) / Double(max(masks.count, 1))
                     XCTAssertGreaterThanOrEqual(agreement, 0.999, "\(caseName) mask agreement \(agreement)")
                     checked += 1
@@ -134,7 +134,7 @@ final class FixtureParityTests: XCTestCase {
                              (reduced.highResolutionS1, reference.highResolutionS1, "s1")] {
             // RMS rather than max: bf16 rounding of a few outliers says little about the map.
             var squares = 0.0
-            for (u, v) in zip(a.scalars, b.scalars) { squares += Double(u - v) * Double(u - v) }
+            for (u, v) in zip(a.toArray(), b.toArray()) { squares += Double(u - v) * Double(u - v) }
             let relative = Float((squares / Double(max(b.count, 1))).squareRoot()) / b.standardDeviation()
             print("bf16 vs fp32 \(name): rms diff / std = \(relative), max diff / std = \(a.maxAbsDifference(b) / b.standardDeviation())")
             XCTAssertLessThanOrEqual(relative, 0.05, "\(name): bf16 vs fp32 rms diff / std = \(relative)")

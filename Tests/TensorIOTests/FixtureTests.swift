@@ -19,7 +19,7 @@ final class FixtureTests: XCTestCase {
             XCTAssertEqual(info.dtype, DType(rawValue: e.dtype), "\(file): \(name)")
             let t = try archive.tensor(named: name)
             XCTAssertEqual(t.shape, e.shape, "\(file): \(name)")
-            XCTAssertEqual(t.scalars, e.values.map { Float($0) }, "\(file): \(name)")
+            XCTAssertEqual(t.toArray(), e.values.map { Float($0) }, "\(file): \(name)")
         }
     }
 
@@ -39,9 +39,9 @@ final class FixtureTests: XCTestCase {
     func testRealCheckpointDetails() throws {
         let ck = try TorchCheckpoint(contentsOf: Fixtures.url("state_dict_f32.pt"))
         XCTAssertEqual(ck.info("bn.num_batches_tracked"), TensorInfo(name: "bn.num_batches_tracked", dtype: .int64, shape: []))
-        XCTAssertEqual(try ck.tensor(named: "bn.num_batches_tracked").scalars, [7])
+        XCTAssertEqual(try ck.tensor(named: "bn.num_batches_tracked").toArray(), [7])
         let views = try TorchCheckpoint(contentsOf: Fixtures.url("views.pt"))
-        XCTAssertEqual(try views.tensor(named: "window").scalars, [17, 18, 25, 26, 33, 34])
+        XCTAssertEqual(try views.tensor(named: "window").toArray(), [17, 18, 25, 26, 33, 34])
         XCTAssertEqual(try views.tensor(named: "expanded").shape, [4, 3])
     }
 
@@ -76,7 +76,7 @@ final class FixtureTests: XCTestCase {
             let e = try XCTUnwrap(expected[name])
             let t = try NumPy.read(Fixtures.url(name))
             XCTAssertEqual(t.shape, e.shape, name)
-            XCTAssertEqual(t.scalars, e.values?.map { Float($0) }, name)
+            XCTAssertEqual(t.toArray(), e.values?.map { Float($0) }, name)
         }
         XCTAssertThrowsError(try NumPy.read(Fixtures.url("np_fortran.npy"))) { error in
             XCTAssertTrue("\(error)".contains("Fortran"), "\(error)")

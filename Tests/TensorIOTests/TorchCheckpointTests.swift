@@ -24,7 +24,7 @@ final class TorchCheckpointTests: TempDirTestCase {
         XCTAssertEqual(ck.info("layer.weight"), TensorInfo(name: "layer.weight", dtype: .float32, shape: [2, 3]))
         XCTAssertNil(ck.info("missing"))
         XCTAssertEqual(try ck.tensor(named: "layer.weight"), Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]))
-        XCTAssertEqual(try ck.tensor(named: "layer.bias").scalars, [-1, 0.5, 1e-30])
+        XCTAssertEqual(try ck.tensor(named: "layer.bias").toArray(), [-1, 0.5, 1e-30])
         assertThrows(try ck.tensor(named: "nope"), containing: ["ck.pt", "nope"])
     }
 
@@ -33,20 +33,20 @@ final class TorchCheckpointTests: TempDirTestCase {
         let url = try write(checkpointData(pickle: pickle, storages: [("0", floatBytes([7, 8]))]), "plain.pt")
         let ck = try TorchCheckpoint(contentsOf: url)
         XCTAssertEqual(ck.tensorNames, ["x"])
-        XCTAssertEqual(try ck.tensor(named: "x").scalars, [7, 8])
+        XCTAssertEqual(try ck.tensor(named: "x").toArray(), [7, 8])
     }
 
     func testPrefixComesFromFirstEntry() throws {
         let url = try write(simpleCheckpoint(prefix: "some.odd name-v3"), "renamed.bin")
         let ck = try TorchCheckpoint(contentsOf: url)
         XCTAssertEqual(ck.prefix, "some.odd name-v3")
-        XCTAssertEqual(try ck.tensor(named: "layer.bias").scalars, [-1, 0.5, 1e-30])
+        XCTAssertEqual(try ck.tensor(named: "layer.bias").toArray(), [-1, 0.5, 1e-30])
     }
 
     func testZip64() throws {
         let url = try write(simpleCheckpoint(zip64: true), "z64.pt")
         let ck = try TorchCheckpoint(contentsOf: url)
-        XCTAssertEqual(try ck.tensor(named: "layer.weight").scalars, [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(try ck.tensor(named: "layer.weight").toArray(), [1, 2, 3, 4, 5, 6])
         // Saturated fields without a ZIP64 locator must be rejected, not trusted.
         var data = simpleCheckpoint(zip64: true)
         let locator = data.count - 22 - 20
@@ -67,11 +67,11 @@ final class TorchCheckpointTests: TempDirTestCase {
         ])
         let url = try write(checkpointData(pickle: pickle, storages: [("0", floatBytes((0..<20).map(Float.init)))]), "views.pt")
         let ck = try TorchCheckpoint(contentsOf: url)
-        XCTAssertEqual(try ck.tensor(named: "full").scalars, (0..<20).map(Float.init))
-        XCTAssertEqual(try ck.tensor(named: "window").scalars, [6, 7, 8, 11, 12, 13])
-        XCTAssertEqual(try ck.tensor(named: "transposed").scalars, [0, 5, 10, 15, 1, 6, 11, 16, 2, 7, 12, 17, 3, 8, 13, 18, 4, 9, 14, 19])
-        XCTAssertEqual(try ck.tensor(named: "column").scalars, [3, 8, 13, 18])
-        XCTAssertEqual(try ck.tensor(named: "broadcast").scalars, [2, 3, 2, 3, 2, 3])
+        XCTAssertEqual(try ck.tensor(named: "full").toArray(), (0..<20).map(Float.init))
+        XCTAssertEqual(try ck.tensor(named: "window").toArray(), [6, 7, 8, 11, 12, 13])
+        XCTAssertEqual(try ck.tensor(named: "transposed").toArray(), [0, 5, 10, 15, 1, 6, 11, 16, 2, 7, 12, 17, 3, 8, 13, 18, 4, 9, 14, 19])
+        XCTAssertEqual(try ck.tensor(named: "column").toArray(), [3, 8, 13, 18])
+        XCTAssertEqual(try ck.tensor(named: "broadcast").toArray(), [2, 3, 2, 3, 2, 3])
         XCTAssertEqual(try ck.tensor(named: "scalar"), Tensor(shape: [], scalars: [19]))
         XCTAssertEqual(try ck.tensor(named: "empty").shape, [0, 5])
     }
@@ -174,7 +174,7 @@ final class TorchCheckpointTests: TempDirTestCase {
         p.newFalse(); p.op(0x4E); p.tuple(); p.reduce()
         p.setItems(); p.stop()
         let url = try write(checkpointData(pickle: p.bytes, storages: [("0", floatBytes([0, 1, 2, 3, 4, 5]))]), "long.pt")
-        XCTAssertEqual(try TorchCheckpoint(contentsOf: url).tensor(named: "t").scalars, [2, 5])
+        XCTAssertEqual(try TorchCheckpoint(contentsOf: url).tensor(named: "t").toArray(), [2, 5])
 
         // A 2^64 size must be refused, not truncated.
         var q = PickleBuilder()
@@ -222,7 +222,7 @@ final class TorchCheckpointTests: TempDirTestCase {
         let ck = try TorchCheckpoint(contentsOf: url)
         XCTAssertEqual(ck.tensorNames, ["t"])
         XCTAssertEqual(ck.info("t")?.dtype, .float16)
-        XCTAssertEqual(try ck.tensor(named: "t").scalars, [0.5, -3])
+        XCTAssertEqual(try ck.tensor(named: "t").toArray(), [0.5, -3])
     }
 
     func testParameterWrapperAndAllStorageTypes() throws {
@@ -248,14 +248,14 @@ final class TorchCheckpointTests: TempDirTestCase {
             let url = try write(checkpointData(pickle: p.bytes, storages: [("0", bytes)]), "\(storage).pt")
             let ck = try TorchCheckpoint(contentsOf: url)
             XCTAssertEqual(ck.info("p")?.dtype, dtype, storage)
-            XCTAssertEqual(try ck.tensor(named: "p").scalars, expected, storage)
+            XCTAssertEqual(try ck.tensor(named: "p").toArray(), expected, storage)
             // Strided path of the same element type: every other element reversed? Use stride 2.
             var q = PickleBuilder()
             q.emptyDict(); q.mark(); q.string("s")
             q.tensor(storage: storage, key: "0", numel: 3, shape: [2], stride: [2])
             q.setItems(); q.stop()
             let url2 = try write(checkpointData(pickle: q.bytes, storages: [("0", bytes)]), "\(storage)-strided.pt")
-            XCTAssertEqual(try TorchCheckpoint(contentsOf: url2).tensor(named: "s").scalars, [expected[0], expected[2]], storage)
+            XCTAssertEqual(try TorchCheckpoint(contentsOf: url2).tensor(named: "s").toArray(), [expected[0], expected[2]], storage)
         }
     }
 
@@ -307,7 +307,7 @@ final class TorchCheckpointTests: TempDirTestCase {
         XCTAssertEqual(pt.tensorNames, ["layer.weight", "layer.bias"])
         let st = try TensorArchives.open(write(SafetensorsWriter.data([("x", Tensor(shape: [1], scalars: [2]))]), "b.pt"))
         XCTAssertTrue(st is SafetensorsFile)
-        XCTAssertEqual(try st.tensor(named: "x").scalars, [2])
+        XCTAssertEqual(try st.tensor(named: "x").toArray(), [2])
         assertThrows(try TensorArchives.open(write(Data("hello world, not weights".utf8), "c.pt")),
                      containing: ["c.pt", "not a PyTorch checkpoint or safetensors file"])
         assertThrows(try TensorArchives.open(write(Data(), "empty.pt")), containing: ["empty.pt", "not a PyTorch"])

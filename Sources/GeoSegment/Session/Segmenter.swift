@@ -169,17 +169,16 @@ public final class Segmenter: @unchecked Sendable {
         let (width, height) = (tile.window[2], tile.window[3])
         let side = logits.shape[1], plane = logits.shape[1] * logits.shape[2]
         var runs: RowRuns
-        if Accelerated.isAvailable, let r = logits.scalars.withUnsafeBufferPointer({
-            AcceleratedOps.upsampleThresholdRuns($0.baseAddress! + chosen * plane, height: side, width: logits.shape[2],
-                                                 outputHeight: tileSize, outputWidth: tileSize, rows: height, columns: width)
-        }) {
+        if Accelerated.isAvailable, let r = AcceleratedOps.upsampleThresholdRuns(
+            logits.pointer + chosen * plane, height: side, width: logits.shape[2], outputHeight: tileSize, outputWidth: tileSize,
+            rows: height, columns: width) {
             runs = RowRuns(starts: r.starts, ends: r.ends, rowOffsets: r.rowOffsets)
         } else {
-            let chosenLogits = Tensor(shape: [1, side, logits.shape[2]], scalars: Array(logits.scalars[(chosen * plane)..<((chosen + 1) * plane)]))
-            let upsampled = Transforms.upsample(chosenLogits, height: tileSize, width: tileSize).scalars
+            let chosenLogits = Tensor(shape: [1, side, logits.shape[2]], scalars: logits.toArray((chosen * plane)..<((chosen + 1) * plane)))
+            let upsampled = Transforms.upsample(chosenLogits, height: tileSize, width: tileSize)
             var mask = [UInt8](repeating: 0, count: width * height)
             for y in 0..<height {
-                for x in 0..<width where upsampled[y * tileSize + x] > 0 { mask[y * width + x] = 1 }  // Parity: strict `>`
+                for x in 0..<width where upsampled[flat: y * tileSize + x] > 0 { mask[y * width + x] = 1 }  // Parity: strict `>`
             }
             runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
         }

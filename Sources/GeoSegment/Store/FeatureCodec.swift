@@ -60,18 +60,17 @@ public enum FeatureDType: String, Sendable, CaseIterable {
         let channels = map.shape[0], plane = map.count / max(channels, 1)
         var codes = [UInt16](repeating: 0, count: map.count)
         var scales = [Float](repeating: 1, count: channels), offsets = [Float](repeating: 0, count: channels)
-        map.scalars.withUnsafeBufferPointer { x in
-            for c in 0..<channels {
-                let values = x[(c * plane)..<((c + 1) * plane)]
-                let lo = values.min() ?? 0, hi = values.max() ?? 0
-                let scale = hi > lo ? (hi - lo) / 65535 : 1
-                // Codes run over the full Int16 range: q = round((x − lo)/scale) − 32768.
-                let offset = lo + 32768 * scale
-                scales[c] = scale
-                offsets[c] = offset
-                for i in (c * plane)..<((c + 1) * plane) {
-                    codes[i] = UInt16(min(65535, max(0, ((x[i] - lo) / scale).rounded())))
-                }
+        let x = map.pointer
+        for c in 0..<channels {
+            let values = UnsafeBufferPointer(start: x + c * plane, count: plane)
+            let lo = values.min() ?? 0, hi = values.max() ?? 0
+            let scale = hi > lo ? (hi - lo) / 65535 : 1
+            // Codes run over the full Int16 range: q = round((x − lo)/scale) − 32768.
+            let offset = lo + 32768 * scale
+            scales[c] = scale
+            offsets[c] = offset
+            for i in (c * plane)..<((c + 1) * plane) {
+                codes[i] = UInt16(min(65535, max(0, ((x[i] - lo) / scale).rounded())))
             }
         }
         return (codes, scales, offsets)
@@ -93,11 +92,10 @@ public enum FeatureDType: String, Sendable, CaseIterable {
         return try withCodes(of: name, in: archive) { codes, shape, scale, offset in
             let channels = shape[0], plane = shape.reduce(1, *) / max(channels, 1)
             var map = Tensor(unsafeUninitializedShape: shape)
-            map.scalars.withUnsafeMutableBufferPointer { x in
-                for c in 0..<channels {
-                    let (s, o) = (scale[c], offset[c])
-                    for p in 0..<plane { x[c * plane + p] = Float(codes.code(c * plane + p)) * s + o }
-                }
+            let x = map.mutablePointer
+            for c in 0..<channels {
+                let (s, o) = (scale[c], offset[c])
+                for p in 0..<plane { x[c * plane + p] = Float(codes.code(c * plane + p)) * s + o }
             }
             return map
         }
@@ -113,24 +111,23 @@ public enum FeatureDType: String, Sendable, CaseIterable {
         return try withCodes(of: name, in: archive) { codes, shape, scale, offset in
             let channels = shape[0], plane = height * width
             var out = Tensor(unsafeUninitializedShape: [height, width, channels])
-            out.scalars.withUnsafeMutableBufferPointer { o in
-                nonisolated(unsafe) let dst = o.baseAddress!  // disjoint blocks per chunk
-                let block = 64
-                Parallel.forEachChunk((plane + block - 1) / block, minimumChunk: 16) { blocks in
-                    if Accelerated.isAvailable {
-                        // 16×16 blocks transposed in registers (the loop below scatters its stores).
-                        let pixels = (blocks.lowerBound * block)..<min(plane, blocks.upperBound * block)
-                        AcceleratedOps.dequantizeTranspose(signed: codes.signed, high: codes.high, low: codes.low, channels: channels,
-                                                           plane: plane, pixels: pixels, scale: scale.baseAddress!,
-                                                           offset: offset.baseAddress!, into: dst)
-                        return
-                    }
-                    for b in blocks {
-                        let (p0, p1) = (b * block, min(plane, (b + 1) * block))
-                        for c in 0..<channels {
-                            let (sc, of) = (scale[c], offset[c])
-                            for p in p0..<p1 { dst[p * channels + c] = Float(codes.code(c * plane + p)) * sc + of }
-                        }
+            let o = out.mutablePointer
+            nonisolated(unsafe) let dst = o  // disjoint blocks per chunk
+            let block = 64
+            Parallel.forEachChunk((plane + block - 1) / block, minimumChunk: 16) { blocks in
+                if Accelerated.isAvailable {
+                    // 16×16 blocks transposed in registers (the loop below scatters its stores).
+                    let pixels = (blocks.lowerBound * block)..<min(plane, blocks.upperBound * block)
+                    AcceleratedOps.dequantizeTranspose(signed: codes.signed, high: codes.high, low: codes.low, channels: channels,
+                                                       plane: plane, pixels: pixels, scale: scale.baseAddress!,
+                                                       offset: offset.baseAddress!, into: dst)
+                    return
+                }
+                for b in blocks {
+                    let (p0, p1) = (b * block, min(plane, (b + 1) * block))
+                    for c in 0..<channels {
+                        let (sc, of) = (scale[c], offset[c])
+                        for p in p0..<p1 { dst[p * channels + c] = Float(codes.code(c * plane + p)) * sc + of }
                     }
                 }
             }
@@ -174,17 +171,17 @@ public enum FeatureDType: String, Sendable, CaseIterable {
         guard scale.count == channels, offset.count == channels else {
             throw GeoSegmentError("\(name): scale/offset do not match its \(channels) channels")
         }
-        return try scale.scalars.withUnsafeBufferPointer { s in
-            try offset.scalars.withUnsafeBufferPointer { o in
-                guard split else {
-                    return try archive.withRawBytes(of: name) { try body(Codes(signed: $0.baseAddress, high: nil, low: nil), info.shape, s, o) }
-                }
-                guard archive.info("\(name).high")?.dtype == .uint8 else { throw GeoSegmentError("\(name): no uint8 \(name).high tensor") }
-                let high = try archive.withRawBytes(of: "\(name).high") { try decompressFrames($0, count: count, name: "\(name).high") }
-                return try high.withUnsafeBufferPointer { h in
-                    try archive.withRawBytes(of: codesName) { low in
-                        try body(Codes(signed: nil, high: h.baseAddress, low: low.bindMemory(to: UInt8.self).baseAddress), info.shape, s, o)
-                    }
+        // The buffers borrow scale's and offset's storage, kept alive for the whole decode.
+        return try withExtendedLifetime((scale, offset)) {
+            let (s, o) = (UnsafeBufferPointer(start: scale.pointer, count: channels), UnsafeBufferPointer(start: offset.pointer, count: channels))
+            guard split else {
+                return try archive.withRawBytes(of: name) { try body(Codes(signed: $0.baseAddress, high: nil, low: nil), info.shape, s, o) }
+            }
+            guard archive.info("\(name).high")?.dtype == .uint8 else { throw GeoSegmentError("\(name): no uint8 \(name).high tensor") }
+            let high = try archive.withRawBytes(of: "\(name).high") { try decompressFrames($0, count: count, name: "\(name).high") }
+            return try high.withUnsafeBufferPointer { h in
+                try archive.withRawBytes(of: codesName) { low in
+                    try body(Codes(signed: nil, high: h.baseAddress, low: low.bindMemory(to: UInt8.self).baseAddress), info.shape, s, o)
                 }
             }
         }

@@ -145,7 +145,7 @@ public final class FeatureStore: @unchecked Sendable {
         var valid = [Bool](repeating: false, count: width * height)
         for y in 0..<height {
             for x in 0..<width {
-                valid[y * width + x] = (Int(packed.scalars[y * rowBytes + x / 8]) >> (7 - x % 8)) & 1 == 1
+                valid[y * width + x] = (Int(packed[flat: y * rowBytes + x / 8]) >> (7 - x % 8)) & 1 == 1
             }
         }
         return valid

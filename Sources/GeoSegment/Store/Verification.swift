@@ -86,7 +86,7 @@ extension FeatureStore {
             guard info.dtype == stored.dtype else { throw GeoSegmentError("\(stored.name) is \(info.dtype), the manifest says \(manifest.encoding.featureDType)") }
             if readValues {
                 let t = try FeatureDType.decode(name: name, from: archive)
-                guard t.scalars.allSatisfy(\.isFinite) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
+                guard t.withElements({ $0.allSatisfy(\.isFinite) }) else { throw GeoSegmentError("\(name) holds NaN or infinite values") }
             }
         }
         return checksummed

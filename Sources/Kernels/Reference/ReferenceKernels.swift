@@ -40,7 +40,7 @@ public enum ReferenceKernels {
         for o in 0..<cout {
             for y in 0..<ho {
                 for xx in 0..<wo {
-                    var acc = Double(bias?.scalars[o] ?? 0)
+                    var acc = Double(bias?[flat: o] ?? 0)
                     for i in 0..<cin {
                         for ky in 0..<k {
                             for kx in 0..<k {
@@ -48,11 +48,11 @@ public enum ReferenceKernels {
                                 guard sy >= 0, sy < h, sx >= 0, sx < w else { continue }
                                 let input: Int = (i * h + sy) * w + sx
                                 let tap: Int = ((o * cin + i) * k + ky) * k + kx
-                                acc += Double(x.scalars[input]) * Double(weight.scalars[tap])
+                                acc += Double(x[flat: input]) * Double(weight[flat: tap])
                             }
                         }
                     }
-                    out.scalars[(o * ho + y) * wo + xx] = Float(acc)
+                    out[flat: (o * ho + y) * wo + xx] = Float(acc)
                 }
             }
         }
@@ -67,13 +67,13 @@ public enum ReferenceKernels {
         for o in 0..<cout {
             for y in 0..<(2 * h) {
                 for xx in 0..<(2 * w) {
-                    var acc = Double(bias.scalars[o])
+                    var acc = Double(bias[flat: o])
                     for i in 0..<cin {
                         let input: Int = (i * h + y / 2) * w + xx / 2
                         let tap: Int = ((i * cout + o) * 2 + y % 2) * 2 + xx % 2
-                        acc += Double(x.scalars[input]) * Double(weight.scalars[tap])
+                        acc += Double(x[flat: input]) * Double(weight[flat: tap])
                     }
-                    out.scalars[(o * 2 * h + y) * 2 * w + xx] = Float(acc)
+                    out[flat: (o * 2 * h + y) * 2 * w + xx] = Float(acc)
                 }
             }
         }

@@ -31,37 +31,28 @@ struct MultiScaleAttention: Sendable {
         let stride = 3 * dimOut
         let headDim = dimOut / heads
         var out = Tensor(unsafeUninitializedShape: [windows * queries, dimOut])  // attention writes every element
-        fused.scalars.withUnsafeBufferPointer { f in
-            out.scalars.withUnsafeMutableBufferPointer { o in
-                let base = f.baseAddress!, result = o.baseAddress!
-                if poolsQueries {
-                    // Only q is pooled; k and v keep every token.
-                    var pooled = [Float](repeating: 0, count: windows * queries * dimOut)
-                    pooled.withUnsafeMutableBufferPointer { p in
-                        let pb = p.baseAddress!
-                        Parallel.forEachChunk(windows, minimumChunk: 8) { range in
-                            for w in range {
-                                Pooling.maxPool2x2(base + w * tokens * stride, height: side, width: side, channels: dimOut,
-                                                   tokenStride: stride, into: pb + w * queries * dimOut)
-                            }
-                        }
-                        Attention.batched(
-                            q: pb, qStride: dimOut, qBatchStride: queries * dimOut,
-                            k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
-                            v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
-                            into: result, outStride: dimOut, outBatchStride: queries * dimOut,
-                            batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
-                    }
-                } else {
-                    Attention.batched(
-                        q: base, qStride: stride, qBatchStride: tokens * stride,
-                        k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
-                        v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
-                        into: result, outStride: dimOut, outBatchStride: queries * dimOut,
-                        batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
+        let (base, result) = (fused.pointer, out.mutablePointer)
+        // Queries: the q columns of the fused projection, or (q-pool) only q pooled into its own
+        // buffer; k and v keep every token.
+        var pooled = Tensor(shape: [poolsQueries ? windows * queries : 0, dimOut])
+        var (q, qStride, qBatchStride) = (base, stride, tokens * stride)
+        if poolsQueries {
+            let pb = pooled.mutablePointer
+            Parallel.forEachChunk(windows, minimumChunk: 8) { range in
+                for w in range {
+                    Pooling.maxPool2x2(base + w * tokens * stride, height: side, width: side, channels: dimOut,
+                                       tokenStride: stride, into: pb + w * queries * dimOut)
                 }
             }
+            (q, qStride, qBatchStride) = (UnsafePointer(pb), dimOut, queries * dimOut)
         }
+        Attention.batched(
+            q: q, qStride: qStride, qBatchStride: qBatchStride,
+            k: base + dimOut, kStride: stride, kBatchStride: tokens * stride,
+            v: base + 2 * dimOut, vStride: stride, vBatchStride: tokens * stride,
+            into: result, outStride: dimOut, outBatchStride: queries * dimOut,
+            batches: windows, queryCount: queries, keyCount: tokens, heads: heads, headDim: headDim)
+        withExtendedLifetime(pooled) {}
         return proj(out).reshaped([windows, outSide, outSide, dimOut])
     }
 }
@@ -136,20 +127,18 @@ enum WindowPartition {
         let ph = h + (size - h % size) % size, pw = w + (size - w % size) % size
         let (rows, cols) = (ph / size, pw / size)
         var out = Tensor(shape: [rows * cols, size, size, c])
-        x.scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                for wy in 0..<rows {
-                    for wx in 0..<cols {
-                        for ty in 0..<size {
-                            let y = wy * size + ty
-                            guard y < h else { continue }  // padding rows stay zero
-                            for tx in 0..<size {
-                                let xx = wx * size + tx
-                                guard xx < w else { continue }
-                                let d = (((wy * cols + wx) * size + ty) * size + tx) * c
-                                (dst.baseAddress! + d).update(from: src.baseAddress! + (y * w + xx) * c, count: c)
-                            }
-                        }
+        let src = x.pointer
+        let dst = out.mutablePointer
+        for wy in 0..<rows {
+            for wx in 0..<cols {
+                for ty in 0..<size {
+                    let y = wy * size + ty
+                    guard y < h else { continue }  // padding rows stay zero
+                    for tx in 0..<size {
+                        let xx = wx * size + tx
+                        guard xx < w else { continue }
+                        let d = (((wy * cols + wx) * size + ty) * size + tx) * c
+                        (dst + d).update(from: src + (y * w + xx) * c, count: c)
                     }
                 }
             }
@@ -163,15 +152,13 @@ enum WindowPartition {
         let c = windows.shape[3]
         let cols = paddedWidth / size
         var out = Tensor(shape: [height, width, c])
-        windows.scalars.withUnsafeBufferPointer { src in
-            out.scalars.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<height {
-                    for x in 0..<width {
-                        let (wy, ty, wx, tx) = (y / size, y % size, x / size, x % size)
-                        let s = (((wy * cols + wx) * size + ty) * size + tx) * c
-                        (dst.baseAddress! + (y * width + x) * c).update(from: src.baseAddress! + s, count: c)
-                    }
-                }
+        let src = windows.pointer
+        let dst = out.mutablePointer
+        for y in 0..<height {
+            for x in 0..<width {
+                let (wy, ty, wx, tx) = (y / size, y % size, x / size, x % size)
+                let s = (((wy * cols + wx) * size + ty) * size + tx) * c
+                (dst + (y * width + x) * c).update(from: src + s, count: c)
             }
         }
         return out
@@ -234,7 +221,7 @@ struct Hiera: Sendable {
         for c in 0..<channels {
             for y in 0..<gridSize {
                 for x in 0..<gridSize {
-                    pe.scalars[(c * gridSize + y) * gridSize + x] += window.scalars[(c * w + y % w) * w + x % w]
+                    pe[flat: (c * gridSize + y) * gridSize + x] += window[flat: (c * w + y % w) * w + x % w]
                 }
             }
         }

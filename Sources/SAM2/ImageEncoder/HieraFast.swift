@@ -82,116 +82,107 @@ extension MultiScaleBlock {
         let d = dimOut, heads = attn.heads, hd = dimOut / attn.heads, fused = 3 * dimOut
         let (qkvLayer, projLayer) = (attn.qkv, attn.proj)
         let group = max(1, 384 / tokens)  // windows per GEMM: a few hundred rows
-        let qkvBias = attn.qkv.bias?.scalars ?? [Float](repeating: 0, count: fused)
-        let projBiasScalars = attn.proj.bias?.scalars ?? []
-
-        normed.scalars.withUnsafeBufferPointer { np in
-            y.scalars.withUnsafeMutableBufferPointer { yp in
-                qkvBias.withUnsafeBufferPointer { bp in
-                    projBiasScalars.withUnsafeBufferPointer { projBias in
-                        let (src, out, qkvB) = (np.baseAddress!, yp.baseAddress!, bp.baseAddress!)
-                        Parallel.forEachChunk(windows, minimumChunk: group) { range in
-                            let rowsBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * c)
-                            let qkvBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * fused)
-                            let qBuf = UnsafeMutablePointer<Float>.allocate(capacity: poolsQueries ? group * queries * d : 1)
-                            let attBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
-                            let outBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
-                            let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd)
-                            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
-                            var valid = [Bool](repeating: false, count: group * tokens)
-                            var targets = [Int](repeating: 0, count: group * queries)
-                            defer {
-                                rowsBuf.deallocate(); qkvBuf.deallocate(); qBuf.deallocate()
-                                attBuf.deallocate(); outBuf.deallocate(); scratch.deallocate()
-                            }
-                            var w0 = range.lowerBound
-                            while w0 < range.upperBound {
-                                let g = min(group, range.upperBound - w0)
-                                // 1. Gather the image tokens of the windows, compactly (no padding rows).
-                                var count = 0
-                                for wi in 0..<g {
-                                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
-                                    for ty in 0..<ws {
-                                        for tx in 0..<ws {
-                                            let (yy, xx) = (wy * ws + ty, wx * ws + tx)
-                                            let inside = yy < h && xx < w
-                                            valid[wi * tokens + ty * ws + tx] = inside
-                                            if inside {
-                                                (rowsBuf + count * c).update(from: src + (yy * w + xx) * c, count: c)
-                                                count += 1
-                                            }
-                                        }
-                                    }
-                                }
-                                // 2. qkv of the real tokens; padding tokens get the bias alone.
-                                let full = g * tokens
-                                if count == full {
-                                    qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB, into: qkvBuf, yStride: fused,
-                                                                 bfloat16: bf16)
-                                } else {
-                                    // Compute into the tail, then spread forward (sources never lag behind targets).
-                                    let offset = full - count
-                                    qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB,
-                                                                 into: qkvBuf + offset * fused, yStride: fused, bfloat16: bf16)
-                                    var next = offset
-                                    for t in 0..<full {
-                                        let dst = qkvBuf + t * fused
-                                        if valid[t] {
-                                            if next != t { dst.update(from: qkvBuf + next * fused, count: fused) }
-                                            next += 1
-                                        } else {
-                                            dst.update(from: qkvB, count: fused)
-                                        }
-                                    }
-                                }
-                                // 3. Queries: pooled 2×2 within each window when the block pools (q only).
-                                var q = UnsafePointer(qkvBuf), qStride = fused
-                                if poolsQueries {
-                                    for wi in 0..<g {
-                                        Pooling.maxPool2x2(qkvBuf + wi * tokens * fused, height: ws, width: ws, channels: d,
-                                                           tokenStride: fused, into: qBuf + wi * queries * d)
-                                    }
-                                    q = UnsafePointer(qBuf)
-                                    qStride = d
-                                }
-                                // 4. Attention per window and head.
-                                for wi in 0..<g {
-                                    for head in 0..<heads {
-                                        let o = head * hd
-                                        let kv = qkvBuf + wi * tokens * fused
-                                        AcceleratedOps.attentionHead(
-                                            q: q + wi * queries * qStride + o, qStride: qStride, k: kv + d + o, kStride: fused,
-                                            v: kv + 2 * d + o, vStride: fused, into: attBuf + wi * queries * d + o, outStride: d,
-                                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch)
-                                    }
-                                }
-                                // 5. Output projection of the queries that survive the crop, added into y.
-                                var kept = 0
-                                for wi in 0..<g {
-                                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
-                                    for ty in 0..<outWs {
-                                        for tx in 0..<outWs {
-                                            let (yy, xx) = (wy * outWs + ty, wx * outWs + tx)
-                                            guard yy < oh, xx < ow else { continue }
-                                            let row = wi * queries + ty * outWs + tx
-                                            if kept != row { (attBuf + kept * d).update(from: attBuf + row * d, count: d) }
-                                            targets[kept] = yy * ow + xx
-                                            kept += 1
-                                        }
-                                    }
-                                }
-                                projLayer.applySingleThreaded(attBuf, rows: kept, xStride: d, bias: projBias.isEmpty ? nil : projBias.baseAddress,
-                                                              into: outBuf, yStride: d, bfloat16: bf16)
-                                // Parity: shortcut + proj(attn), the projection's bias included first.
-                                for r in 0..<kept {
-                                    let (o, s) = (out + targets[r] * d, outBuf + r * d)
-                                    for ch in 0..<d { o[ch] += s[ch] }
-                                }
-                                w0 += g
+        let qkvBias = attn.qkv.bias ?? Tensor(shape: [fused])
+        let (src, out, qkvB, projBias) = (normed.pointer, y.mutablePointer, qkvBias.pointer, attn.proj.bias?.pointer)
+        let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd)
+        Parallel.forEachChunk(windows, minimumChunk: group) { range in
+            // Per-worker buffers, small enough to stay in cache.
+            let rowsBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * c)
+            let qkvBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * fused)
+            let qBuf = UnsafeMutablePointer<Float>.allocate(capacity: poolsQueries ? group * queries * d : 1)
+            let attBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
+            let outBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * queries * d)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
+            defer {
+                rowsBuf.deallocate(); qkvBuf.deallocate(); qBuf.deallocate()
+                attBuf.deallocate(); outBuf.deallocate(); scratch.deallocate()
+            }
+            var valid = [Bool](repeating: false, count: group * tokens)
+            var targets = [Int](repeating: 0, count: group * queries)
+            var w0 = range.lowerBound
+            while w0 < range.upperBound {
+                let g = min(group, range.upperBound - w0)
+                // 1. Gather the image tokens of the windows, compactly (no padding rows).
+                var count = 0
+                for wi in 0..<g {
+                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
+                    for ty in 0..<ws {
+                        for tx in 0..<ws {
+                            let (yy, xx) = (wy * ws + ty, wx * ws + tx)
+                            let inside = yy < h && xx < w
+                            valid[wi * tokens + ty * ws + tx] = inside
+                            if inside {
+                                (rowsBuf + count * c).update(from: src + (yy * w + xx) * c, count: c)
+                                count += 1
                             }
                         }
                     }
                 }
+                // 2. qkv of the real tokens; padding tokens get the bias alone.
+                let full = g * tokens
+                if count == full {
+                    qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB, into: qkvBuf, yStride: fused,
+                                                 bfloat16: bf16)
+                } else {
+                    // Compute into the tail, then spread forward (sources never lag behind targets).
+                    let offset = full - count
+                    qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB,
+                                                 into: qkvBuf + offset * fused, yStride: fused, bfloat16: bf16)
+                    var next = offset
+                    for t in 0..<full {
+                        let dst = qkvBuf + t * fused
+                        if valid[t] {
+                            if next != t { dst.update(from: qkvBuf + next * fused, count: fused) }
+                            next += 1
+                        } else {
+                            dst.update(from: qkvB, count: fused)
+                        }
+                    }
+                }
+                // 3. Queries: pooled 2×2 within each window when the block pools (q only).
+                var q = UnsafePointer(qkvBuf), qStride = fused
+                if poolsQueries {
+                    for wi in 0..<g {
+                        Pooling.maxPool2x2(qkvBuf + wi * tokens * fused, height: ws, width: ws, channels: d,
+                                           tokenStride: fused, into: qBuf + wi * queries * d)
+                    }
+                    q = UnsafePointer(qBuf)
+                    qStride = d
+                }
+                // 4. Attention per window and head.
+                for wi in 0..<g {
+                    for head in 0..<heads {
+                        let o = head * hd
+                        let kv = qkvBuf + wi * tokens * fused
+                        AcceleratedOps.attentionHead(
+                            q: q + wi * queries * qStride + o, qStride: qStride, k: kv + d + o, kStride: fused,
+                            v: kv + 2 * d + o, vStride: fused, into: attBuf + wi * queries * d + o, outStride: d,
+                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch)
+                    }
+                }
+                // 5. Output projection of the queries that survive the crop, added into y.
+                var kept = 0
+                for wi in 0..<g {
+                    let (wy, wx) = ((w0 + wi) / cols, (w0 + wi) % cols)
+                    for ty in 0..<outWs {
+                        for tx in 0..<outWs {
+                            let (yy, xx) = (wy * outWs + ty, wx * outWs + tx)
+                            guard yy < oh, xx < ow else { continue }
+                            let row = wi * queries + ty * outWs + tx
+                            if kept != row { (attBuf + kept * d).update(from: attBuf + row * d, count: d) }
+                            targets[kept] = yy * ow + xx
+                            kept += 1
+                        }
+                    }
+                }
+                projLayer.applySingleThreaded(attBuf, rows: kept, xStride: d, bias: projBias,
+                                              into: outBuf, yStride: d, bfloat16: bf16)
+                // Parity: shortcut + proj(attn), the projection's bias included first.
+                for r in 0..<kept {
+                    let (o, s) = (out + targets[r] * d, outBuf + r * d)
+                    for ch in 0..<d { o[ch] += s[ch] }
+                }
+                w0 += g
             }
         }
     }
@@ -205,45 +196,21 @@ extension MultiScaleBlock {
         var qkv: Tensor
         if bf16, let w = attn.qkv.packedBF16 {
             qkv = Tensor(unsafeUninitializedShape: [tokens, fused])
-            normed.scalars.withUnsafeBufferPointer { x in
-                qkv.scalars.withUnsafeMutableBufferPointer { o in
-                    let bias = attn.qkv.bias?.scalars ?? [Float](repeating: 0, count: fused)
-                    bias.withUnsafeBufferPointer { b in
-                        w.apply(x.baseAddress!, rows: tokens, xStride: dim, bias: b.baseAddress!, into: o.baseAddress!, yStride: fused)
-                    }
-                }
-            }
+            let bias = attn.qkv.bias ?? Tensor(shape: [fused])
+            w.apply(normed.pointer, rows: tokens, xStride: dim, bias: bias.pointer, into: qkv.mutablePointer, yStride: fused)
         } else {
             qkv = attn.qkv(normed.reshaped([tokens, dim]))
         }
+        // q, k and v are column blocks of the fused projection.
+        let fusedRows = qkv.matrix
         var att = Tensor(unsafeUninitializedShape: [tokens, d])  // attention writes every element
-        qkv.scalars.withUnsafeBufferPointer { f in
-            att.scalars.withUnsafeMutableBufferPointer { a in
-                let base = f.baseAddress!
-                Attention.batched(
-                    q: base, qStride: fused, qBatchStride: 0, k: base + d, kStride: fused, kBatchStride: 0,
-                    v: base + 2 * d, vStride: fused, vBatchStride: 0, into: a.baseAddress!, outStride: d, outBatchStride: 0,
-                    batches: 1, queryCount: tokens, keyCount: tokens, heads: attn.heads, headDim: d / attn.heads)
-            }
-        }
-        att.scalars.withUnsafeBufferPointer { a in
-            y.scalars.withUnsafeMutableBufferPointer { yp in
-                if bf16, let w = attn.proj.packedBF16 {
-                    let bias = attn.proj.bias?.scalars ?? [Float](repeating: 0, count: d)
-                    bias.withUnsafeBufferPointer { bp in
-                        w.apply(a.baseAddress!, rows: tokens, xStride: d, bias: bp.baseAddress!, into: yp.baseAddress!,
-                                yStride: d, accumulate: true)
-                    }
-                } else if let b = attn.proj.bias {
-                    b.scalars.withUnsafeBufferPointer { bp in
-                        projWeight.apply(a.baseAddress!, rows: tokens, xStride: d, bias: bp.baseAddress!, into: yp.baseAddress!,
-                                         yStride: d, accumulate: true)
-                    }
-                } else {
-                    projWeight.apply(a.baseAddress!, rows: tokens, xStride: d, bias: nil, into: yp.baseAddress!, yStride: d,
-                                     accumulate: true)
-                }
-            }
+        Attention.scaledDotProduct(q: fusedRows.columnBlock(0, size: d), k: fusedRows.columnBlock(1, size: d),
+                                   v: fusedRows.columnBlock(2, size: d), into: att.mutableMatrix(), heads: attn.heads)
+        if bf16, let w = attn.proj.packedBF16 {
+            let bias = attn.proj.bias ?? Tensor(shape: [d])
+            w.apply(att.pointer, rows: tokens, xStride: d, bias: bias.pointer, into: y.mutablePointer, yStride: d, accumulate: true)
+        } else {
+            projWeight.apply(att.matrix, bias: attn.proj.bias, into: y.mutableMatrix(), accumulate: true)
         }
     }
 
@@ -257,30 +224,20 @@ extension MultiScaleBlock {
         // A few hundred rows: the hidden chunk stays in cache; at least one 192-row GEMM block.
         let chunkRows = max(192, (262_144 / hidden) / 12 * 12)
         let chunks = (tokens + chunkRows - 1) / chunkRows
-        y.scalars.withUnsafeMutableBufferPointer { yp in
-            b1.scalars.withUnsafeBufferPointer { b1p in
-                b2.scalars.withUnsafeBufferPointer { b2p in
-                    norm2.weight.scalars.withUnsafeBufferPointer { gp in
-                        norm2.bias.scalars.withUnsafeBufferPointer { bp in
-                            let base = yp.baseAddress!
-                            Parallel.forEachChunk(chunks, minimumChunk: 1) { range in
-                                let normedRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * d)
-                                let hiddenRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * hidden)
-                                defer { normedRows.deallocate(); hiddenRows.deallocate() }
-                                for chunk in range {
-                                    let r0 = chunk * chunkRows, rows = min(chunkRows, tokens - r0)
-                                    normedRows.update(from: base + r0 * d, count: rows * d)
-                                    AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp.baseAddress!,
-                                                             bias: bp.baseAddress!, eps: norm2.eps)
-                                    fc1.applySingleThreaded(normedRows, rows: rows, xStride: d, bias: b1p.baseAddress!,
-                                                            into: hiddenRows, yStride: hidden, gelu: true, bfloat16: bf16)
-                                    fc2.applySingleThreaded(hiddenRows, rows: rows, xStride: hidden, bias: b2p.baseAddress!,
-                                                            into: base + r0 * d, yStride: d, accumulate: true, bfloat16: bf16)
-                                }
-                            }
-                        }
-                    }
-                }
+        let (base, b1p, b2p, gp, bp) = (y.mutablePointer, b1.pointer, b2.pointer, norm2.weight.pointer, norm2.bias.pointer)
+        Parallel.forEachChunk(chunks, minimumChunk: 1) { range in
+            let normedRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * d)
+            let hiddenRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * hidden)
+            defer { normedRows.deallocate(); hiddenRows.deallocate() }
+            for chunk in range {
+                let r0 = chunk * chunkRows, rows = min(chunkRows, tokens - r0)
+                normedRows.update(from: base + r0 * d, count: rows * d)
+                AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp,
+                                         bias: bp, eps: norm2.eps)
+                fc1.applySingleThreaded(normedRows, rows: rows, xStride: d, bias: b1p,
+                                        into: hiddenRows, yStride: hidden, gelu: true, bfloat16: bf16)
+                fc2.applySingleThreaded(hiddenRows, rows: rows, xStride: hidden, bias: b2p,
+                                        into: base + r0 * d, yStride: d, accumulate: true, bfloat16: bf16)
             }
         }
     }

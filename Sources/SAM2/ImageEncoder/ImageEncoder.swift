@@ -51,12 +51,12 @@ struct FPNNeck: Sendable {
         var weight = [Float](repeating: 0, count: out * inner)
         var bias = [Float](repeating: 0, count: out)
         for o in 0..<out {
-            var b = Double(conv.bias?.scalars[o] ?? 0)
-            for m in 0..<mid { b += Double(conv.weight.scalars[o * mid + m]) * Double(lateral.bias?.scalars[m] ?? 0) }
+            var b = Double(conv.bias?[flat: o] ?? 0)
+            for m in 0..<mid { b += Double(conv.weight[flat: o * mid + m]) * Double(lateral.bias?[flat: m] ?? 0) }
             bias[o] = Float(b)
             for i in 0..<inner {
                 var acc = 0.0
-                for m in 0..<mid { acc += Double(conv.weight.scalars[o * mid + m]) * Double(lateral.weight.scalars[m * inner + i]) }
+                for m in 0..<mid { acc += Double(conv.weight[flat: o * mid + m]) * Double(lateral.weight[flat: m * inner + i]) }
                 weight[o * inner + i] = Float(acc)
             }
         }

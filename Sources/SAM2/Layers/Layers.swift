@@ -58,6 +58,14 @@ struct LayerNorm: Sendable {
     }
 
     func apply(_ x: inout Tensor) { Normalization.layerNorm(&x, weight: weight, bias: bias, eps: eps) }
+
+    /// Normalises the rows of a row-major view in place on the calling thread, and stores each
+    /// row's mean and 1/sqrt(σ² + eps) at `means` and `inverses` (AVX-512 kernels only).
+    func applySingleThreaded(_ x: MutableMatrixView, means: UnsafeMutablePointer<Float>, inverses: UnsafeMutablePointer<Float>) {
+        precondition(x.columnStride == 1 && x.rowStride == x.columns && x.columns == weight.count, "layer norm: bad view")
+        Normalization.layerNormSingleThreaded(x.base, rows: x.rows, channels: x.columns, weight: weight.pointer, bias: bias.pointer,
+                                              eps: eps, means: means, inverses: inverses)
+    }
 }
 
 /// `MLP` from `sam2_utils.py`: linear layers with an activation between them (not after the last),

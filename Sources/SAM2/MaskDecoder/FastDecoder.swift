@@ -73,60 +73,49 @@ struct ImageUpdate {
     let probabilitiesT: Tensor
     /// Values folded through the output projection, `[heads·N, D]`.
     let projectedValues: Tensor
-    /// The LayerNorm's per-position mean and 1/sqrt(σ² + eps).
-    let means: [Float]
-    let inverses: [Float]
+    /// The LayerNorm's per-position mean and 1/sqrt(σ² + eps), `[T]` each.
+    let means: Tensor
+    let inverses: Tensor
 }
 
 extension DecoderAttention {
     var inner: Int { qProj.outFeatures }
     var headDim: Int { inner / heads }
 
+    /// Per head h, `x_h · B_h` stacked by rows: row h·N + j of the `[heads·N, D]` result is
+    /// `alpha · x[j, h·hd ..< (h+1)·hd] · B_h`, with `x` `[N, inner]` and `B_h` `[hd, D]` given by
+    /// `headOperand` (a block of a projection weight, possibly transposed).
+    func stackedHeadProducts(_ x: Tensor, alpha: Float = 1, headOperand: (Int) -> MatrixView) -> Tensor {
+        let (n, hd) = (x.shape[0], headDim)
+        let d = headOperand(0).columns
+        var out = Tensor(shape: [heads * n, d])
+        let (xm, om) = (x.matrix, out.mutableMatrix())
+        for h in 0..<heads {
+            GEMM.multiply(xm.columnBlock(h, size: hd), headOperand(h), into: om.rowBlock(h, size: n), alpha: alpha)
+        }
+        return out
+    }
+
     /// `self(q: q, k: x, v: keys)` for few queries and many keys (token→image), re-associated.
     /// - Parameters: q `[N, D]` (with PE), x `[T, D]` (keys with PE), keys `[T, D]`.
     func tokenToImage(_ q: Tensor, keysWithPE x: Tensor, keys: Tensor) -> Tensor {
-        let (n, d, t) = (q.shape[0], x.shape[1], x.shape[0])
-        let (inner, hd, hn) = (self.inner, headDim, heads * q.shape[0])
-        let qp = qProj(q)
-        let scale = 1 / Float(hd).squareRoot()
+        let (n, t, hd) = (q.shape[0], x.shape[0], headDim)
         // Q' [heads·N, D]: row h·N + j = scale · q_h[j] · W_k,h.
-        var qPrime = Tensor(unsafeUninitializedShape: [hn, d])
-        qp.scalars.withUnsafeBufferPointer { a in
-            kProj.weight.scalars.withUnsafeBufferPointer { w in
-                qPrime.scalars.withUnsafeMutableBufferPointer { o in
-                    for h in 0..<heads {
-                        GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd * d, ldb: d,
-                                      into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd, alpha: scale)
-                    }
-                }
-            }
-        }
+        let wk = kProj.weight.matrix
+        let qPrime = stackedHeadProducts(qProj(q), alpha: 1 / Float(hd).squareRoot()) { wk.rowBlock($0, size: hd) }
         // Scoresᵀ [T, heads·N], written packed as the right operand of the next product; softmax
         // down the columns (over the image positions).
-        let packedQ = PackedWeight(qPrime)
-        let packedP = x.scalars.withUnsafeBufferPointer { xp in
-            packedQ.applyPacked(xp.baseAddress!, rows: t, xStride: d) { block, columns in
-                AcceleratedOps.softmaxColumns(block, rows: t, columns: columns, ld: PackedWeight.panelWidth)
-            }
+        let probabilities = PackedWeight(qPrime).applyPacked(x.matrix) { block, columns in
+            AcceleratedOps.softmaxColumns(block, rows: t, columns: columns, ld: PackedWeight.panelWidth)
         }
         // Gᵀ [D, heads·N] = keysᵀ · Pᵀ.
-        var gT = Tensor(unsafeUninitializedShape: [d, hn])
-        keys.scalars.withUnsafeBufferPointer { kp in
-            gT.scalars.withUnsafeMutableBufferPointer { gp in
-                packedP.apply(kp.baseAddress!, rows: d, xStride: 1, xInnerStride: d, bias: nil, into: gp.baseAddress!, yStride: hn)
-            }
-        }
+        var gT = Tensor(unsafeUninitializedShape: [x.shape[1], heads * n])
+        probabilities.apply(keys.matrix.transposed, into: gT.mutableMatrix())
         // o[j, h·hd + e] = Σ_c G[h·N + j, c] · W_v[h·hd + e, c] + b_v (rows of P sum to 1).
         var o = Tensor(shape: [n, inner])
-        gT.scalars.withUnsafeBufferPointer { gp in
-            vProj.weight.scalars.withUnsafeBufferPointer { w in
-                o.scalars.withUnsafeMutableBufferPointer { op in
-                    for h in 0..<heads {
-                        GEMM.multiply(gp.baseAddress! + h * n, transposeA: true, lda: hn, w.baseAddress! + h * hd * d,
-                                      transposeB: true, ldb: d, into: op.baseAddress! + h * hd, ldc: inner, m: n, n: hd, k: d)
-                    }
-                }
-            }
+        let (g, wv, om) = (gT.matrix, vProj.weight.matrix, o.mutableMatrix())
+        for h in 0..<heads {
+            GEMM.multiply(g.columnBlock(h, size: n).transposed, wv.rowBlock(h, size: hd).transposed, into: om.columnBlock(h, size: hd))
         }
         if let b = vProj.bias { o.addRowVector(b) }
         return outProj(o)
@@ -136,30 +125,24 @@ extension DecoderAttention {
     /// scores q_h·K_hᵀ `[N, T]`, a softmax along each row, and P_h·V_h — thin products on packed
     /// operands, where the flash-attention kernel would repack all T keys for a few queries.
     func tokenToImage(_ q: Tensor, keys: [PackedWeight], values: [PackedWeight]) -> Tensor {
-        let (n, inner, hd) = (q.shape[0], self.inner, headDim)
+        let (n, hd) = (q.shape[0], headDim)
         let t = keys.first?.outFeatures ?? 0
         var qp = qProj(q)
         qp.scale(by: 1 / Float(hd).squareRoot())
         var scores = Tensor(unsafeUninitializedShape: [heads * n, t])
         var o = Tensor(unsafeUninitializedShape: [n, inner])
-        qp.scalars.withUnsafeBufferPointer { qb in
-            scores.scalars.withUnsafeMutableBufferPointer { sb in
-                o.scalars.withUnsafeMutableBufferPointer { ob in
-                    // Each head writes its own rows of the scores and its own columns of o.
-                    nonisolated(unsafe) let (qs, ss, os) = (qb.baseAddress!, sb.baseAddress!, ob.baseAddress!)
-                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
-                        for h in range {
-                            // The key bias is inside K_h, as in PyTorch (it shifts each row of scores).
-                            keys[h].applySingleThreaded(qs + h * hd, rows: n, xStride: inner, bias: nil, into: ss + h * n * t, yStride: t)
-                        }
-                    }
-                    AcceleratedOps.softmaxRows(ss, rows: heads * n, columns: t, ld: t)
-                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
-                        for h in range {
-                            values[h].applySingleThreaded(ss + h * n * t, rows: n, xStride: t, bias: nil, into: os + h * hd, yStride: inner)
-                        }
-                    }
-                }
+        let (queries, scoresOut, out) = (qp.matrix, scores.mutableMatrix(), o.mutableMatrix())
+        // Each head writes its own rows of the scores and its own columns of o.
+        Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+            for h in range {
+                // The key bias is inside K_h, as in PyTorch (it shifts each row of scores).
+                keys[h].applySingleThreaded(queries.columnBlock(h, size: hd), into: scoresOut.rowBlock(h, size: n))
+            }
+        }
+        AcceleratedOps.softmaxRows(scoresOut)
+        Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+            for h in range {
+                values[h].applySingleThreaded(scoresOut.readOnly.rowBlock(h, size: n), into: out.columnBlock(h, size: hd))
             }
         }
         return outProj(o)
@@ -175,111 +158,62 @@ extension DecoderAttention {
     func imageToToken(_ queries: ImageQueries, keys kIn: Tensor, values vIn: Tensor,
                       updating image: inout Tensor, norm: LayerNorm, positionalEncoding pe: Tensor) -> (withPE: Tensor, update: ImageUpdate) {
         let (n, d, t) = (kIn.shape[0], image.shape[1], image.shape[0])
-        let (inner, hd, hn) = (self.inner, headDim, heads * kIn.shape[0])
+        let (hd, hn) = (headDim, heads * kIn.shape[0])
         var kp = kProj(kIn)
-        let vp = vProj(vIn)
         let scale = 1 / Float(hd).squareRoot()
         // Scores are computed transposed, [heads·N, T], so the softmax over the N tokens of each
         // head runs down short columns with one lane per image position.
         var scoresT = Tensor(unsafeUninitializedShape: [hn, t])
+        let scoresOut = scoresT.mutableMatrix()
         switch queries {
         case .projected(let projectedQueries):
             // scoresᵀ[h·N + j, :] = scale · k_h[j] · Q_hᵀ: one thin product per head (as one GEMM,
             // the block-diagonal right operand would be 7/8 zeros).
             kp.scale(by: scale)
-            kp.scalars.withUnsafeBufferPointer { kb in
-                scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-                    nonisolated(unsafe) let (k, out) = (kb.baseAddress!, sp.baseAddress!)  // disjoint rows per head
-                    Parallel.forEachChunk(heads, minimumChunk: 1) { range in
-                        for h in range {
-                            projectedQueries[h].applySingleThreaded(k + h * hd, rows: n, xStride: inner, bias: nil, into: out + h * n * t, yStride: t)
-                        }
-                    }
+            let k = kp.matrix
+            Parallel.forEachChunk(heads, minimumChunk: 1) { range in
+                for h in range {  // disjoint rows per head
+                    projectedQueries[h].applySingleThreaded(k.columnBlock(h, size: hd), into: scoresOut.rowBlock(h, size: n))
                 }
             }
         case .keysWithPE(let x):
             // Kq [heads·N, D]: row h·N + j = scale · k_h[j] · W_q,h, and the q bias becomes a
             // per-column constant c[h·N + j] = scale · b_q,h · k_h[j].
-            var kq = Tensor(shape: [hn, d])
-            var c = [Float](repeating: 0, count: hn)
-            kp.scalars.withUnsafeBufferPointer { a in
-                qProj.weight.scalars.withUnsafeBufferPointer { w in
-                    kq.scalars.withUnsafeMutableBufferPointer { o in
-                        for h in 0..<heads {
-                            GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd * d, ldb: d,
-                                          into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd, alpha: scale)
-                        }
-                    }
-                }
-            }
+            let wq = qProj.weight.matrix
+            let kq = stackedHeadProducts(kp, alpha: scale) { wq.rowBlock($0, size: hd) }
+            var c = Tensor(shape: [hn])
             if let bq = qProj.bias {
+                let (b, k, constants) = (bq.pointer, kp.pointer, c.mutablePointer)
                 for h in 0..<heads {
                     for j in 0..<n {
                         var acc: Float = 0
-                        for e in 0..<hd { acc += bq.scalars[h * hd + e] * kp.scalars[j * inner + h * hd + e] }
-                        c[h * n + j] = scale * acc
+                        for e in 0..<hd { acc += b[h * hd + e] * k[j * inner + h * hd + e] }
+                        constants[h * n + j] = scale * acc
                     }
                 }
             }
-            let packed = PackedWeight(kq)
-            x.scalars.withUnsafeBufferPointer { xp in
-                c.withUnsafeBufferPointer { cb in
-                    scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-                        packed.applyTransposed(xp.baseAddress!, rows: t, xStride: d, bias: cb.baseAddress!, into: sp.baseAddress!, yStride: t)
-                    }
-                }
-            }
+            PackedWeight(kq).apply(x.matrix, bias: c, into: scoresOut.transposed)
         }
-        scoresT.scalars.withUnsafeMutableBufferPointer { sp in
-            AcceleratedOps.softmaxRowGroups(sp.baseAddress!, groups: heads, group: n, columns: t, ld: t)
-        }
+        AcceleratedOps.softmaxRowGroups(scoresOut, groups: heads)
         // V' [heads·N, D]: row h·N + j = v_h[j] · W_o,hᵀ, then y = P · V' + b_o.
-        var vPrime = Tensor(shape: [hn, d])
-        vp.scalars.withUnsafeBufferPointer { a in
-            outProj.weight.scalars.withUnsafeBufferPointer { w in
-                vPrime.scalars.withUnsafeMutableBufferPointer { o in
-                    for h in 0..<heads {
-                        GEMM.multiply(a.baseAddress! + h * hd, lda: inner, w.baseAddress! + h * hd, transposeB: true, ldb: inner,
-                                      into: o.baseAddress! + h * n * d, ldc: d, m: n, n: d, k: hd)
-                    }
-                }
-            }
-        }
-        var withPE = Tensor(unsafeUninitializedShape: [t, d])
-        var means = [Float](repeating: 0, count: t), inverses = [Float](repeating: 0, count: t)
-        let packed = vPrime.scalars.withUnsafeBufferPointer { vb in PackedWeight(kn: vb.baseAddress!, ldb: d, k: hn, n: d) }
+        let wo = outProj.weight.matrix
+        let vPrime = stackedHeadProducts(vProj(vIn)) { wo.columnBlock($0, size: hd).transposed }
+        let projection = PackedWeight(rightOperand: vPrime.matrix)
         let bias = outProj.bias ?? Tensor(shape: [d])
-        scoresT.scalars.withUnsafeBufferPointer { sp in
-            image.scalars.withUnsafeMutableBufferPointer { ip in
-                withPE.scalars.withUnsafeMutableBufferPointer { wp in
-                    pe.scalars.withUnsafeBufferPointer { pp in
-                        bias.scalars.withUnsafeBufferPointer { bb in
-                            norm.weight.scalars.withUnsafeBufferPointer { nw in
-                                norm.bias.scalars.withUnsafeBufferPointer { nb in
-                                    means.withUnsafeMutableBufferPointer { mp in
-                                        inverses.withUnsafeMutableBufferPointer { vp in
-                                            // Disjoint bands of rows.
-                                            nonisolated(unsafe) let (ib, wb, mb, vb) = (ip.baseAddress!, wp.baseAddress!, mp.baseAddress!, vp.baseAddress!)
-                                            Parallel.forEachChunk(t, minimumChunk: 256) { rows in
-                                                for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
-                                                    let count = min(64, rows.upperBound - band)
-                                                    // P is read through its transpose: element (i, h·N + j) at sp[(h·N + j)·T + i].
-                                                    // Parity: keys + (P·V' + b_o), then norm4, as `keys = norm4(keys + attn_out)`.
-                                                    packed.applySingleThreaded(sp.baseAddress! + band, rows: count, xStride: 1, xInnerStride: t,
-                                                                               bias: bb.baseAddress!, into: ib + band * d, yStride: d, accumulate: true)
-                                                    Normalization.layerNormSingleThreaded(ib + band * d, rows: count, channels: d, weight: nw.baseAddress!,
-                                                                                          bias: nb.baseAddress!, eps: norm.eps,
-                                                                                          means: mb + band, inverses: vb + band)
-                                                    for i in (band * d)..<((band + count) * d) { wb[i] = ib[i] + pp[i] }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        var withPE = Tensor(unsafeUninitializedShape: [t, d])
+        var means = Tensor(shape: [t]), inverses = Tensor(shape: [t])
+        // P is read through its transpose: element (i, h·N + j) at scoresT[(h·N + j)·T + i].
+        let probabilities = scoresT.matrix.transposed
+        let (keysOut, sums, positional) = (image.mutableMatrix(), withPE.mutablePointer, pe.pointer)
+        let (meansOut, inversesOut) = (means.mutablePointer, inverses.mutablePointer)
+        Parallel.forEachChunk(t, minimumChunk: 256) { rows in  // disjoint bands of rows
+            for band in stride(from: rows.lowerBound, to: rows.upperBound, by: 64) {
+                let bandRows = band..<min(band + 64, rows.upperBound)
+                let keysBand = keysOut.rows(bandRows)
+                // Parity: keys + (P·V' + b_o), then norm4, as `keys = norm4(keys + attn_out)`.
+                projection.applySingleThreaded(probabilities.rows(bandRows), bias: bias, into: keysBand, accumulate: true)
+                norm.applySingleThreaded(keysBand, means: meansOut + band, inverses: inversesOut + band)
+                for i in (band * d)..<(bandRows.upperBound * d) { sums[i] = keysOut.base[i] + positional[i] }
             }
         }
         return (withPE, ImageUpdate(probabilitiesT: scoresT, projectedValues: vPrime, means: means, inverses: inverses))
@@ -342,9 +276,9 @@ extension TwoWayTransformer {
             updates.append(layer.fast(queries: &queries, keys: &keys, keysWithPE: &keysWithPE, queryPE: tokens, keyPE: imagePE,
                                       cache: i == 0 ? cache : nil))
         }
-        let d = tokens.shape[1], kept = min(outputs, tokens.shape[0])
-        queries = Tensor(shape: [kept, d], scalars: Array(queries.scalars.prefix(kept * d)))
-        let queryPE = Tensor(shape: [kept, d], scalars: Array(tokens.scalars.prefix(kept * d)))
+        let kept = 0..<min(outputs, tokens.shape[0])
+        queries = queries.copyingRows(kept)
+        let queryPE = tokens.copyingRows(kept)
         queries += finalAttentionTokenToImage.tokenToImage(queries + queryPE, keysWithPE: keysWithPE ?? keys + imagePE, keys: keys)
         normFinalAttention.apply(&queries)
         return (queries, keys, updates)
@@ -365,14 +299,9 @@ extension TwoWayTransformer {
     /// Each head's columns of a projection `[T, inner]`, packed as a weight `[T, hd]` (products
     /// with its transpose) or as a right operand (products with it).
     static func perHead(_ projection: Tensor, heads: Int, asRightOperand: Bool) -> [PackedWeight] {
-        let (t, inner) = (projection.shape[0], projection.shape[1])
-        let hd = inner / heads
-        return projection.scalars.withUnsafeBufferPointer { p in
-            (0..<heads).map { h in
-                asRightOperand
-                    ? PackedWeight(kn: p.baseAddress! + h * hd, ldb: inner, k: t, n: hd)
-                    : PackedWeight(rows: p.baseAddress! + h * hd, ldw: inner, outFeatures: t, inFeatures: hd)
-            }
+        let (p, hd) = (projection.matrix, projection.shape[1] / heads)
+        return (0..<heads).map { h in
+            asRightOperand ? PackedWeight(rightOperand: p.columnBlock(h, size: hd)) : PackedWeight(weight: p.columnBlock(h, size: hd))
         }
     }
 }
@@ -383,9 +312,7 @@ extension MaskDecoder {
     ///   `prepared.layer0` is used when present).
     func predictMasksFast(prepared: PreparedFeatures, imagePE: Tensor, sparse: Tensor, dense: Tensor?,
                           noMaskEmbedding: Tensor) -> (logits: Tensor, iou: [Float]) {
-        let d = dimension
-        let tokens = Tensor(shape: [6 + sparse.shape[0], d],
-                            scalars: objectScoreToken.scalars + iouToken.scalars + maskTokens.scalars + sparse.scalars)
+        let tokens = Tensor(concatenatingRows: [objectScoreToken, iouToken, maskTokens, sparse])
         let cache = dense == nil ? prepared.layer0 : nil
         var image = Tensor(shape: [0])
         if cache == nil {
@@ -412,77 +339,44 @@ extension MaskDecoder {
     /// cache instead of going through memory, which bounded this step before.
     /// - Parameter lowRank: computes the first convolution's products from the cached base instead of `keys`.
     func headFast(hs: Tensor, keys: Tensor, s0: Tensor, s1: Tensor, lowRank: LowRankUpscale? = nil) -> (logits: Tensor, iou: [Float]) {
-        let d = dimension
         let grid = SAM2Configuration.embeddingSize
         let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
-        var hyper = [Float]()
-        hyper.reserveCapacity(Self.maskTokenCount * c2)
-        for k in 0..<Self.maskTokenCount {
-            let token = Tensor(shape: [1, d], scalars: Array(hs.scalars[((2 + k) * d)..<((3 + k) * d)]))
-            hyper += hypernetworks[k](token).scalars
-        }
+        let hyper = Tensor(concatenatingRows: (0..<Self.maskTokenCount).map { k in hypernetworks[k](hs.copyingRows((2 + k)..<(3 + k))) })
         guard let conv1 = upscaleConv1Packed, let conv2 = upscaleConv2Packed else {
             preconditionFailure("headFast needs the packed upscaling weights (Accelerated.isAvailable)")
         }
         let side = SAM2Configuration.lowResolutionMaskSize
         var logits = Tensor(unsafeUninitializedShape: [Self.maskTokenCount, side, side])
-        keys.scalars.withUnsafeBufferPointer { kp in
-            s1.scalars.withUnsafeBufferPointer { a1 in
-                s0.scalars.withUnsafeBufferPointer { a0 in
-                    upscaleConv1Bias.scalars.withUnsafeBufferPointer { b1 in
-                        upscaleConv2Bias.scalars.withUnsafeBufferPointer { b2 in
-                            upscaleNorm.weight.scalars.withUnsafeBufferPointer { lw in
-                                upscaleNorm.bias.scalars.withUnsafeBufferPointer { lb in
-                                    hyper.withUnsafeBufferPointer { hp in
-                                        logits.scalars.withUnsafeMutableBufferPointer { l in
-                                            nonisolated(unsafe) let logitsBase = l.baseAddress!  // bands write disjoint rows
-                                            Parallel.forEachChunk(grid, minimumChunk: 1) { band in
-                                                // Per-worker scratch: one grid row's products, its upscaled rows, their products.
-                                                var products1 = [Float](repeating: 0, count: grid * 4 * c1)
-                                                var upscaled = [Float](repeating: 0, count: 2 * (2 * grid) * c1)
-                                                var products2 = [Float](repeating: 0, count: 2 * (2 * grid) * 4 * c2)
-                                                for y in band {
-                                                    products1.withUnsafeMutableBufferPointer { p1 in
-                                                        if let lowRank {
-                                                            lowRank.products(rows: (y * grid)..<((y + 1) * grid), into: p1.baseAddress!)
-                                                        } else {
-                                                            conv1.applySingleThreaded(kp.baseAddress! + y * grid * d, rows: grid, xStride: d, bias: nil,
-                                                                                      into: p1.baseAddress!, yStride: 4 * c1)
-                                                        }
-                                                        upscaled.withUnsafeMutableBufferPointer { u in
-                                                            // Parity: the high-res map is added before the LayerNorm, then GELU.
-                                                            AcceleratedOps.transposedConvEpilogueBand(
-                                                                products: p1.baseAddress!, rows: 1, width: grid, channels: c1, bias: b1.baseAddress!,
-                                                                adding: a1.baseAddress! + 2 * y * (2 * grid) * c1,
-                                                                norm: (lw.baseAddress!, lb.baseAddress!, upscaleNorm.eps), gelu: true,
-                                                                into: u.baseAddress!, hyper: nil, masks: 0, logits: nil, logitsPlane: 0)
-                                                        }
-                                                    }
-                                                    products2.withUnsafeMutableBufferPointer { p2 in
-                                                        upscaled.withUnsafeBufferPointer { u in
-                                                            conv2.applySingleThreaded(u.baseAddress!, rows: 2 * (2 * grid), xStride: c1, bias: nil,
-                                                                                      into: p2.baseAddress!, yStride: 4 * c2)
-                                                        }
-                                                        // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
-                                                        AcceleratedOps.transposedConvEpilogueBand(
-                                                            products: p2.baseAddress!, rows: 2, width: 2 * grid, channels: c2, bias: b2.baseAddress!,
-                                                            adding: a0.baseAddress! + 4 * y * side * c2, norm: nil, gelu: true, into: nil,
-                                                            hyper: hp.baseAddress!, masks: Self.maskTokenCount, logits: logitsBase + 4 * y * side,
-                                                            logitsPlane: side * side)
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+        let (keyRows, highRes1, highRes0, logitsOut) = (keys.matrix, s1.pointer, s0.pointer, logits.mutablePointer)
+        let norm = (weight: upscaleNorm.weight.pointer, bias: upscaleNorm.bias.pointer, eps: upscaleNorm.eps)
+        Parallel.forEachChunk(grid, minimumChunk: 1) { band in  // bands write disjoint rows
+            // Per-worker scratch: one grid row's products, its upscaled rows, their products.
+            var products1 = Tensor(shape: [grid, 4 * c1])
+            var upscaled = Tensor(shape: [2 * (2 * grid), c1])
+            var products2 = Tensor(shape: [2 * (2 * grid), 4 * c2])
+            let (p1, u, p2) = (products1.mutableMatrix(), upscaled.mutableMatrix(), products2.mutableMatrix())
+            for y in band {
+                let gridRow = (y * grid)..<((y + 1) * grid)
+                if let lowRank {
+                    lowRank.products(rows: gridRow, into: p1.base)
+                } else {
+                    conv1.applySingleThreaded(keyRows.rows(gridRow), into: p1)
                 }
+                // Parity: the high-res map is added before the LayerNorm, then GELU.
+                AcceleratedOps.transposedConvEpilogueBand(
+                    products: p1.base, rows: 1, width: grid, channels: c1, bias: upscaleConv1Bias.pointer,
+                    adding: highRes1 + 2 * y * (2 * grid) * c1, norm: norm, gelu: true,
+                    into: u.base, hyper: nil, masks: 0, logits: nil, logitsPlane: 0)
+                conv2.applySingleThreaded(u.readOnly, into: p2)
+                // Parity: the high-res map is added before the GELU; masks = hyper · upscaled.
+                AcceleratedOps.transposedConvEpilogueBand(
+                    products: p2.base, rows: 2, width: 2 * grid, channels: c2, bias: upscaleConv2Bias.pointer,
+                    adding: highRes0 + 4 * y * side * c2, norm: nil, gelu: true, into: nil,
+                    hyper: hyper.pointer, masks: Self.maskTokenCount, logits: logitsOut + 4 * y * side,
+                    logitsPlane: side * side)
             }
         }
-        let iouToken = Tensor(shape: [1, d], scalars: Array(hs.scalars[d..<(2 * d)]))
-        return (logits, iouHead(iouToken).scalars)
+        return (logits, iouHead(hs.copyingRows(1..<2)).toArray())
     }
 }
 
@@ -491,44 +385,39 @@ extension MaskDecoder {
 struct LowRankUpscale {
     let base: Tensor          // (a ∘ g₀ ∘ g₁)·W, [T, O]
     let right: PackedWeight   // R, [K, O] packed
-    let probabilities: [Tensor]  // P₀ᵀ, P₁ᵀ: [heads·N, T]
     let updates: [ImageUpdate]
     let outputs: Int
 
     /// Products of rows `rows` (`[rows.count, O]`) into `out`.
     func products(rows: Range<Int>, into out: UnsafeMutablePointer<Float>) {
-        let (n0, n1) = (updates[0].probabilitiesT.shape[0], updates[1].probabilitiesT.shape[0])
-        let t = updates[0].probabilitiesT.shape[1]
+        let (p0, p1) = (updates[0].probabilitiesT.matrix, updates[1].probabilitiesT.matrix)
+        let (n0, n1) = (p0.rows, p1.rows)
         let (k, count, first) = (n0 + n1 + 5, rows.count, rows.lowerBound)
-        let (s0, m0, s1, m1) = (updates[0].inverses, updates[0].means, updates[1].inverses, updates[1].means)
+        let (s0, m0) = (updates[0].inverses.pointer, updates[0].means.pointer)
+        let (s1, m1) = (updates[1].inverses.pointer, updates[1].means.pointer)
         withUnsafeTemporaryAllocation(of: Float.self, capacity: count * k) { left in
-            let l = left.baseAddress!
-            updates[0].probabilitiesT.scalars.withUnsafeBufferPointer { p0 in
-                updates[1].probabilitiesT.scalars.withUnsafeBufferPointer { p1 in
-                    // Column by column: the probabilities of a band are contiguous in Pᵀ.
-                    for j in 0..<n0 {
-                        let src = p0.baseAddress! + j * t + first
-                        for r in 0..<count { l[r * k + j] = s1[first + r] * s0[first + r] * src[r] }
-                    }
-                    for j in 0..<n1 {
-                        let src = p1.baseAddress! + j * t + first
-                        for r in 0..<count { l[r * k + n0 + j] = s1[first + r] * src[r] }
-                    }
-                }
+            let l = left.baseAddress.unsafelyUnwrapped
+            // Column by column: the probabilities of a band are contiguous in Pᵀ.
+            for j in 0..<n0 {
+                let src = p0.base + j * p0.rowStride + first
+                for r in 0..<count { l[r * k + j] = s1[first + r] * s0[first + r] * src[r] }
             }
-            base.scalars.withUnsafeBufferPointer { b in
-                for r in 0..<count {
-                    let i = first + r
-                    let (a, c) = (s1[i] * s0[i], s1[i])
-                    let tail = l + r * k + n0 + n1
-                    tail[0] = a
-                    tail[1] = -a * m0[i]
-                    tail[2] = c
-                    tail[3] = -c * m1[i]
-                    tail[4] = 1
-                    let row = b.baseAddress! + i * outputs, o = out + r * outputs
-                    for e in 0..<outputs { o[e] = a * row[e] }
-                }
+            for j in 0..<n1 {
+                let src = p1.base + j * p1.rowStride + first
+                for r in 0..<count { l[r * k + n0 + j] = s1[first + r] * src[r] }
+            }
+            let b = base.pointer
+            for r in 0..<count {
+                let i = first + r
+                let (a, c) = (s1[i] * s0[i], s1[i])
+                let tail = l + r * k + n0 + n1
+                tail[0] = a
+                tail[1] = -a * m0[i]
+                tail[2] = c
+                tail[3] = -c * m1[i]
+                tail[4] = 1
+                let row = b + i * outputs, o = out + r * outputs
+                for e in 0..<outputs { o[e] = a * row[e] }
             }
             right.applySingleThreaded(l, rows: count, xStride: k, bias: nil, into: out, yStride: outputs, accumulate: true)
         }
@@ -542,7 +431,7 @@ extension MaskDecoder {
     /// `(keys ∘ g₀ ∘ g₁)·W` for a tile: the cached part of the low-rank first upscaling.
     func upscaleBase(layer0Keys keys: Tensor) -> Tensor? {
         guard allowsLowRankUpscale else { return nil }
-        let g = zip(transformer.layers[0].norm4.weight.scalars, transformer.layers[1].norm4.weight.scalars).map { $0 * $1 }
+        let g = zip(transformer.layers[0].norm4.weight.toArray(), transformer.layers[1].norm4.weight.toArray()).map { $0 * $1 }
         var scaled = keys
         scaled.multiplyRowVector(Tensor(shape: [g.count], scalars: g))
         return GEMM.linear(scaled, weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
@@ -553,28 +442,27 @@ extension MaskDecoder {
         guard allowsLowRankUpscale, updates.count == 2 else { return nil }
         let d = dimension
         let (l0, l1) = (transformer.layers[0], transformer.layers[1])
-        let (g0, g1) = (l0.norm4.weight.scalars, l1.norm4.weight.scalars)
+        let (g0, g1) = (l0.norm4.weight.toArray(), l1.norm4.weight.toArray())
         let g01 = zip(g0, g1).map { $0 * $1 }
-        let b0 = l0.crossAttentionImageToToken.outProj.bias?.scalars ?? [Float](repeating: 0, count: d)
-        let b1 = l1.crossAttentionImageToToken.outProj.bias?.scalars ?? [Float](repeating: 0, count: d)
-        let beta0 = l0.norm4.bias.scalars
+        let b0 = l0.crossAttentionImageToToken.outProj.bias?.toArray() ?? [Float](repeating: 0, count: d)
+        let b1 = l1.crossAttentionImageToToken.outProj.bias?.toArray() ?? [Float](repeating: 0, count: d)
+        let beta0 = l0.norm4.bias.toArray()
         func scaled(_ rows: [Float], _ g: [Float]) -> [Float] {
             var out = rows
             for i in 0..<out.count { out[i] *= g[i % d] }
             return out
         }
         // Rows of Z (R = Z·Wᵀ), matching the columns of the left matrix built in `products`.
-        var z = scaled(updates[0].projectedValues.scalars, g01)
-        z += scaled(updates[1].projectedValues.scalars, g1)
+        var z = scaled(updates[0].projectedValues.toArray(), g01)
+        z += scaled(updates[1].projectedValues.toArray(), g1)
         z += scaled(b0, g01)                                   // × s₁s₀
         z += g01                                               // × −s₁s₀μ₀
         z += scaled(zip(beta0, b1).map { $0 + $1 }, g1)        // × s₁
         z += g1                                                // × −s₁μ₁
-        z += l1.norm4.bias.scalars                             // × 1
+        z += l1.norm4.bias.toArray()                           // × 1
         let k = z.count / d
         let r = GEMM.linear(Tensor(shape: [k, d], scalars: z), weight: upscaleConv1Matrix, bias: nil, packed: upscaleConv1Packed)
-        let outputs = upscaleConv1Matrix.shape[0]
-        let packed = r.scalars.withUnsafeBufferPointer { PackedWeight(kn: $0.baseAddress!, ldb: outputs, k: k, n: outputs) }
-        return LowRankUpscale(base: base, right: packed, probabilities: updates.map(\.probabilitiesT), updates: updates, outputs: outputs)
+        return LowRankUpscale(base: base, right: PackedWeight(rightOperand: r.matrix), updates: updates,
+                              outputs: upscaleConv1Matrix.shape[0])
     }
 }

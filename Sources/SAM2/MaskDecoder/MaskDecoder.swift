@@ -60,10 +60,8 @@ struct MaskDecoder: Sendable {
     ///   - highResolution: `conv_s0` and `conv_s1` features, channels-last `[256, 256, D/8]` and `[128, 128, D/4]`.
     func predictMasks(image: Tensor, imagePE: Tensor, sparse: Tensor, dense: Tensor,
                       highResolution: (s0: Tensor, s1: Tensor)) -> (logits: Tensor, iou: [Float]) {
-        let d = dimension
         // Parity: token order [obj_score, iou, mask0…3, sparse…]; iou is token 1, masks 2…5.
-        let tokens = Tensor(shape: [6 + sparse.shape[0], d],
-                            scalars: objectScoreToken.scalars + iouToken.scalars + maskTokens.scalars + sparse.scalars)
+        let tokens = Tensor(concatenatingRows: [objectScoreToken, iouToken, maskTokens, sparse])
         let (hs, keys) = transformer(image: image + dense, imagePE: imagePE, tokens: tokens)
         return head(hs: hs, keys: keys, s0: highResolution.s0, s1: highResolution.s1)
     }
@@ -82,25 +80,13 @@ struct MaskDecoder: Sendable {
                                                  bias: upscaleConv2Bias, adding: s0)
         Activations.gelu(&upscaled)
 
-        var hyper = [Float]()
-        hyper.reserveCapacity(Self.maskTokenCount * d / 8)
-        for k in 0..<Self.maskTokenCount {
-            let token = Tensor(shape: [1, d], scalars: Array(hs.scalars[((2 + k) * d)..<((3 + k) * d)]))
-            hyper += hypernetworks[k](token).scalars
-        }
+        let hyper = Tensor(concatenatingRows: (0..<Self.maskTokenCount).map { k in hypernetworks[k](hs.copyingRows((2 + k)..<(3 + k))) })
         // masks = hyper [4, D/8] @ upscaled [D/8, 65536]: upscaled is channels-last, so use its transpose.
         let side = SAM2Configuration.lowResolutionMaskSize
-        var logits = Tensor(shape: [Self.maskTokenCount, side, side])
-        hyper.withUnsafeBufferPointer { h in
-            upscaled.scalars.withUnsafeBufferPointer { u in
-                logits.scalars.withUnsafeMutableBufferPointer { o in
-                    GEMM.multiply(h.baseAddress!, lda: d / 8, u.baseAddress!, transposeB: true, ldb: d / 8,
-                                  into: o.baseAddress!, ldc: side * side, m: Self.maskTokenCount, n: side * side, k: d / 8)
-                }
-            }
-        }
-        let iouToken = Tensor(shape: [1, d], scalars: Array(hs.scalars[d..<(2 * d)]))
-        return (logits, iouHead(iouToken).scalars)
+        var logits = Tensor(shape: [Self.maskTokenCount, side * side])
+        GEMM.multiply(hyper.matrix, upscaled.matrix.transposed, into: logits.mutableMatrix())
+        logits.reshape([Self.maskTokenCount, side, side])
+        return (logits, iouHead(hs.copyingRows(1..<2)).toArray())
     }
 
     /// `forward`: the three multimask candidates, or one mask chosen by the stability fallback.
@@ -109,7 +95,7 @@ struct MaskDecoder: Sendable {
         func masks(_ indices: [Int]) -> Tensor {
             var scalars: [Float] = []
             scalars.reserveCapacity(indices.count * plane)
-            for i in indices { scalars += logits.scalars[(i * plane)..<((i + 1) * plane)] }
+            for i in indices { scalars += logits.toArray((i * plane)..<((i + 1) * plane)) }
             return Tensor(shape: [indices.count] + Array(logits.shape.dropFirst()), scalars: scalars)
         }
         if multimask { return (masks([1, 2, 3]), Array(iou[1...3])) }
@@ -117,7 +103,7 @@ struct MaskDecoder: Sendable {
         // else take the multimask output with the highest predicted IoU (first on ties).
         var intersection = 0, union = 0
         for i in 0..<plane {
-            let v = logits.scalars[i]
+            let v = logits[flat: i]
             if v > Self.stabilityDelta { intersection += 1 }
             if v > -Self.stabilityDelta { union += 1 }
         }

@@ -24,20 +24,16 @@ struct DecoderAttention: Sendable {
         let (nq, nk) = (queries.shape[0], keys.shape[0])
         var out = Tensor(shape: [nq, inner])
         var scores = [Float](repeating: 0, count: nq * nk)
-        queries.scalars.withUnsafeBufferPointer { qp in
-            keys.scalars.withUnsafeBufferPointer { kp in
-                values.scalars.withUnsafeBufferPointer { vp in
-                    out.scalars.withUnsafeMutableBufferPointer { op in
-                        scores.withUnsafeMutableBufferPointer { sp in
-                            Attention.scaledDotProduct(
-                                q: qp.baseAddress!, qStride: inner, k: kp.baseAddress!, kStride: inner,
-                                v: vp.baseAddress!, vStride: inner, into: op.baseAddress!, outStride: inner,
-                                queryCount: nq, keyCount: nk, heads: heads, headDim: inner / heads,
-                                scores: sp.baseAddress!)
-                        }
-                    }
-                }
-            }
+        let qp = queries.pointer
+        let kp = keys.pointer
+        let vp = values.pointer
+        let op = out.mutablePointer
+        scores.withUnsafeMutableBufferPointer { sp in
+            Attention.scaledDotProduct(
+                q: qp, qStride: inner, k: kp, kStride: inner,
+                v: vp, vStride: inner, into: op, outStride: inner,
+                queryCount: nq, keyCount: nk, heads: heads, headDim: inner / heads,
+                scores: sp.baseAddress!)
         }
         return outProj(out)
     }

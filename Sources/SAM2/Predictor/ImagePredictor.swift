@@ -80,22 +80,20 @@ extension SAM2Model {
             let (count, side) = (logits.shape[0], logits.shape[1])
             var ok = true
             let fast = [UInt8](unsafeUninitializedCapacity: count * h * w) { buffer, initialized in
-                logits.scalars.withUnsafeBufferPointer { l in
-                    for c in 0..<count where ok {
-                        ok = AcceleratedOps.upsampleThreshold(l.baseAddress! + c * side * side, height: side, width: side,
-                                                              into: buffer.baseAddress! + c * h * w, height: h, width: w)
-                    }
+                let l = logits.pointer
+                for c in 0..<count where ok {
+                    ok = AcceleratedOps.upsampleThreshold(l + c * side * side, height: side, width: side,
+                                                          into: buffer.baseAddress! + c * h * w, height: h, width: w)
                 }
                 if !ok { buffer.initialize(repeating: 0) }
                 initialized = count * h * w
             }
             if ok { masks = fast }
         }
-        let finalMasks = masks ?? Transforms.upsample(logits, height: h, width: w).scalars.map { $0 > 0 ? UInt8(1) : 0 }  // strict `>`
+        let finalMasks = masks ?? Transforms.upsample(logits, height: h, width: w).toArray().map { $0 > 0 ? UInt8(1) : 0 }  // strict `>`
         var clamped = logits
-        clamped.scalars.withUnsafeMutableBufferPointer { c in
-            for i in 0..<c.count { c[i] = min(max(c[i], -32), 32) }
-        }
+        let c = clamped.mutablePointer
+        for i in 0..<clamped.count { c[i] = min(max(c[i], -32), 32) }
         return Prediction(masks: finalMasks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
     }
 

@@ -30,21 +30,19 @@ public enum Transforms {
         let (h, w) = (image.height, image.width)
         var planes = Tensor(shape: [3, h, w])
         image.pixels.withUnsafeBufferPointer { src in
-            planes.scalars.withUnsafeMutableBufferPointer { dst in
-                for p in 0..<(h * w) {
-                    // Parity: ToTensor divides in float32 (`x.float().div(255)`).
-                    for c in 0..<3 { dst[c * h * w + p] = Float(src[p * 3 + c]) / 255 }
-                }
+            let dst = planes.mutablePointer
+            for p in 0..<(h * w) {
+                // Parity: ToTensor divides in float32 (`x.float().div(255)`).
+                for c in 0..<3 { dst[c * h * w + p] = Float(src[p * 3 + c]) / 255 }
             }
         }
         let size = SAM2Configuration.imageSize
         var resized = Resize.antialiasedBilinear(planes, height: size, width: size)
         // Parity: Normalize runs after the resize, as (x − mean) / std.
-        resized.scalars.withUnsafeMutableBufferPointer { x in
-            for c in 0..<3 {
-                let (m, s) = (mean[c], std[c])
-                for i in (c * size * size)..<((c + 1) * size * size) { x[i] = (x[i] - m) / s }
-            }
+        let x = resized.mutablePointer
+        for c in 0..<3 {
+            let (m, s) = (mean[c], std[c])
+            for i in (c * size * size)..<((c + 1) * size * size) { x[i] = (x[i] - m) / s }
         }
         return resized
     }

@@ -21,12 +21,11 @@ struct PositionEmbeddingRandom: Sendable {
         let cx = 2 * x - 1, cy = 2 * y - 1
         // Parity: `2 * np.pi` is a Python double applied to a float32 tensor → Float(2π).
         let twoPi = Float(2 * Double.pi)
-        gaussian.scalars.withUnsafeBufferPointer { g in
-            for k in 0..<half {
-                let u = twoPi * (cx * g[k] + cy * g[half + k])
-                out[k] = sinf(u)
-                out[half + k] = cosf(u)
-            }
+        let g = gaussian.pointer
+        for k in 0..<half {
+            let u = twoPi * (cx * g[k] + cy * g[half + k])
+            out[k] = sinf(u)
+            out[half + k] = cosf(u)
         }
     }
 
@@ -34,12 +33,11 @@ struct PositionEmbeddingRandom: Sendable {
     func dense(size: Int) -> Tensor {
         let d = 2 * gaussian.shape[1]
         var out = Tensor(shape: [size * size, d])
-        out.scalars.withUnsafeMutableBufferPointer { o in
-            for i in 0..<size {
-                for j in 0..<size {
-                    encode(x: (Float(j) + 0.5) / Float(size), y: (Float(i) + 0.5) / Float(size),
-                           into: o.baseAddress! + (i * size + j) * d)
-                }
+        let o = out.mutablePointer
+        for i in 0..<size {
+            for j in 0..<size {
+                encode(x: (Float(j) + 0.5) / Float(size), y: (Float(i) + 0.5) / Float(size),
+                       into: o + (i * size + j) * d)
             }
         }
         return out

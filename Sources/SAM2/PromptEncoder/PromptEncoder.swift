@@ -45,21 +45,20 @@ struct PromptEncoder: Sendable {
         let all = pad ? points + [ModelPoint(x: 0, y: 0, label: -1)] : points
         var out = Tensor(shape: [all.count, dimension])
         let size = Float(SAM2Configuration.imageSize)
-        out.scalars.withUnsafeMutableBufferPointer { o in
-            for (i, p) in all.enumerated() {
-                let row = o.baseAddress! + i * dimension
-                // Parity: +0.5 moves to the pixel centre, then forward_with_coords divides by 1024.
-                positionEmbedding.encode(x: (p.x + 0.5) / size, y: (p.y + 0.5) / size, into: row)
-                switch p.label {
-                case -1:
-                    // The padding point's encoding is replaced, not added to.
-                    for c in 0..<dimension { row[c] = notAPointEmbedding.scalars[c] }
-                case 0...3:
-                    let e = pointEmbeddings[p.label].scalars
-                    for c in 0..<dimension { row[c] += e[c] }
-                default:
-                    break
-                }
+        let o = out.mutablePointer
+        for (i, p) in all.enumerated() {
+            let row = o + i * dimension
+            // Parity: +0.5 moves to the pixel centre, then forward_with_coords divides by 1024.
+            positionEmbedding.encode(x: (p.x + 0.5) / size, y: (p.y + 0.5) / size, into: row)
+            switch p.label {
+            case -1:
+                // The padding point's encoding is replaced, not added to.
+                for c in 0..<dimension { row[c] = notAPointEmbedding[flat: c] }
+            case 0...3:
+                let e = pointEmbeddings[p.label].toArray()
+                for c in 0..<dimension { row[c] += e[c] }
+            default:
+                break
             }
         }
         return out

@@ -105,6 +105,6 @@ struct HuggingFaceNaming: WeightProvider {
         guard let row else { return t }
         guard t.rank == 2, row < t.shape[0] else { throw SAM2Error("\(hf) has no row \(row)") }
         let width = t.shape[1]
-        return Tensor(shape: [1, width], scalars: Array(t.scalars[(row * width)..<((row + 1) * width)]))
+        return Tensor(shape: [1, width], scalars: t.toArray((row * width)..<((row + 1) * width)))
     }
 }
