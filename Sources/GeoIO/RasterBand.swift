@@ -158,12 +158,19 @@ public final class RasterBand {
     /// (255 for a nodata or binary mask; alpha masks give the alpha value, clamped to 255).
     public func readMask(window: PixelWindow? = nil, bufferWidth: Int? = nil,
                          bufferHeight: Int? = nil) throws -> [UInt8] {
+        try readMask(window: window, bufferWidth: bufferWidth, bufferHeight: bufferHeight, resampling: .nearest)
+    }
+
+    /// `readMask` into a buffer of another size or type, resampled with `resampling` (with
+    /// `.average` into floats: the valid fraction of each buffer pixel, times 255).
+    public func readMask<T: RasterScalar>(window: PixelWindow? = nil, bufferWidth: Int? = nil, bufferHeight: Int? = nil,
+                                          resampling: Resampling, as type: T.Type = T.self) throws -> [T] {
         guard let mask = withQuietGDAL({ GDALGetMaskBand(handle) }) else {
             throw GeoIOError.gdal("cannot get mask of \(name)", path: dataset.label)
         }
         let maskBand = RasterBand(dataset: dataset, handle: mask, name: "mask of \(name)")
         return try maskBand.read(window: window, bufferWidth: bufferWidth, bufferHeight: bufferHeight,
-                                 resampling: .nearest, as: UInt8.self)
+                                 resampling: resampling, as: type)
     }
 
     // MARK: Statistics

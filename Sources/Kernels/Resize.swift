@@ -83,7 +83,7 @@ public enum Resize {
     // MARK: Bilinear (align_corners=False, no antialias)
 
     /// Source indices and weights of one axis of `upsample_bilinear2d`.
-    static func bilinearWeights(inputSize: Int, outputSize: Int) -> [(i0: Int, i1: Int, l0: Float, l1: Float)] {
+    public static func bilinearWeights(inputSize: Int, outputSize: Int) -> [(i0: Int, i1: Int, l0: Float, l1: Float)] {
         let scale = Float(inputSize) / Float(outputSize)
         return (0..<outputSize).map { i in
             // Parity: area_pixel_compute_source_index clamps the source index at 0 (non-cubic).

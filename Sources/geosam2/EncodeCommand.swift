@@ -31,6 +31,9 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: "Overlap of neighbouring tiles in pixels.")
     var overlap: Int = 0
 
+    @Option(name: .long, help: ArgumentHelp("Pyramid levels above the full-resolution grid, at 1/2, 1/4, … resolution, so that one click or box answers objects larger than a tile (default: 3 for a new store; a resumed store keeps its own, and more levels add to it; 0: none). A level is made only while the one below needs more than one tile.", valueName: "K"))
+    var levels: Int?
+
     @Option(name: .long, help: "Feature storage: q16z (16-bit per-channel scaled codes, high bytes zstd-compressed; default for a new store), q16 (the same codes, plain safetensors), f16 or f32. A resumed store keeps its own.")
     var dtype: String?
 
@@ -61,6 +64,7 @@ struct Encode: ParsableCommand {
         }
         options.scale = scale
         options.overlap = overlap
+        options.levels = levels
         options.featureDType = dtype
         options.force = force
         options.crs = crs

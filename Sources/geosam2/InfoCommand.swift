@@ -67,6 +67,13 @@ struct Info: ParsableCommand {
             "raster": [m.source.width, m.source.height], "scale": m.encoding.scale, "bands": m.encoding.bands.rgb,
             "stretch": m.encoding.stretch.mode.description, "dtype": m.encoding.featureDType,
             "size_on_disk_bytes": store.sizeOnDisk,
+            "levels": [["level": 0, "grid": [m.encoding.width, m.encoding.height], "overlap": m.encoding.overlap, "tiles": m.tiles.count]]
+                + (m.levels ?? []).map { level -> [String: Any] in
+                    var c: [String: Int] = [:]
+                    for t in level.tiles { c[store.state(of: t).rawValue, default: 0] += 1 }
+                    return ["level": level.level, "grid": [level.width, level.height], "overlap": level.overlap, "tiles": level.tiles.count,
+                            "done": c["done"] ?? 0, "empty": c["empty"] ?? 0, "missing": c["pending"] ?? 0]
+                },
         ]
     }
 }

@@ -116,7 +116,7 @@ struct Segment: ParsableCommand {
                 try VectorExporter.writeMask(result, to: path, srs: segmenter.spatialReference)
             }
             if !quiet {
-                print("object \(name): id \(record.objectID), \(result.polygons.count) polygon\(result.polygons.count == 1 ? "" : "s"), score \(String(format: "%.3f", result.score)), tile \(result.tile), \(String(format: "%.1f", result.decodeMilliseconds + result.polygonizeMilliseconds)) ms")
+                print("object \(name): id \(record.objectID), \(result.polygons.count) polygon\(result.polygons.count == 1 ? "" : "s"), score \(String(format: "%.3f", result.score)), tile \(result.tile)\(result.level > 0 ? " (level \(result.level))" : "")\(result.clipped ? ", clipped" : ""), \(String(format: "%.1f", result.decodeMilliseconds + result.polygonizeMilliseconds)) ms")
             }
         }
         if !quiet { print("\(records.count) object\(records.count == 1 ? "" : "s") written to \(out), \(failures) skipped") }

@@ -128,12 +128,17 @@ struct Serve: AsyncParsableCommand {
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a synthetic aerial scene (fields, roads, buildings, water) as a georeferenced GeoTIFF to try the tool on.",
-        discussion: "Deterministic: the same size and seed always give the same pixels. 1 m pixels in WGS 84 / UTM zone 33N (EPSG:32633).")
+        discussion: """
+            Deterministic: the same size and seed always give the same pixels. 1 m pixels in WGS 84 / UTM zone 33N (EPSG:32633). \
+            Objects of three sizes: a lake about 300 px across, a forest about 1500 px across (smaller on small scenes) and, \
+            from 3400×3400 px, a field complex 3000 px wide; --landmarks prints where they are (pixel boxes, JSON).
+            """)
 
     @Argument(help: "Output GeoTIFF.") var out: String
     @Option(name: .long, help: "Width in pixels.") var width = 3000
     @Option(name: .long, help: "Height in pixels.") var height = 2000
     @Option(name: .long, help: "Seed of the scene's layout.") var seed: UInt64 = 1
+    @Flag(name: .long, help: "Print the sized objects (name, pixel box, a pixel inside) as JSON lines.") var landmarks = false
 
     func run() throws {
         var options = SampleScene.Options()
@@ -142,5 +147,11 @@ struct Sample: ParsableCommand {
         options.seed = seed
         try SampleScene.write(to: out, options: options)
         print("\(out): \(width)×\(height) RGB GeoTIFF, EPSG:\(options.epsg), \(options.pixelSize) m pixels")
+        if landmarks {
+            for l in SampleScene.landmarks(options) {
+                let line = try JSONSerialization.data(withJSONObject: ["name": l.name, "box": l.box, "inside": l.inside], options: [.sortedKeys])
+                print(String(decoding: line, as: UTF8.self))
+            }
+        }
     }
 }

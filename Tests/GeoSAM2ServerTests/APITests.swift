@@ -64,9 +64,13 @@ final class APITests: XCTestCase {
         XCTAssertEqual(grid.status, .ok)
         XCTAssertEqual(grid.headers[.contentType], "application/geo+json")
         let features = try XCTUnwrap(try grid.json()["features"] as? [[String: Any]])
-        XCTAssertEqual(features.count, 2)
+        XCTAssertEqual(features.count, 3, "two level-0 tiles and the level-1 tile over both")
         let first = try XCTUnwrap(features.first?["properties"] as? [String: Any])
         XCTAssertEqual(first["id"] as? String, "r0000_c0000")
+        XCTAssertEqual(first["level"] as? Int, 0)
+        let last = try XCTUnwrap(features.last?["properties"] as? [String: Any])
+        XCTAssertEqual(last["id"] as? String, "l1_r0000_c0000")
+        XCTAssertEqual(last["level"] as? Int, 1)
         XCTAssertEqual(first["state"] as? String, "done")
         let ring = try XCTUnwrap(((features.first?["geometry"] as? [String: Any])?["coordinates"] as? [[[Double]]])?.first)
         XCTAssertEqual(ring.first, [410_000, 5_810_000])
@@ -247,13 +251,17 @@ final class APITests: XCTestCase {
             (promptJSON(points: [(0, 0, 1)]), "outside the raster"),
             (promptJSON(points: [(x, 5_900_000, 1)]), "outside the raster"),
             (promptJSON(points: [], box: [x, y, 420_000, y + 10]), "outside the raster"),
-            (promptJSON(points: [(410_100, y, 1), (411_700, y, 1)]), "more than one tile"),
             ("{\"points\": [[\(x), \(y), 1]], \"crs\": \"EPSG:999999\"}", "EPSG:999999"),
             ("{\"points\": [[\(x), \(y), 1]], \"crs\": \"not a crs\"}", "not a crs"),
         ]
         for (body, fragment) in refused {
             assertError(try await client.call(.post, "/api/segment", json: body), .unprocessableContent, contains: fragment)
         }
+        // Prompts no level-0 tile holds together are answered on the pyramid level that does.
+        let apart = try await client.call(.post, "/api/segment", json: promptJSON(points: [(410_100, y, 1), (411_700, y, 1)]))
+        XCTAssertEqual(apart.status, .ok)
+        XCTAssertEqual(try apart.json()["level"] as? Int, 1)
+        XCTAssertEqual(try apart.json()["tile"] as? String, "l1_r0000_c0000")
         // Oversized bodies are refused before they are read whole.
         let huge = "{\"points\": [[\(x), \(y), 1]], \"crs\": \"" + String(repeating: "x", count: 1 << 20) + "\"}"
         assertError(try await client.call(.post, "/api/segment", json: huge), .contentTooLarge, contains: "larger than")

@@ -60,8 +60,10 @@ final class EncodeCommandTests: XCTestCase {
         XCTAssertEqual(result.stderr, "", "nothing but JSON, and on stdout")
         let events = try result.stdout.split(separator: "\n").map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         let progress = events.filter { $0["event"] as? String == "progress" }
-        XCTAssertEqual(progress.map { $0["done"] as? Int }, [0, 1, 2, 3])
-        XCTAssertTrue(progress.allSatisfy { $0["total"] as? Int == 3 })
+        // Three level-0 tiles and the pyramid above them (level 1: two, level 2: one), coarsest first.
+        XCTAssertEqual(progress.map { $0["done"] as? Int }, [0, 1, 2, 3, 4, 5, 6])
+        XCTAssertTrue(progress.allSatisfy { $0["total"] as? Int == 6 })
+        XCTAssertEqual(progress[1]["tile"] as? String, "l2_r0000_c0000")
         XCTAssertEqual(progress.last?["tile"] as? String, "r0000_c0002")
         XCTAssertEqual(events.last?["event"] as? String, "done")
         XCTAssertEqual(events.last?["complete"] as? Bool, true)

@@ -50,8 +50,11 @@ final class BandAndStretchTests: XCTestCase {
 }
 
 final class EncodeTests: XCTestCase {
+    /// Encodes with one level unless `configure` asks for more: these tests are about level 0
+    /// (PyramidTests has the levels).
     func encode(_ raster: String, into store: URL, _ configure: (inout EncodeOptions) -> Void = { _ in }) throws -> EncodeSummary {
         var options = EncodeOptions()
+        options.levels = 0
         configure(&options)
         return try RasterEncoder.run(raster: raster, store: store, model: try TestSupport.microModel(), options: options)
     }

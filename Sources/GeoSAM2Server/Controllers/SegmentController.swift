@@ -47,6 +47,9 @@ func collection(_ result: SegmentedObject, features: [Feature], epsg: Int?, drop
         "candidate": .integer(result.candidate),
         "candidate_scores": .array(result.candidateScores.map { .number(Double($0)) }),
         "tile": .string(result.tile),
+        "level": .integer(result.level),
+        "tiles": .array(result.tiles.map { .string($0) }),
+        "clipped": .bool(result.clipped),
         "decode_ms": .number(result.decodeMilliseconds),
         "polygonize_ms": .number(result.polygonizeMilliseconds),
     ]

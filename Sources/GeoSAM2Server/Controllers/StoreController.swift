@@ -3,8 +3,8 @@ import GeoIO
 import GeoSegment
 import Hummingbird
 
-/// `GET /api/store` (what is served), `GET /api/tiles` (the encoding tiles, for "show patch
-/// boundaries") and `GET /health`.
+/// `GET /api/store` (what is served), `GET /api/tiles` (the encoding tiles of every pyramid
+/// level, for "show patch boundaries") and `GET /health`.
 struct StoreController<Context: RequestContext> {
     let info: StoreInfo
     let tiles: JSONValue
@@ -12,14 +12,14 @@ struct StoreController<Context: RequestContext> {
     init(store: FeatureStore, map: MapGrid, mapError: String?, configuration: ServerConfiguration) throws {
         info = StoreInfo(store: store, map: map, mapError: mapError, configuration: configuration)
         let m = store.manifest
-        tiles = GeoJSON.collection(try m.tiles.map { tile in
+        tiles = GeoJSON.collection(try m.allTiles.map { tile in
             guard let transform = GeoTransform(coefficients: tile.geoTransform) else {
                 throw GeoSAM2ServerError(.internalServerError, "tile \(tile.id) has an invalid geotransform")
             }
             let (w, h) = (Double(tile.window[2]), Double(tile.window[3]))
             let ring = [(0.0, 0.0), (w, 0), (w, h), (0, h), (0, 0)].map { transform.pixelToMap(x: $0.0, y: $0.1) }
             return GeoJSON.feature(id: nil, geometry: .polygon(rings: [ring]), properties: [
-                "id": .string(tile.id), "row": .integer(tile.row), "column": .integer(tile.column),
+                "id": .string(tile.id), "level": .integer(tile.levelIndex), "row": .integer(tile.row), "column": .integer(tile.column),
                 "state": .string(store.state(of: tile).rawValue), "window": .array(tile.window.map { .integer($0) }),
             ])
         }, epsg: m.source.epsg)
@@ -78,7 +78,10 @@ struct StoreInfo: Codable, Sendable {
     var crsName: String?
     var units: String?
     var bounds: [Double]
+    /// Level-0 tiles, and how many are done and empty.
     var tiles: Int
+    /// Pyramid levels, level 0 included.
+    var levels: Int
     var tilesDone: Int
     var tilesEmpty: Int
     var tileSize: Int
@@ -90,7 +93,7 @@ struct StoreInfo: Codable, Sendable {
     var maxBodyBytes: Int
 
     enum CodingKeys: String, CodingKey {
-        case crs, epsg, crsName = "crs_name", units, bounds, tiles, tilesDone = "tiles_done", tilesEmpty = "tiles_empty"
+        case crs, epsg, crsName = "crs_name", units, bounds, tiles, levels, tilesDone = "tiles_done", tilesEmpty = "tiles_empty"
         case tileSize = "tile_size", complete, raster, model, map, output, maxBodyBytes = "max_body_bytes"
     }
 
@@ -103,6 +106,7 @@ struct StoreInfo: Codable, Sendable {
         try c.encode(units, forKey: .units)
         try c.encode(bounds, forKey: .bounds)
         try c.encode(tiles, forKey: .tiles)
+        try c.encode(levels, forKey: .levels)
         try c.encode(tilesDone, forKey: .tilesDone)
         try c.encode(tilesEmpty, forKey: .tilesEmpty)
         try c.encode(tileSize, forKey: .tileSize)
@@ -133,10 +137,11 @@ struct StoreInfo: Codable, Sendable {
         units = srs.map { $0.isGeographic ? "degree" : $0.linearUnits.name } ?? "pixel"
         bounds = [b.minX, b.minY, b.maxX, b.maxY]
         tiles = m.tiles.count
+        levels = 1 + m.levelCount
         tilesDone = done
         tilesEmpty = empty
         tileSize = m.encoding.tileSize
-        complete = m.tiles.count == done + empty
+        complete = m.allTiles.allSatisfy { store.state(of: $0) != .pending }
         raster = Raster(name: URL(fileURLWithPath: m.source.path).lastPathComponent, width: m.source.width, height: m.source.height,
                         geotransform: transform.coefficients, bands: m.encoding.bands.rgb, stretch: m.encoding.stretch.mode.description)
         model = Model(preset: m.model.preset, sha256: m.model.checkpointSHA256)

@@ -10,8 +10,12 @@ public struct EncodeOptions: Sendable {
     public var stretch: StretchMode = .default
     /// Resampling factor (0.5 encodes at half resolution).
     public var scale: Double = 1
-    /// Overlap of neighbouring tiles in pixels.
+    /// Overlap of neighbouring tiles in pixels at level 0.
     public var overlap: Int = 0
+    /// `--levels K`: pyramid levels above level 0 (at scale 2^−L, L = 1…K; a level is made only
+    /// while the level below it needs more than one tile). nil: the store's own when resuming,
+    /// else ``defaultLevels``.
+    public var levels: Int?
     /// How features are stored: `q16z`, `q16`, `f16` or `f32` (see ``FeatureDType``); nil keeps
     /// the dtype of the store being resumed, and picks `q16z` for a new one.
     public var featureDType: String?
@@ -23,6 +27,15 @@ public struct EncodeOptions: Sendable {
     public var crs: String?
 
     public init() {}
+}
+
+extension EncodeOptions {
+    /// Levels a new store gets: objects up to about 2,000 pixels always fit one tile of some level.
+    public static let defaultLevels = 3
+    /// Overlap of the tiles of levels ≥ 1: an extent of up to 257 level pixels always fits one tile.
+    public static let levelOverlap = 256
+    /// The most levels `--levels` accepts (2^8 = 256× coarser than the encoded grid).
+    public static let maximumLevels = 8
 }
 
 /// The model used to encode, with what identifies it in a store.
@@ -84,14 +97,8 @@ public enum RasterEncoder {
         }
         let crs = source.spatialReference
         let wkt: String? = try crs.map { srs in try rethrowing { try srs.wkt } }
-        let tiles = grid.tiles.map { t -> StoreManifest.TileEntry in
-            let tileTransform = transform.translated(byPixelsX: Double(t.x), y: Double(t.y))
-            let b = tileTransform.bounds(width: t.width, height: t.height)
-            return StoreManifest.TileEntry(
-                id: t.id, row: t.row, column: t.column, window: [t.x, t.y, t.width, t.height],
-                bounds: [b.minX, b.minY, b.maxX, b.maxY], geoTransform: tileTransform.coefficients,
-                state: .pending, file: "\(FeatureStore.tilesDirectory)/\(t.id).safetensors")
-        }
+        let tiles = grid.tiles.map { tileEntry($0, level: 0, transform: transform, nativeWidth: source.width, nativeHeight: source.height) }
+        let levels = try planLevels(count: options.levels ?? EncodeOptions.defaultLevels, levelZero: grid, transform: transform)
         let path = source.path.hasPrefix("/vsi") ? source.path : URL(fileURLWithPath: source.path).standardizedFileURL.path
         return StoreManifest(
             formatVersion: StoreManifest.currentFormatVersion,
@@ -106,7 +113,46 @@ public enum RasterEncoder {
                             featureDType: options.featureDType ?? FeatureDType.q16z.rawValue),
             model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration,
                          checkpointPath: model.checkpointPath),
-            tiles: tiles, complete: false, tileChecksum: StoreManifest.currentTileChecksum)
+            tiles: tiles, levels: levels.isEmpty ? nil : levels, complete: false, tileChecksum: StoreManifest.currentTileChecksum)
+    }
+
+    /// The manifest entry of a tile of level `level` (transform: that level's pixel → map).
+    /// Bounds are cut at the raster's edge, which a level's last pixels may reach past.
+    static func tileEntry(_ t: Tile, level: Int, transform: GeoTransform, nativeWidth: Int, nativeHeight: Int) -> StoreManifest.TileEntry {
+        let tileTransform = transform.translated(byPixelsX: Double(t.x), y: Double(t.y))
+        let f = 1 << level
+        let b = transform.scaled(x: 1 / Double(f), y: 1 / Double(f))
+            .translated(byPixelsX: Double(t.x * f), y: Double(t.y * f))
+            .bounds(width: min(t.width * f, nativeWidth - t.x * f), height: min(t.height * f, nativeHeight - t.y * f))
+        let id = level == 0 ? t.id : "l\(level)_\(t.id)"
+        return StoreManifest.TileEntry(
+            id: id, level: level == 0 ? nil : level, row: t.row, column: t.column, window: [t.x, t.y, t.width, t.height],
+            bounds: [b.minX, b.minY, b.maxX, b.maxY], geoTransform: tileTransform.coefficients,
+            state: .pending, file: "\(FeatureStore.tilesDirectory)/\(id).safetensors")
+    }
+
+    /// Levels 1…`count` over the level-0 grid: each ⌈size / 2^L⌉ pixels with 2^L-times larger
+    /// pixels, tiled with ``EncodeOptions/levelOverlap``; stops once a level fits one tile.
+    static func planLevels(count: Int, levelZero: TileGrid, transform: GeoTransform) throws -> [StoreManifest.Level] {
+        guard (0...EncodeOptions.maximumLevels).contains(count) else {
+            throw GeoSegmentError("--levels must be between 0 and \(EncodeOptions.maximumLevels), got \(count)")
+        }
+        let (width, height, size) = (levelZero.rasterWidth, levelZero.rasterHeight, levelZero.size)
+        var levels: [StoreManifest.Level] = []
+        var below = levelZero
+        var level = 1
+        while level <= count, below.count > 1 {
+            let f = 1 << level
+            let (w, h) = ((width + f - 1) / f, (height + f - 1) / f)
+            let grid = try TileGrid(rasterWidth: w, rasterHeight: h, size: size, overlap: EncodeOptions.levelOverlap)
+            let levelTransform = transform.scaled(x: Double(f), y: Double(f))
+            levels.append(StoreManifest.Level(
+                level: level, width: w, height: h, geoTransform: levelTransform.coefficients, overlap: grid.overlap,
+                tiles: grid.tiles.map { tileEntry($0, level: level, transform: levelTransform, nativeWidth: width, nativeHeight: height) }))
+            below = grid
+            level += 1
+        }
+        return levels
     }
 
     /// Encodes a raster into a store, resuming a store made with the same inputs.
@@ -116,10 +162,12 @@ public enum RasterEncoder {
         if let dtype = options.featureDType, FeatureDType(rawValue: dtype) == nil {
             throw GeoSegmentError("--dtype must be one of \(FeatureDType.allCases.map(\.rawValue).joined(separator: ", ")), got \(dtype)")
         }
-        if options.featureDType == nil, FeatureStore.exists(at: storeURL) {
-            // Resuming without --dtype continues the store as it was made (stores from before q16z
-            // became the default are q16).
-            options.featureDType = try FeatureStore.open(storeURL).manifest.encoding.featureDType
+        if FeatureStore.exists(at: storeURL) {
+            // Resuming without --dtype or --levels continues the store as it was made (stores from
+            // before q16z became the default are q16; stores from before 0.3 have one level).
+            let existing = try FeatureStore.open(storeURL).manifest
+            if options.featureDType == nil { options.featureDType = existing.encoding.featureDType }
+            if options.levels == nil { options.levels = existing.levelCount }
         }
         if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
             throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
@@ -130,9 +178,19 @@ public enum RasterEncoder {
         let store: FeatureStore
         if FeatureStore.exists(at: storeURL) {
             let existing = try FeatureStore.open(storeURL)
-            let differences = planned.differences(from: existing.manifest)
+            var differences = planned.differences(from: existing.manifest)
+            let (had, wanted) = (existing.manifest.levelIdentities, planned.levelIdentities)
+            let gainsLevels = wanted.count > had.count && Array(wanted.prefix(had.count)) == had
+            if wanted != had && !gainsLevels { differences.append("pyramid levels (\(had.count) vs \(wanted.count))") }
             if differences.isEmpty {
                 store = existing
+                if gainsLevels {
+                    // More levels over the same level-0 tiles: keep every tile, add the new levels.
+                    var manifest = existing.manifest
+                    manifest.levels = (manifest.levels ?? []) + (planned.levels ?? []).dropFirst(had.count)
+                    manifest.complete = false
+                    try store.replaceManifest(manifest)
+                }
             } else if options.force {
                 try rethrowing("cannot clear \(storeURL.path)") {
                     try FileManager.default.removeItem(at: storeURL.appendingPathComponent(FeatureStore.tilesDirectory))
@@ -146,23 +204,21 @@ public enum RasterEncoder {
         }
         store.removeLeftovers()
 
-        let grid = try TileGrid(rasterWidth: source.width, rasterHeight: source.height,
-                                size: planned.encoding.tileSize, overlap: planned.encoding.overlap)
-        let tiles = options.shard.map { grid.tiles(shard: $0.index, of: $0.count) } ?? grid.tiles
-        let entries = Dictionary(uniqueKeysWithValues: store.manifest.tiles.map { ($0.id, $0) })
+        // Coarsest level first: a few tiles that cover the whole raster, useful before the rest.
+        let ordered = (store.manifest.levels ?? []).reversed().flatMap(\.tiles) + store.manifest.tiles
+        let tiles = options.shard.map { shard in ordered.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element) } ?? ordered
         var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
         let start = DispatchTime.now().uptimeNanoseconds
         progress(status)
-        for tile in tiles {
-            guard let entry = entries[tile.id] else { throw GeoSegmentError("tile \(tile.id) is not in the store's manifest") }
+        for entry in tiles {
             switch store.state(of: entry) {
             case .done, .empty:
                 status.skipped += 1
             case .pending:
-                if try encode(tile, entry: entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
+                if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
             }
             status.finished += 1
-            status.lastTile = tile.id
+            status.lastTile = entry.id
             status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             progress(status)
         }
@@ -172,6 +228,32 @@ public enum RasterEncoder {
 }
 
 extension RasterEncoder {
+    /// The store's raster opened as it was encoded (bands, scale, CRS), refusing a raster that
+    /// changed since.
+    static func openSource(of store: FeatureStore) throws -> RasterSource {
+        let m = store.manifest
+        let fingerprint = try rethrowing("the store's raster \(m.source.path) is not at hand") { try FileDigest.fingerprint(of: m.source.path) }
+        guard fingerprint == m.source.fingerprint else {
+            throw GeoSegmentError("\(m.source.path) changed since the store was encoded; re-encode it with `geosam2 encode --force`")
+        }
+        let source = try RasterSource(path: m.source.path, bands: m.encoding.bands.rgb, scale: m.encoding.scale, crs: m.source.crsWKT)
+        guard source.width == m.encoding.width, source.height == m.encoding.height else {
+            throw GeoSegmentError("\(m.source.path) now reads as \(source.width)×\(source.height), the store was encoded at \(m.encoding.width)×\(m.encoding.height)")
+        }
+        return source
+    }
+
+    /// The 8-bit RGB image (`tileSize²`, row-major, padding and invalid pixels 0) the encoder was
+    /// given for tile `id` of any level, read again from the store's raster: what the model saw.
+    public static func tileImage(_ id: String, of store: FeatureStore) throws -> (pixels: [UInt8], size: Int) {
+        guard let entry = store.tile(id: id) else { throw GeoSegmentError("no tile \(id) in \(store.url.path)") }
+        let source = try openSource(of: store)
+        let size = store.manifest.encoding.tileSize
+        let tile = Tile(row: entry.row, column: entry.column, x: entry.window[0], y: entry.window[1],
+                        width: entry.window[2], height: entry.window[3])
+        return (try source.readTile(tile, size: size, stretch: store.manifest.encoding.stretch, level: entry.levelIndex).pixels, size)
+    }
+
     /// Re-encodes the given tiles of a store from its raster, with the parameters its manifest
     /// records (bands, stretch, scale, grid, dtype): for `verify --repair`. The bad files are
     /// moved aside first (`.corrupt`), so an interrupted repair leaves them pending, never lost
@@ -182,23 +264,14 @@ extension RasterEncoder {
         guard model.checkpointSHA256 == m.model.checkpointSHA256 else {
             throw GeoSegmentError("the model is not the checkpoint the store was encoded with (SHA-256 \(m.model.checkpointSHA256.prefix(12))…)")
         }
-        let fingerprint = try rethrowing("the store's raster \(m.source.path) is not at hand") { try FileDigest.fingerprint(of: m.source.path) }
-        guard fingerprint == m.source.fingerprint else {
-            throw GeoSegmentError("\(m.source.path) changed since the store was encoded; re-encode it with `geosam2 encode --force`")
-        }
-        let source = try RasterSource(path: m.source.path, bands: m.encoding.bands.rgb, scale: m.encoding.scale, crs: m.source.crsWKT)
-        guard source.width == m.encoding.width, source.height == m.encoding.height else {
-            throw GeoSegmentError("\(m.source.path) now reads as \(source.width)×\(source.height), the store was encoded at \(m.encoding.width)×\(m.encoding.height)")
-        }
+        let source = try openSource(of: store)
         try store.setAside(tiles)
         var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
         let start = DispatchTime.now().uptimeNanoseconds
         progress(status)
         for id in tiles {
             guard let entry = store.tile(id: id) else { throw GeoSegmentError("no tile \(id) in \(store.url.path)") }
-            let tile = Tile(row: entry.row, column: entry.column, x: entry.window[0], y: entry.window[1],
-                            width: entry.window[2], height: entry.window[3])
-            if try encode(tile, entry: entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
+            if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
             status.finished += 1
             status.lastTile = id
             status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -210,18 +283,21 @@ extension RasterEncoder {
 }
 
 extension RasterEncoder {
-    /// Encodes one tile with the store's stretch and tile size (or marks it empty when no pixel is
-    /// valid); returns whether features were written.
-    static func encode(_ tile: Tile, entry: StoreManifest.TileEntry, from source: RasterSource, into store: FeatureStore,
+    /// Encodes one tile of any level with the store's stretch and tile size (or marks it empty
+    /// when no pixel is valid); returns whether features were written.
+    static func encode(_ entry: StoreManifest.TileEntry, from source: RasterSource, into store: FeatureStore,
                        model: EncoderModel) throws -> Bool {
         let size = store.manifest.encoding.tileSize
-        let (pixels, validCount, valid) = try source.readTile(tile, size: size, stretch: store.manifest.encoding.stretch)
+        let tile = Tile(row: entry.row, column: entry.column, x: entry.window[0], y: entry.window[1],
+                        width: entry.window[2], height: entry.window[3])
+        let (pixels, validCount, valid) = try source.readTile(tile, size: size, stretch: store.manifest.encoding.stretch,
+                                                              level: entry.levelIndex)
         guard validCount > 0 else {
             try store.markEmpty(entry)
             return false
         }
         let image = try rethrowing { try RGBImage(width: size, height: size, pixels: pixels) }
-        let features = try rethrowing("tile \(tile.id)") { try model.model.encode(image) }
+        let features = try rethrowing("tile \(entry.id)") { try model.model.encode(image) }
         try store.writeFeatures(features, validity: validCount < valid.count ? valid : nil, for: entry)
         return true
     }
@@ -229,5 +305,5 @@ extension RasterEncoder {
 
 /// The tool's version, recorded in stores.
 public enum GeoSAM2Version {
-    public static let current = "0.2.0"
+    public static let current = "0.3.0"
 }

@@ -64,6 +64,7 @@ public enum VectorExporter {
         FieldDefinition("tile", type: .string), FieldDefinition("source", type: .string), FieldDefinition("model", type: .string),
         FieldDefinition("created", type: .string), FieldDefinition("prompts", type: .string),
         FieldDefinition("class", type: .string),
+        FieldDefinition("level", type: .integer), FieldDefinition("tiles", type: .string), FieldDefinition("clipped", type: .integer),
     ]
 
     public static let defaultLayer = "objects"
@@ -93,6 +94,8 @@ public enum VectorExporter {
                 "source": .string(record.source), "model": .string(record.model),
                 "created": .string(created), "prompts": .string(prompts),
                 "class": record.className.map { .string($0) } ?? .null,
+                "level": .integer(record.result.level), "tiles": .string(record.result.tiles.joined(separator: ",")),
+                "clipped": .integer(record.result.clipped ? 1 : 0),
             ])
         }
     }

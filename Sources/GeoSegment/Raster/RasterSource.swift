@@ -73,7 +73,10 @@ public final class RasterSource {
     /// Reads the selected bands and the validity of a window, band-sequential.
     /// A pixel is valid when every selected band's GDAL mask (nodata, alpha, per-dataset mask) is
     /// non-zero and every value is a finite number.
-    func readWindow(_ window: PixelWindow, bufferWidth: Int? = nil, bufferHeight: Int? = nil)
+    /// - Parameter resampling: how a buffer smaller than the window is filled; with `.average`
+    ///   invalid pixels are left out of each average (GDAL's own rule) and a buffer pixel is valid
+    ///   where any pixel it covers is.
+    func readWindow(_ window: PixelWindow, bufferWidth: Int? = nil, bufferHeight: Int? = nil, resampling: Resampling = .nearest)
         throws -> (values: [Int: [Float]], valid: [Bool])
     {
         let bw = bufferWidth ?? window.width, bh = bufferHeight ?? window.height
@@ -82,10 +85,51 @@ public final class RasterSource {
         try rethrowing("\(path)") {
             for b in bands.sourceBands {
                 let band = try grid.band(b)
-                let v = try band.read(window: window, bufferWidth: bw, bufferHeight: bh, resampling: .nearest)
-                let m = try band.readMask(window: window, bufferWidth: bw, bufferHeight: bh)
-                for i in 0..<valid.count where m[i] == 0 || !v[i].isFinite { valid[i] = false }
+                let v = try band.read(window: window, bufferWidth: bw, bufferHeight: bh, resampling: resampling)
+                // The mask's average as a fraction, so one valid pixel of a large block still counts.
+                let m: [Float] = try band.readMask(window: window, bufferWidth: bw, bufferHeight: bh, resampling: resampling)
+                for i in 0..<valid.count where !(m[i] > 0) || !v[i].isFinite { valid[i] = false }
                 values[b] = v
+            }
+        }
+        return (values, valid)
+    }
+
+    /// Reads a window of pyramid level `level` (in level pixels): level pixel (i, j) is the
+    /// average of the encoded grid's block of 2^L × 2^L pixels at (i·2^L, j·2^L) — invalid pixels
+    /// left out, valid where any pixel of the block is, computed by GDAL in the raster's own type
+    /// (rounded to the nearest integer for integer rasters). Blocks cut by the raster's edge average the
+    /// part inside: the whole blocks and the cut last column and row are read apart, so that every
+    /// level pixel covers exactly its block.
+    func readLevelWindow(_ window: PixelWindow, level: Int) throws -> (values: [Int: [Float]], valid: [Bool]) {
+        guard level > 0 else { return try readWindow(window) }
+        let f = 1 << level
+        let (nx, ny) = (window.x * f, window.y * f)
+        let (nw, nh) = (min(window.width * f, width - nx), min(window.height * f, height - ny))
+        guard nw > 0, nh > 0, (nw + f - 1) / f == window.width, (nh + f - 1) / f == window.height else {
+            throw GeoSegmentError("level \(level) window \(window) does not lie on the \(width)×\(height) raster")
+        }
+        // (first level pixel, level pixels, first native pixel, native pixels) along an axis.
+        func parts(_ native: Int, _ start: Int) -> [(Int, Int, Int, Int)] {
+            let whole = native / f
+            var result = whole > 0 ? [(0, whole, start, whole * f)] : []
+            if native > whole * f { result.append((whole, 1, start + whole * f, native - whole * f)) }
+            return result
+        }
+        var values: [Int: [Float]] = [:]
+        for b in bands.sourceBands { values[b] = [Float](repeating: 0, count: window.width * window.height) }
+        var valid = [Bool](repeating: false, count: window.width * window.height)
+        for (by, bh, sy, sh) in parts(nh, ny) {
+            for (bx, bw, sx, sw) in parts(nw, nx) {
+                let (v, m) = try readWindow(PixelWindow(x: sx, y: sy, width: sw, height: sh), bufferWidth: bw, bufferHeight: bh,
+                                            resampling: .average)
+                for y in 0..<bh {
+                    for x in 0..<bw {
+                        let (o, i) = ((by + y) * window.width + bx + x, y * bw + x)
+                        valid[o] = m[i]
+                        for (band, data) in v { values[band]![o] = data[i] }
+                    }
+                }
             }
         }
         return (values, valid)
@@ -126,9 +170,10 @@ public final class RasterSource {
     /// The tile's pixels as 8-bit RGB, `size × size`, with invalid pixels and the padding outside
     /// the raster set to 0; the number of valid pixels; and the validity of each pixel of the
     /// tile's raster window (`tile.width × tile.height`).
-    public func readTile(_ tile: Tile, size: Int, stretch: Stretch) throws -> (pixels: [UInt8], validCount: Int, valid: [Bool]) {
+    /// - Parameter level: the pyramid level whose grid `tile` lies on (see ``readLevelWindow(_:level:)``).
+    public func readTile(_ tile: Tile, size: Int, stretch: Stretch, level: Int = 0) throws -> (pixels: [UInt8], validCount: Int, valid: [Bool]) {
         let window = PixelWindow(x: tile.x, y: tile.y, width: tile.width, height: tile.height)
-        let (values, valid) = try readWindow(window)
+        let (values, valid) = try readLevelWindow(window, level: level)
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
         var validCount = 0
         let channels = bands.rgb.map { (values[$0] ?? [], stretch.range(of: $0)) }

@@ -5,6 +5,11 @@ import GeoIO
 /// with crop rows, a forest, a lake and a river, roads, and a village of buildings with shadows,
 /// as an 8-bit RGB GeoTIFF in a real projected CRS (1 m pixels in UTM zone 33N by default).
 ///
+/// Objects of three sizes (``landmarks(_:)``): a lake about 300 px across, a forest about 1500 px
+/// across and, on scenes of at least 3400 × 3400 px, a field complex 3000 px wide — smaller than
+/// a tile, larger than a tile, larger than two. On smaller scenes the lake and the forest shrink
+/// to fit.
+///
 /// The same size and seed always give the same pixels.
 public enum SampleScene {
     /// What to draw.
@@ -55,10 +60,27 @@ public enum SampleScene {
         }
     }
 
+    /// An object of the scene with its nominal extent.
+    public struct Landmark: Sendable, Equatable {
+        /// "lake", "forest" or "field complex".
+        public var name: String
+        /// Nominal extent in pixels, `[minX, minY, maxX, maxY]` (pixel edges); the drawn outline
+        /// wobbles around it by up to a quarter of its size for the lake and the forest.
+        public var box: [Double]
+        /// A pixel well inside the object (its centre), `[x, y]`.
+        public var inside: [Double]
+    }
+
+    /// The lake, the forest and (on scenes large enough) the field complex.
+    public static func landmarks(_ options: Options) -> [Landmark] {
+        Layout(width: options.width, height: options.height).landmarks
+    }
+
     /// The scene's pixels, band-sequential (R plane, G plane, B plane).
     public static func render(_ options: Options) -> [UInt8] {
         var canvas = Canvas(width: options.width, height: options.height, seed: options.seed)
         canvas.drawFields()
+        canvas.drawFieldComplex()
         canvas.drawForest()
         canvas.drawWater()
         canvas.drawRoads()
@@ -68,6 +90,38 @@ public enum SampleScene {
 }
 
 // MARK: - Drawing
+
+/// Where the sized objects go.
+private struct Layout {
+    let width: Int
+    let height: Int
+
+    var small: Double { Double(min(width, height)) }
+    /// The field complex needs room beside the forest and the lake.
+    var hasComplex: Bool { width >= 3400 && height >= 3400 }
+
+    var lake: (cx: Double, cy: Double, radius: Double) {
+        hasComplex ? (700, 700, 150) : (Double(width) * 0.27, Double(height) * 0.68, min(150, small * 0.17))
+    }
+    var forest: (cx: Double, cy: Double, radius: Double) {
+        hasComplex ? (Double(width) - 900, 900, 750) : (Double(width) * 0.82, Double(height) * 0.22, min(750, small * 0.22))
+    }
+    /// `[minX, minY, maxX, maxY]`.
+    var complex: [Double]? {
+        hasComplex ? [150, Double(height) - 1750, 3150, Double(height) - 150] : nil
+    }
+
+    var landmarks: [SampleScene.Landmark] {
+        func disc(_ name: String, _ d: (cx: Double, cy: Double, radius: Double)) -> SampleScene.Landmark {
+            SampleScene.Landmark(name: name, box: [d.cx - d.radius, d.cy - d.radius, d.cx + d.radius, d.cy + d.radius], inside: [d.cx, d.cy])
+        }
+        var result = [disc("lake", lake), disc("forest", forest)]
+        if let c = complex {
+            result.append(SampleScene.Landmark(name: "field complex", box: c, inside: [(c[0] + c[2]) / 2, (c[1] + c[3]) / 2]))
+        }
+        return result
+    }
+}
 
 /// SplitMix64: small, fast and the same on every platform (the tests draw from it too).
 struct SplitMix64 {
@@ -171,9 +225,27 @@ private struct Canvas {
         }
     }
 
+    /// A field complex: one farm's block of large parcels sown alike, with rows in one direction,
+    /// inside a hedge.
+    mutating func drawFieldComplex() {
+        guard let c = Layout(width: width, height: height).complex else { return }
+        let (x0, y0, x1, y1) = (Int(c[0]), Int(c[1]), Int(c[2]), Int(c[3]))
+        for y in y0..<y1 {
+            for x in x0..<x1 {
+                let hedge = min(x - x0, x1 - 1 - x, y - y0, y1 - 1 - y) < 8
+                // Tracks between the parcels, every 750 px.
+                let track = (x - x0) % 750 < 4 || (y - y0) % 800 < 4
+                let rows = 0.5 + 0.5 * sin(Double(x + y / 3) / 7 * 2 * .pi)
+                let shade = 0.9 + 0.08 * rows + 0.05 * valueNoise(Double(x), Double(y), scale: 90, salt: 17) + 0.04 * hash(x, y, 23)
+                let base: (Double, Double, Double) = hedge ? (58, 92, 46) : track ? (150, 140, 112) : (206, 184, 88)
+                set(x, y, (base.0 * shade, base.1 * shade, base.2 * shade))
+            }
+        }
+    }
+
     /// A forest: a blob with a canopy texture.
     mutating func drawForest() {
-        let cx = Double(width) * 0.82, cy = Double(height) * 0.22, radius = Double(min(width, height)) * 0.22
+        let (cx, cy, radius) = Layout(width: width, height: height).forest
         blob(cx: cx, cy: cy, radius: radius, wobble: 0.3, salt: 21) { canvas, x, y, _ in
             let canopy = valueNoise(Double(x), Double(y), scale: 7, salt: 5)
             let shade = 0.7 + 0.5 * canopy
@@ -183,7 +255,7 @@ private struct Canvas {
 
     /// A lake with a darker centre and a river winding across the scene.
     mutating func drawWater() {
-        let cx = Double(width) * 0.27, cy = Double(height) * 0.68, radius = Double(min(width, height)) * 0.17
+        let (cx, cy, radius) = Layout(width: width, height: height).lake
         blob(cx: cx, cy: cy, radius: radius, wobble: 0.25, salt: 31) { canvas, x, y, depth in
             let ripple = valueNoise(Double(x), Double(y), scale: 14, salt: 9)
             let d = min(1, depth * 2.5)

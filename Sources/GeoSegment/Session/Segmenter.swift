@@ -14,10 +14,18 @@ public struct SegmentedObject: Sendable {
     public var candidateScores: [Float]
     /// Which candidate was used.
     public var candidate: Int
-    /// The tile whose features were used.
+    /// The tile whose features gave the answer.
     public var tile: String
-    /// The mask over the tile's raster window (`maskWidth × maskHeight`, 0/1), on `maskTransform`;
-    /// built on demand from the runs the polygons were traced from.
+    /// The pyramid level of that tile (0: the encoded grid).
+    public var level: Int
+    /// Every tile decoded for this object, in order (more than one when a click climbed levels).
+    public var tiles: [String]
+    /// True when the object may be cut: no tile of any level held the prompt's extent, or the mask
+    /// still reached an interior tile edge at the coarsest level it could climb to.
+    public var clipped: Bool
+    /// The mask over the answering tile's footprint on the encoded grid (`maskWidth × maskHeight`,
+    /// 0/1, at full resolution whatever the level), on `maskTransform`; built on demand from the runs
+    /// the polygons were traced from.
     public var mask: [UInt8] { runs.rasterized(width: maskWidth) }
     let runs: RowRuns
     public var maskWidth: Int
@@ -43,6 +51,8 @@ public final class Segmenter: @unchecked Sendable {
     let gridTransform: GeoTransform
     let inverseTransform: GeoTransform
     let tileSize: Int
+    /// The pyramid, level 0 first.
+    let levels: [PyramidLevel]
     public let cacheCapacity: Int
 
     private let lock = NSLock()
@@ -50,6 +60,8 @@ public final class Segmenter: @unchecked Sendable {
     /// once per tile, so that a click costs only the prompt-dependent work.
     private var cache: [(id: String, features: PreparedFeatures, validity: RowRuns?)] = []
     private var transformations: [String: CoordinateTransformation] = [:]
+    /// Level-0 tiles' validity (nil: all valid), for cutting coarser answers by nodata at full resolution.
+    private var levelZeroValidity: [String: RowRuns?] = [:]
 
     /// - Parameter checkpointSHA256: the SHA-256 of the model's checkpoint, checked against the store's.
     public init(store: FeatureStore, model: SAM2Model, checkpointSHA256: String?, cacheCapacity: Int = 4) throws {
@@ -69,6 +81,7 @@ public final class Segmenter: @unchecked Sendable {
         gridTransform = transform
         inverseTransform = inverse
         tileSize = m.encoding.tileSize
+        levels = try PyramidLevel.levels(of: m)
         self.cacheCapacity = max(1, cacheCapacity)
     }
 
@@ -116,7 +129,9 @@ public final class Segmenter: @unchecked Sendable {
 
     // MARK: Segmenting
 
-    /// Segments one object.
+    /// Segments one object: routes the prompt to a tile of the finest level that holds it, lets a
+    /// click whose mask reaches an interior tile edge climb the pyramid, and traces the answer at
+    /// full resolution.
     /// - Parameters:
     ///   - multimask: ask for three candidates; `candidate` picks one (default: the best-scoring).
     public func segment(_ prompt: ObjectPrompt, options: PolygonOptions = PolygonOptions(), multimask: Bool = false,
@@ -127,31 +142,110 @@ public final class Segmenter: @unchecked Sendable {
         }
         try options.validate()
         let mapPrompt = try inStoreCRS(prompt)
-
-        // Pixel positions (pixel edges at integers) of every point and box corner.
-        var pixels = mapPrompt.points.map { gridPixel(Coordinate(x: $0.x, y: $0.y)) }
-        var boxPixels: (Coordinate, Coordinate)? = nil
-        if let b = mapPrompt.box {
-            let corners = [Coordinate(x: b.minX, y: b.minY), Coordinate(x: b.maxX, y: b.minY),
-                           Coordinate(x: b.minX, y: b.maxY), Coordinate(x: b.maxX, y: b.maxY)].map(gridPixel)
-            let lo = Coordinate(x: corners.map(\.x).min() ?? 0, y: corners.map(\.y).min() ?? 0)
-            let hi = Coordinate(x: corners.map(\.x).max() ?? 0, y: corners.map(\.y).max() ?? 0)
-            boxPixels = (lo, hi)
-            pixels += [lo, hi]
-        }
-        let tile = try chooseTile(for: pixels, pointCount: mapPrompt.points.count)
-
-        // SAM2's pixel convention: the centre of pixel (c, r) is x = c, y = r.
-        let ox = Double(tile.window[0]), oy = Double(tile.window[1])
-        var samPrompt = Prompt(points: zip(mapPrompt.points, pixels).map { p, px in
-            PointPrompt(x: Float(px.x - ox - 0.5), y: Float(px.y - oy - 0.5), label: p.label)
-        })
-        if let (lo, hi) = boxPixels {
-            samPrompt.box = BoxPrompt(x0: Float(lo.x - ox - 0.5), y0: Float(lo.y - oy - 0.5),
-                                      x1: Float(hi.x - ox - 0.5), y1: Float(hi.y - oy - 0.5))
-        }
+        try checkInsideRaster(mapPrompt)
 
         let start = DispatchTime.now().uptimeNanoseconds
+        var answer = try decode(mapPrompt, on: try route(mapPrompt, extent: nil, from: 0), multimask: multimask, candidate: candidate)
+        var tilesUsed = [answer.route.tile.id]
+        var clipped = answer.route.clipped
+        if mapPrompt.box == nil {
+            // A click does not say how big its object is: while the mask reaches an interior edge
+            // of its tile, ask the next level with the mask's extent, and keep the coarser answer
+            // only while it agrees with the finer one.
+            while answer.touchesInteriorEdge {
+                guard answer.route.level.level < levels.count - 1,
+                      let next = try? route(mapPrompt, extent: answer.maskEnvelope, from: answer.route.level.level + 1), !next.clipped
+                else {
+                    clipped = true
+                    break
+                }
+                let coarser = try decode(mapPrompt, on: next, multimask: multimask, candidate: candidate)
+                tilesUsed.append(next.tile.id)
+                guard answer.agrees(with: coarser) else {
+                    clipped = true
+                    break
+                }
+                answer = coarser
+            }
+        }
+        let decoded = DispatchTime.now().uptimeNanoseconds
+        let polygons = try MaskVectorizer.polygons(runs: answer.runs, width: answer.width, geoTransform: answer.transform, options: options)
+        let done = DispatchTime.now().uptimeNanoseconds
+        return SegmentedObject(
+            polygons: polygons, score: answer.scores[answer.chosen], candidateScores: answer.scores, candidate: answer.chosen,
+            tile: answer.route.tile.id, level: answer.route.level.level, tiles: tilesUsed, clipped: clipped,
+            runs: answer.runs, maskWidth: answer.width, maskHeight: answer.height, maskTransform: answer.transform, prompt: mapPrompt,
+            decodeMilliseconds: Double(decoded - start) / 1e6, polygonizeMilliseconds: Double(done - decoded) / 1e6)
+    }
+
+    /// Every point inside the raster, and the box not reaching outside it.
+    func checkInsideRaster(_ prompt: ObjectPrompt) throws {
+        let (w, h) = (Double(levels[0].width), Double(levels[0].height))
+        for (i, p) in prompt.points.enumerated() {
+            let q = levels[0].pixel(Coordinate(x: p.x, y: p.y))
+            guard q.x >= 0, q.y >= 0, q.x < w, q.y < h else { throw GeoSegmentError("point \(i + 1) lies outside the raster") }
+        }
+        if let b = prompt.box, let q = levels[0].pixelBox(b.corners) {
+            guard q.minX >= 0, q.minY >= 0, q.maxX <= w, q.maxY <= h else { throw GeoSegmentError("the box reaches outside the raster") }
+        }
+    }
+
+    /// The tile that answers a prompt: on the finest level from `first` up, the tile (nearest its
+    /// centre) that holds the extent of the box, the positive points and `extent` (map
+    /// coordinates), with a margin; failing that, the finest tile that holds the extent without
+    /// the margin; failing that, the coarsest level's tile nearest the extent, marked clipped.
+    func route(_ prompt: ObjectPrompt, extent: [Coordinate]?, from first: Int) throws -> Route {
+        let positive = prompt.points.filter { $0.label == 1 }
+        var drivers = (positive.isEmpty && prompt.box == nil ? prompt.points : positive).map { Coordinate(x: $0.x, y: $0.y) }
+        drivers += prompt.box?.corners ?? []
+        drivers += extent ?? []
+        let usable: (StoreManifest.TileEntry) -> Bool = { [store] in store.state(of: $0) != .empty }
+        let candidates = levels.dropFirst(first)
+        for level in candidates {
+            guard let box = level.pixelBox(drivers) else { break }
+            let wanted = box.inflated(by: Routing.margin(for: box)).clipped(width: level.width, height: level.height)
+            if let tile = level.bestTile(holding: wanted, usable: usable) { return try ready(Route(level: level, tile: tile, clipped: false)) }
+        }
+        for level in candidates {
+            guard let box = level.pixelBox(drivers) else { break }
+            if let tile = level.bestTile(holding: box, usable: usable) { return try ready(Route(level: level, tile: tile, clipped: false)) }
+        }
+        guard let top = candidates.last, let box = top.pixelBox(drivers) else { throw GeoSegmentError("no tile holds the prompts") }
+        let centre = PixelBox(minX: box.centre.x, minY: box.centre.y, maxX: box.centre.x, maxY: box.centre.y)
+        guard let tile = top.bestTile(holding: centre, usable: usable) ?? top.bestTile(holding: centre, usable: { _ in true }) else {
+            throw GeoSegmentError("no tile holds the prompts")
+        }
+        return try ready(Route(level: top, tile: tile, clipped: true))
+    }
+
+    /// The route, once its tile is known to be encoded.
+    private func ready(_ route: Route) throws -> Route {
+        switch store.state(of: route.tile) {
+        case .done: return route
+        case .empty: throw GeoSegmentError("the prompts fall on tile \(route.tile.id), which holds only nodata")
+        case .pending: throw GeoSegmentError("tile \(route.tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
+        }
+    }
+
+    /// One decode of a prompt on a routed tile, traced at full resolution.
+    func decode(_ prompt: ObjectPrompt, on route: Route, multimask: Bool, candidate: Int?) throws -> LevelAnswer {
+        let (level, tile) = (route.level, route.tile)
+        let (tx, ty, tw, th) = (Double(tile.window[0]), Double(tile.window[1]), Double(tile.window[2]), Double(tile.window[3]))
+        // SAM2's pixel convention: the centre of pixel (c, r) is x = c, y = r. Points off the tile
+        // (background points, or any point of a clipped answer) cannot be given to it.
+        var samPrompt = Prompt(points: prompt.points.compactMap { p in
+            let q = level.pixel(Coordinate(x: p.x, y: p.y))
+            guard q.x >= tx, q.y >= ty, q.x < tx + tw, q.y < ty + th else { return nil }
+            return PointPrompt(x: Float(q.x - tx - 0.5), y: Float(q.y - ty - 0.5), label: p.label)
+        })
+        if let b = prompt.box, var q = level.pixelBox(b.corners) {
+            if route.clipped { q = PixelBox(minX: max(q.minX, tx), minY: max(q.minY, ty), maxX: min(q.maxX, tx + tw), maxY: min(q.maxY, ty + th)) }
+            samPrompt.box = BoxPrompt(x0: Float(q.minX - tx - 0.5), y0: Float(q.minY - ty - 0.5),
+                                      x1: Float(q.maxX - tx - 0.5), y1: Float(q.maxY - ty - 0.5))
+        }
+        guard samPrompt.box != nil || samPrompt.points.contains(where: { $0.label == 1 }) else {
+            throw GeoSegmentError("no foreground point or box falls on tile \(tile.id)")
+        }
         let (features, validity) = try loadTile(tile)
         let (logits, scores) = try rethrowing { try model.decodeLogits(features, prompt: samPrompt, multimask: multimask) }
         let chosen: Int
@@ -163,65 +257,95 @@ public final class Segmenter: @unchecked Sendable {
         } else {
             chosen = scores.indices.max { scores[$0] < scores[$1] } ?? 0
         }
-        // The raster part of the tile, without nodata, as row runs: the kernel upsamples and
-        // thresholds the chosen logits row by row and keeps only where the mask changes, so no
-        // 1024² mask is built (the portable path builds it and reads the runs off it).
-        let (width, height) = (tile.window[2], tile.window[3])
-        let side = logits.shape[1], plane = logits.shape[1] * logits.shape[2]
+        // The tile's footprint on the encoded grid: the level's logits are upsampled straight to
+        // it (SAM2's own bilinear, one step) and thresholded row by row into runs, so a coarse
+        // level still gives outlines on the full-resolution pixel grid.
+        let f = level.factor
+        let (x0, y0) = (tile.window[0] * f, tile.window[1] * f)
+        let (width, height) = (min(tile.window[2] * f, levels[0].width - x0), min(tile.window[3] * f, levels[0].height - y0))
+        let (side, columns) = (logits.shape[1], logits.shape[2])
+        let plane = logits.pointer + chosen * side * columns
         var runs: RowRuns
         if Accelerated.isAvailable, let r = AcceleratedOps.upsampleThresholdRuns(
-            logits.pointer + chosen * plane, height: side, width: logits.shape[2], outputHeight: tileSize, outputWidth: tileSize,
-            rows: height, columns: width) {
+            plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f, rows: height, columns: width) {
             runs = RowRuns(starts: r.starts, ends: r.ends, rowOffsets: r.rowOffsets)
         } else {
-            let chosenLogits = Tensor(shape: [1, side, logits.shape[2]], scalars: logits.toArray((chosen * plane)..<((chosen + 1) * plane)))
-            let upsampled = Transforms.upsample(chosenLogits, height: tileSize, width: tileSize)
-            var mask = [UInt8](repeating: 0, count: width * height)
-            for y in 0..<height {
-                for x in 0..<width where upsampled[flat: y * tileSize + x] > 0 { mask[y * width + x] = 1 }  // Parity: strict `>`
-            }
-            runs = mask.withUnsafeBufferPointer { RowRuns($0, width: width, height: height) }
+            runs = PlainUpsampling.thresholdRuns(plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f,
+                                                 rows: height, columns: width)
         }
-        if let validity { runs = runs.intersection(validity) }
-        let decoded = DispatchTime.now().uptimeNanoseconds
-        guard let transform = GeoTransform(coefficients: tile.geoTransform) else { throw GeoSegmentError("tile \(tile.id) has no valid transform") }
-        let polygons = try MaskVectorizer.polygons(runs: runs, width: width, geoTransform: transform, options: options)
-        let done = DispatchTime.now().uptimeNanoseconds
-        return SegmentedObject(
-            polygons: polygons, score: scores[chosen], candidateScores: scores, candidate: chosen,
-            tile: tile.id, runs: runs, maskWidth: width, maskHeight: height, maskTransform: transform, prompt: mapPrompt,
-            decodeMilliseconds: Double(decoded - start) / 1e6, polygonizeMilliseconds: Double(done - decoded) / 1e6)
+        let valid = f == 1 ? validity : try fullResolutionValidity(x: x0, y: y0, width: width, height: height)
+        if let valid { runs = runs.intersection(valid) }
+        let transform = levels[0].transform.translated(byPixelsX: Double(x0), y: Double(y0))
+        // The mask's box in level pixels, for the crop-edge test.
+        let touches = runs.boundingBox.map { b in
+            level.touchesInteriorEdge(PixelBox(minX: (b.minX + Double(x0)) / Double(f), minY: (b.minY + Double(y0)) / Double(f),
+                                               maxX: (b.maxX + Double(x0)) / Double(f), maxY: (b.maxY + Double(y0)) / Double(f)), of: tile)
+        } ?? false
+        return LevelAnswer(route: route, scores: scores, chosen: chosen, runs: runs, origin: (x0, y0), width: width, height: height,
+                           transform: transform, touchesInteriorEdge: touches)
     }
 
-    /// Among the tiles that contain every prompt, the one whose centre is nearest to the centre of
-    /// the prompts' bounding box.
-    func chooseTile(for pixels: [Coordinate], pointCount: Int) throws -> StoreManifest.TileEntry {
-        let m = store.manifest
-        let (w, h) = (Double(m.encoding.width), Double(m.encoding.height))
-        for (i, p) in pixels.enumerated() where !(p.x >= 0 && p.y >= 0 && p.x <= w && p.y <= h && (i >= pointCount || (p.x < w && p.y < h))) {
-            throw GeoSegmentError(i < pointCount ? "point \(i + 1) lies outside the raster" : "the box reaches outside the raster")
+    /// Which pixels of an encoded-grid window are valid, from the level-0 tiles that cover it
+    /// (nil: all of them): a coarser level's own mask is coarser than its outlines.
+    func fullResolutionValidity(x: Int, y: Int, width: Int, height: Int) throws -> RowRuns? {
+        enum Cell { case allValid, noneValid, runs(RowRuns) }
+        let level = levels[0]
+        // Each pixel is read from the last tile row and column starting at or before it: the
+        // grid's tiles cover the raster, and overlapping tiles agree on validity.
+        let rowOrigins = Array(Set(level.tiles.map { $0.window[1] })).sorted()
+        let columnOrigins = Array(Set(level.tiles.map { $0.window[0] })).sorted()
+        var cells: [[Int]: Cell] = [:]
+        var anyInvalid = false
+        for t in level.tiles where t.window[1] < y + height && t.window[1] + t.window[3] > y && t.window[0] < x + width
+            && t.window[0] + t.window[2] > x {
+            let cell: Cell
+            switch store.state(of: t) {
+            case .empty: cell = .noneValid
+            case .pending: cell = .allValid  // not encoded: the logits decide
+            case .done: cell = try validity(of: t).map { .runs($0) } ?? .allValid
+            }
+            if case .allValid = cell {} else { anyInvalid = true }
+            cells[[t.window[0], t.window[1]]] = cell
         }
-        func contains(_ t: StoreManifest.TileEntry, _ p: Coordinate, _ isPoint: Bool) -> Bool {
-            let (x0, y0, x1, y1) = (Double(t.window[0]), Double(t.window[1]), Double(t.window[0] + t.window[2]), Double(t.window[1] + t.window[3]))
-            return isPoint ? (p.x >= x0 && p.x < x1 && p.y >= y0 && p.y < y1) : (p.x >= x0 && p.x <= x1 && p.y >= y0 && p.y <= y1)
+        guard anyInvalid else { return nil }
+        func origin(_ v: Int, in origins: [Int]) -> Int { origins.last { $0 <= v } ?? origins[0] }
+        var builder = RowRuns.Builder()
+        for row in y..<(y + height) {
+            let oy = origin(row, in: rowOrigins)
+            var column = x
+            while column < x + width {
+                let ox = origin(column, in: columnOrigins)
+                let next = min(columnOrigins.first { $0 > column } ?? x + width, x + width)
+                switch cells[[ox, oy]] ?? .allValid {
+                case .runs(let runs):
+                    for r in runs.row(row - oy) {
+                        builder.append(max(Int(runs.start[r]) + ox, column) - x, min(Int(runs.end[r]) + ox, next) - x)
+                    }
+                case .allValid: builder.append(column - x, next - x)
+                case .noneValid: break
+                }
+                column = next
+            }
+            builder.endRow()
         }
-        let candidates = m.tiles.filter { t in pixels.enumerated().allSatisfy { contains(t, $1, $0 < pointCount) } }
-        guard !candidates.isEmpty else {
-            throw GeoSegmentError("the prompts span more than one tile (a tile is \(tileSize) pixels); segment the object in parts or encode with --scale 0.5")
+        return builder.runs
+    }
+
+    /// A level-0 tile's validity as runs (nil: all valid), cached.
+    private func validity(of tile: StoreManifest.TileEntry) throws -> RowRuns? {
+        lock.lock()
+        if let cached = levelZeroValidity[tile.id] {
+            lock.unlock()
+            return cached
         }
-        let cx = ((pixels.map(\.x).min() ?? 0) + (pixels.map(\.x).max() ?? 0)) / 2
-        let cy = ((pixels.map(\.y).min() ?? 0) + (pixels.map(\.y).max() ?? 0)) / 2
-        func distance(_ t: StoreManifest.TileEntry) -> Double {
-            let tx = Double(t.window[0]) + Double(t.window[2]) / 2, ty = Double(t.window[1]) + Double(t.window[3]) / 2
-            return (tx - cx) * (tx - cx) + (ty - cy) * (ty - cy)
+        lock.unlock()
+        let runs = try store.loadValidity(tile).map { valid in
+            valid.withUnsafeBytes { RowRuns($0.bindMemory(to: UInt8.self), width: tile.window[2], height: tile.window[3]) }
         }
-        let best = candidates.min { distance($0) < distance($1) }
-        guard let best else { throw GeoSegmentError("no tile holds the prompts") }
-        switch store.state(of: best) {
-        case .done: return best
-        case .empty: throw GeoSegmentError("the prompts fall on tile \(best.id), which holds only nodata")
-        case .pending: throw GeoSegmentError("tile \(best.id) is not encoded yet; run `geosam2 encode` to finish the store")
-        }
+        lock.lock()
+        levelZeroValidity[tile.id] = .some(runs)
+        lock.unlock()
+        return runs
     }
 
     /// Loads and prepares a tile ahead of its first prompt (a no-op when it is cached), so that

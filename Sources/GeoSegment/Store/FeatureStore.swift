@@ -59,7 +59,8 @@ public final class FeatureStore: @unchecked Sendable {
         return .pending
     }
 
-    public func tile(id: String) -> StoreManifest.TileEntry? { manifest.tiles.first { $0.id == id } }
+    /// The entry of tile `id`, at any level.
+    public func tile(id: String) -> StoreManifest.TileEntry? { manifest.allTiles.first { $0.id == id } }
 
     /// Loads a tile's features as the SAM2 decoder takes them (a 1024×1024 image, tile pixels).
     public func loadFeatures(_ tile: StoreManifest.TileEntry) throws -> ImageFeatures {
@@ -163,6 +164,12 @@ public final class FeatureStore: @unchecked Sendable {
         return store
     }
 
+    /// Replaces the manifest (a store gaining levels) and writes it.
+    func replaceManifest(_ new: StoreManifest) throws {
+        manifest = new
+        try writeManifest()
+    }
+
     func writeManifest() throws {
         try Self.atomicWrite(try manifest.encoded(), to: url.appendingPathComponent(Self.manifestName))
     }
@@ -217,8 +224,8 @@ public final class FeatureStore: @unchecked Sendable {
     @discardableResult
     public func finalizeIfComplete() throws -> Bool {
         var updated = manifest
-        for i in updated.tiles.indices { updated.tiles[i].state = state(of: updated.tiles[i]) }
-        let complete = updated.tiles.allSatisfy { $0.state != .pending }
+        updated.updateTiles { $0.state = state(of: $0) }
+        let complete = updated.allTiles.allSatisfy { $0.state != .pending }
         guard complete else { return false }
         updated.complete = true
         if updated != manifest {

@@ -67,9 +67,11 @@ public struct StoreManifest: Sendable, Equatable, Codable {
 
     public struct TileEntry: Sendable, Equatable, Codable {
         public var id: String
+        /// The pyramid level (nil: level 0, the encoded grid itself).
+        public var level: Int?
         public var row: Int
         public var column: Int
-        /// `[x, y, width, height]` in the encoded grid; width/height below the tile size mean padding.
+        /// `[x, y, width, height]` in its level's grid; width/height below the tile size mean padding.
         public var window: [Int]
         /// Map bounds of the raster part of the tile `[minX, minY, maxX, maxY]`.
         public var bounds: [Double]
@@ -78,10 +80,31 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         public var state: TileState
         public var file: String
 
+        /// The level as a number (0 for the encoded grid).
+        public var levelIndex: Int { level ?? 0 }
+
         /// `window` and `geoTransform` as a tile file's metadata records them (comma-separated),
         /// so that `verify` can tell a file from another tile or a damaged manifest entry.
         var windowText: String { window.map(String.init).joined(separator: ",") }
         var geoTransformText: String { geoTransform.map { "\($0)" }.joined(separator: ",") }
+    }
+
+    /// A coarser level of the feature pyramid: the encoded grid averaged over blocks of
+    /// 2^L × 2^L pixels (the last row and column of blocks may be cut by the raster edge), with the
+    /// same stretch, tiled on its own grid.
+    public struct Level: Sendable, Equatable, Codable {
+        /// L ≥ 1.
+        public var level: Int
+        /// Size of the level's grid: ⌈encoded size / 2^L⌉.
+        public var width: Int
+        public var height: Int
+        /// Level pixel → map (GDAL order): the encoded grid's transform with 2^L times larger pixels.
+        public var geoTransform: [Double]
+        public var overlap: Int
+        public var tiles: [TileEntry]
+
+        /// Encoded-grid pixels per level pixel along each axis.
+        public var factor: Int { 1 << level }
     }
 
     public var formatVersion: Int
@@ -89,7 +112,11 @@ public struct StoreManifest: Sendable, Equatable, Codable {
     public var source: Source
     public var encoding: Encoding
     public var model: Model
+    /// Level 0: the tiles of the encoded grid.
     public var tiles: [TileEntry]
+    /// Levels 1…K of the pyramid, coarsest last; nil or empty in single-level stores (all stores
+    /// from before 0.3).
+    public var levels: [Level]?
     /// True once every tile is done or empty.
     public var complete: Bool
     /// The checksum every tile file carries (`"crc32c"`: ``ContentChecksum``); nil in stores
@@ -99,7 +126,22 @@ public struct StoreManifest: Sendable, Equatable, Codable {
     /// The checksum new stores record.
     public static let currentTileChecksum = "crc32c"
 
-    /// The part of the manifest that must match for an existing store to be resumed.
+    /// The tiles of every level, level 0 first.
+    public var allTiles: [TileEntry] { tiles + (levels ?? []).flatMap(\.tiles) }
+
+    /// The number of levels above level 0.
+    public var levelCount: Int { levels?.count ?? 0 }
+
+    /// Calls `update` on every tile entry of every level.
+    mutating func updateTiles(_ update: (inout TileEntry) -> Void) {
+        for i in tiles.indices { update(&tiles[i]) }
+        for l in (levels ?? []).indices {
+            for i in levels![l].tiles.indices { update(&levels![l].tiles[i]) }
+        }
+    }
+
+    /// The part of the manifest that must match for an existing store to be resumed (levels
+    /// are compared on their own: a store may gain levels).
     struct Identity: Equatable {
         var source: Source
         var encoding: Encoding
@@ -111,6 +153,16 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         var model = model
         model.checkpointPath = nil
         return Identity(source: source, encoding: encoding, model: model, tiles: tiles.map(\.id))
+    }
+
+    /// A level's grid without its tile states.
+    struct LevelIdentity: Equatable {
+        var level: Int, width: Int, height: Int, geoTransform: [Double], overlap: Int, tiles: [String]
+    }
+
+    var levelIdentities: [LevelIdentity] {
+        (levels ?? []).map { LevelIdentity(level: $0.level, width: $0.width, height: $0.height, geoTransform: $0.geoTransform,
+                                           overlap: $0.overlap, tiles: $0.tiles.map(\.id)) }
     }
 
     /// What differs between two manifests' identities, in words.

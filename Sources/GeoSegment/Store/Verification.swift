@@ -30,7 +30,7 @@ extension FeatureStore {
     /// number. Records the states in the manifest when all is well.
     public func verify(readValues: Bool = true) throws -> VerificationReport {
         var report = VerificationReport()
-        for tile in manifest.tiles {
+        for tile in manifest.allTiles {
             switch state(of: tile) {
             case .pending:
                 report.pending.append(tile.id)
@@ -119,7 +119,7 @@ extension FeatureStore {
         }
         if manifest.complete {
             manifest.complete = false
-            for i in manifest.tiles.indices { manifest.tiles[i].state = state(of: manifest.tiles[i]) }
+            manifest.updateTiles { $0.state = state(of: $0) }
             try writeManifest()
         }
     }

@@ -91,7 +91,8 @@
     state.store = store;
     $('raster-name').textContent = store.raster.name + ' · ' + store.raster.width + '×' + store.raster.height;
     $('raster-crs').textContent = (store.crs_name || 'no CRS (pixel coordinates)') +
-      (store.epsg ? ' · EPSG:' + store.epsg : '') + ' · ' + store.tiles + ' tiles';
+      (store.epsg ? ' · EPSG:' + store.epsg : '') + ' · ' + store.tiles + ' tiles' +
+      (store.levels > 1 ? ' · ' + store.levels + ' levels' : '');
     $('units').textContent = store.units || 'map units';
     $('output-name').textContent = store.output;
 
@@ -116,8 +117,9 @@
     // Own panes (each with its own canvas) keep the stacking order whatever is redrawn last:
     // grid and saved objects, then the mask, then the prompts on top.
     for (const [name, z] of [['objects', 410], ['mask', 420], ['prompts', 640]]) map.createPane(name).style.zIndex = z;
+    // The level-0 grid; coarser pyramid levels would cover it with larger, overlapping tiles.
     gridLayer = L.geoJSON(null, {
-      interactive: false, pane: 'objects',
+      interactive: false, pane: 'objects', filter: (f) => !f.properties.level,
       style: (f) => ({ color: f.properties.state === 'done' ? '#ffffff' : '#ff9d3b', weight: 1, dashArray: '6 4', fill: false }),
     });
     objectsLayer = L.geoJSON(null, {
@@ -496,7 +498,8 @@
       : 'Last: ' + Math.round(state.latencyMs) + ' ms' + (state.serverMs ? ' (server ' + Math.round(state.serverMs) + ' ms)' : '');
     const m = state.mask;
     $('status-score').textContent = m && m.features ? 'Mask: ' + m.features.length + ' polygon' + (m.features.length === 1 ? '' : 's') +
-      ', score ' + m.score.toFixed(2) + ', tile ' + m.tile : '';
+      ', score ' + m.score.toFixed(2) + ', tile ' + m.tile + (m.level ? ' (level ' + m.level + ')' : '') +
+      (m.clipped ? ', may be cut' : '') : '';
   }
 
   start();
