@@ -170,7 +170,9 @@ class Store:
         version = self.manifest.get("formatVersion")
         if version != FORMAT_VERSION:
             raise StoreError(f"feature store format {version} is not supported (this reader reads {FORMAT_VERSION})")
-        self.tiles = {t["id"]: t for t in self.manifest["tiles"]}
+        # Level 0 and every pyramid level (their ids start with `lL_`); `level` is absent at level 0.
+        self.levels = [{"level": 0, "tiles": self.manifest["tiles"]}] + list(self.manifest.get("levels") or [])
+        self.tiles = {t["id"]: t for level in self.levels for t in level["tiles"]}
 
     def state(self, tile_id):
         tiles = self.path / "tiles"
@@ -221,7 +223,7 @@ def main():
         print(f"geosam2_store: {error}", file=sys.stderr)
         sys.exit(1)
     m = store.manifest
-    print(f"{args.store}: {len(store.tiles)} tiles, dtype {m['encoding']['featureDType']}, EPSG {m['source'].get('epsg')}")
+    print(f"{args.store}: {len(store.tiles)} tiles on {len(store.levels)} level(s), dtype {m['encoding']['featureDType']}, EPSG {m['source'].get('epsg')}")
     for name in FEATURE_MAPS:
         print(f"  {tile_id} {name}: {tile[name].shape} float32, mean {tile[name].mean():.6g}")
     if args.npz:
