@@ -31,7 +31,7 @@ public func buildApplication(
     let renderer: MapTileRenderer?
     var mapError: String?
     do {
-        renderer = try MapTileRenderer(store: store, prepareOverviews: configuration.prepareMapOverviews) { message in
+        renderer = try MapTileRenderer(store: store, prepareOverviews: configuration.prepareMapOverviews, inBackground: true) { message in
             FileHandle.standardError.write(Data("\(message)\n".utf8))
         }
     } catch {
@@ -49,7 +49,9 @@ public func buildApplication(
     router.add(middleware: FileMiddleware(ui, searchForIndexHtml: true, logger: log))
     router.add(middleware: FileMiddleware(configuration.leafletDirectory, urlBasePath: "/vendor/leaflet", logger: log))
 
-    try StoreController(store: store, map: grid, mapError: mapError, configuration: configuration).addRoutes(to: router)
+    try StoreController(store: store, onDemand: segmenter.onDemand, map: grid, mapError: mapError, configuration: configuration)
+        .addRoutes(to: router)
+    EncodingController(segmenter: segmenter, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     MapController(renderer: renderer, grid: grid, unavailable: mapError).addRoutes(to: router)
     SegmentController(segmenter: segmenter, objects: objects, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     let outputName = URL(fileURLWithPath: configuration.outputPath).deletingPathExtension().lastPathComponent

@@ -28,8 +28,8 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: "Resolution factor: 0.5 encodes at half resolution (for objects larger than a tile).")
     var scale: Double = 1
 
-    @Option(name: .long, help: "Overlap of neighbouring tiles in pixels.")
-    var overlap: Int = 0
+    @Option(name: .long, help: "Overlap of neighbouring full-resolution tiles in pixels (default: 128 for a new store, so that objects up to about 100 px nearly always fit one tile; a resumed store keeps its own).")
+    var overlap: Int?
 
     @Option(name: .long, help: ArgumentHelp("Pyramid levels above the full-resolution grid, at 1/2, 1/4, … resolution, so that one click or box answers objects larger than a tile (default: 3 for a new store; a resumed store keeps its own, and more levels add to it; 0: none). A level is made only while the one below needs more than one tile.", valueName: "K"))
     var levels: Int?

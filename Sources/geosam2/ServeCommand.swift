@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GeoIO
 import GeoSAM2Server
 import GeoSegment
 import SAM2
@@ -7,14 +8,19 @@ import SAM2
 /// `geosam2 serve`: the web UI and JSON API over a feature store.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Segment in the browser: serve a web map of a feature store (or of a raster, encoded first) and a JSON API.",
+        abstract: "Segment in the browser: serve a web map of a feature store or of a raster (encoded while you work) and a JSON API.",
         discussion: """
             Left click adds a foreground point, right click a background point, Shift+drag a box; S saves
             the object to the output GeoPackage (at each save, in one transaction). The API is described
             in the README. The server listens on 127.0.0.1 unless --host says otherwise.
+
+            A raster (or a store not fully encoded) opens at once: the coarsest pyramid level is encoded
+            first, then the tiles nearest the view, and a prompt on a tile not encoded yet encodes that
+            tile first. Everything lands in the store (RASTER_STEM.geosam2 beside the raster), so stopping
+            loses at most the tile in progress; `serve` or `encode` again resumes.
             """)
 
-    @Argument(help: "A feature store made by `geosam2 encode`, or a raster (encoded first into RASTER_STEM.geosam2 beside it).")
+    @Argument(help: "A feature store made by `geosam2 encode`, or a raster (its store is made and filled while serving).")
     var path: String
 
     @Option(name: .long, help: "TCP port (0: any free port).") var port: Int = 8080
@@ -27,6 +33,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Checkpoint file, or a preset name (tiny, small, base_plus, large) from the model cache — downloaded from Meta when missing. Default: the store's model, else tiny.")
     var model: String?
     @Option(name: .long, help: "Architecture JSON for a custom checkpoint.") var config: String?
+    @Flag(name: .customLong("no-encode"), help: "Do not encode pending tiles while serving: prompts on them are refused.")
+    var noEncode = false
     @Flag(name: .long, help: "Log every request.") var verbose = false
     @Flag(name: .long, help: "Print only the URL and errors.") var quiet = false
     @Flag(name: .customLong("machine-readable"), help: ArgumentHelp(
@@ -38,31 +46,29 @@ struct Serve: AsyncParsableCommand {
         if let out, URL(fileURLWithPath: out).pathExtension.lowercased() != "gpkg" {
             throw CLIError("--out \(out): saved objects go to a GeoPackage (.gpkg); export other formats from the UI or with ogr2ogr")
         }
+        // The map and the encoder read the raster through GDAL's block cache, whose default (5 % of
+        // the memory) would dominate the server's footprint on a large raster.
+        if ProcessInfo.processInfo.environment["GDAL_CACHEMAX"] == nil { GDAL.setConfigOption("GDAL_CACHEMAX", "256") }
         let given = URL(fileURLWithPath: path, isDirectory: true)
         var encoderModel: EncoderModel?
-        let storeURL: URL
+        let featureStore: FeatureStore
+        var source: RasterSource?
         if FeatureStore.exists(at: given) {
             guard store == nil else { throw CLIError("--store is for a raster; \(path) already is a feature store") }
-            storeURL = given
+            featureStore = try FeatureStore.open(given)
         } else {
             var isDirectory: ObjCBool = false
             guard path.hasPrefix("/vsi") || FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw CLIError("\(path): no such feature store or raster")
             }
             guard !isDirectory.boolValue else { throw CLIError("\(path) is a directory but not a feature store (no manifest.json)") }
-            storeURL = store.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: path)
+            let storeURL = store.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: path)
             let existingPreset = (try? FeatureStore.open(storeURL))?.manifest.model.preset
             let loaded = try await loadModel(model ?? existingPreset ?? SAM2Preset.tiny.rawValue)
             encoderModel = loaded
-            let reporter = ProgressReporter(quiet: quiet, label: "encode")
-            let summary = try RasterEncoder.run(raster: path, store: storeURL, model: loaded, options: EncodeOptions()) { p in
-                reporter.update(done: p.finished, total: p.total, detail: "encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
-                                rateCount: p.encoded, elapsed: p.elapsed)
-            }
-            reporter.finish()
-            if !quiet, summary.encoded > 0 { note("encoded \(summary.encoded) tiles into \(storeURL.path)") }
+            (featureStore, source) = try RasterEncoder.prepare(raster: path, store: storeURL, model: loaded, options: EncodeOptions())
         }
-        let featureStore = try FeatureStore.open(storeURL)
+        let storeURL = featureStore.url
         let segmenterModel: EncoderModel
         if let encoderModel {
             segmenterModel = encoderModel
@@ -76,7 +82,25 @@ struct Serve: AsyncParsableCommand {
                 segmenterModel = try await loadModel(name)
             }
         }
-        let segmenter = try Segmenter(store: featureStore, model: segmenterModel.model, checkpointSHA256: segmenterModel.checkpointSHA256)
+        let pending = featureStore.manifest.allTiles.filter { featureStore.state(of: $0) == .pending }.count
+        var onDemand: OnDemandEncoder?
+        if pending > 0, !noEncode {
+            do {
+                let raster = try source ?? RasterEncoder.openSource(of: featureStore)
+                onDemand = try OnDemandEncoder(store: featureStore, source: raster, model: segmenterModel) { line in
+                    FileHandle.standardError.write(Data("\(line)\n".utf8))
+                }
+                if !quiet {
+                    note("\(pending) of \(featureStore.manifest.allTiles.count) tiles are not encoded yet: encoding them while serving (coarsest level first, then the tiles in view; a prompt's tile at once)")
+                }
+            } catch {
+                note("warning: \(pending) tiles are not encoded and cannot be encoded here (\(error)); prompts on them are refused")
+            }
+        } else if pending > 0, !quiet {
+            note("\(pending) tiles are not encoded (--no-encode): prompts on them are refused; finish them with `geosam2 encode`")
+        }
+        let segmenter = try Segmenter(store: featureStore, model: segmenterModel.model, checkpointSHA256: segmenterModel.checkpointSHA256,
+                                      onDemand: onDemand)
 
         var configuration = ServerConfiguration(outputPath: out ?? ServerConfiguration.defaultOutputPath(forStore: storeURL))
         configuration.host = host
@@ -100,6 +124,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data(text.utf8))
         }
         try await app.runService()
+        onDemand?.stop()
     }
 
     /// A checkpoint by path or preset name; a preset missing from the cache is downloaded.

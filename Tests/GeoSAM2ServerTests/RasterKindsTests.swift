@@ -66,11 +66,12 @@ final class RasterKindsTests: XCTestCase {
         let store = segmenter.store
         let plain = try MapTileRenderer(store: store, prepareOverviews: false, overviewThreshold: 256)
         XCTAssertEqual(plain.path, store.manifest.source.path, "no overviews asked for")
-        var messages: [String] = []
+        let messages = Messages()
         let renderer = try MapTileRenderer(store: store, overviewThreshold: 256) { messages.append($0) }
         XCTAssertEqual(renderer.path, store.url.appendingPathComponent("display.vrt").path)
         XCTAssertTrue(FileManager.default.fileExists(atPath: renderer.path + ".ovr"))
         XCTAssertEqual(messages.count, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: store.url.appendingPathComponent(".display.vrt.partial.vrt").path))
         XCTAssertGreaterThan(try RasterDataset.open(renderer.path).band(1).overviewCount, 0)
         // Zoomed out and native tiles agree with the raster's own.
         for (z, x, y) in [(0, 0, 0), (2, 1, 1), (2, 2, 1)] {
@@ -82,6 +83,24 @@ final class RasterKindsTests: XCTestCase {
         // Built once: a second renderer reuses them.
         messages.removeAll()
         _ = try MapTileRenderer(store: store, overviewThreshold: 256) { messages.append($0) }
-        XCTAssertTrue(messages.isEmpty)
+        XCTAssertEqual(messages.count, 0)
+
+        // The server builds them in the background: it reads the raster until they are ready.
+        for name in ["display.vrt", "display.vrt.ovr"] { try FileManager.default.removeItem(at: store.url.appendingPathComponent(name)) }
+        let background = try MapTileRenderer(store: store, overviewThreshold: 256, inBackground: true)
+        XCTAssertNotNil(try background.png(zoom: 0, column: 0, row: 0), "tiles are served while the overviews are built")
+        let deadline = Date().addingTimeInterval(60)
+        while background.path != renderer.path, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        XCTAssertEqual(background.path, renderer.path)
+        XCTAssertEqual(try background.png(zoom: 0, column: 0, row: 0), try renderer.png(zoom: 0, column: 0, row: 0))
     }
+}
+
+/// Log lines collected from another thread.
+final class Messages: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    func removeAll() { lock.withLock { lines.removeAll() } }
+    var count: Int { lock.withLock { lines.count } }
 }

@@ -134,23 +134,78 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(status, 0, stderr)
     }
 
-    func testEncodesARasterFirstThenServes() throws {
+    func testServesARasterAtOnceAndEncodesItWhileServing() throws {
         let directory = try ServerFixture.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let raster = directory.appendingPathComponent("small.tif").path
         var options = SampleScene.Options()
-        options.width = 700
-        options.height = 500
+        options.width = 2100
+        options.height = 1100
         try SampleScene.write(to: raster, options: options)
-        let server = try Server([raster, "--port", "0"] + Executable.microArguments)
+        let transform = try XCTUnwrap(try RasterDataset.open(raster).geoTransform)
+        func mapPoint(_ c: Double, _ r: Double) -> (Double, Double) { (transform.pixelToMap(x: c, y: r).x, transform.pixelToMap(x: c, y: r).y) }
+        let server = try Server([raster, "--port", "0", "--machine-readable"] + Executable.microArguments)
         let store = directory.appendingPathComponent("small.geosam2")
-        XCTAssertTrue(FeatureStore.exists(at: store), "the raster was encoded into STEM.geosam2 beside it")
-        XCTAssertEqual(try curl([server.url + "api/tiles"]).status, 200)
+        XCTAssertTrue(FeatureStore.exists(at: store), "the store is planned into STEM.geosam2 beside the raster")
+        XCTAssertEqual(try FeatureStore.open(store).manifest.allTiles.count, 6 + 2 + 1)
+
+        let encoding = try curl([server.url + "api/encoding"])
+        XCTAssertEqual(encoding.status, 200, encoding.body)
+        XCTAssertTrue(encoding.body.contains("\"on_demand\":true"), encoding.body)
+        let (vx0, vy0) = mapPoint(1500, 900), (vx1, vy1) = mapPoint(2000, 600)
+        let view = try curl(["-X", "PUT", "-H", "Content-Type: application/json", "-d", "{\"bbox\": [\(vx0), \(vy0), \(vx1), \(vy1)]}",
+                             server.url + "api/view"])
+        XCTAssertEqual(view.status, 200, view.body)
+        let badView = try curl(["-X", "PUT", "-d", "{\"bbox\": [3, 2, 1]}", server.url + "api/view"])
+        XCTAssertEqual(badView.status, 400, badView.body)
+        XCTAssertTrue(badView.body.contains("bbox must be"), badView.body)
+        XCTAssertEqual(try curl(["-X", "POST", "-d", "{}", server.url + "api/view"]).status, 405)
+
+        // A click anywhere is answered, whatever the background has reached.
+        let (x, y) = mapPoint(300, 300)
+        let answer = try curl(["-X", "POST", "-d", promptJSON(points: [(x, y, 1)]), server.url + "api/segment"])
+        XCTAssertEqual(answer.status, 200, answer.body)
+        XCTAssertTrue(answer.body.contains("\"encoded_on_demand\":["), answer.body.prefix(300).description)
+
+        // The background finishes the store; /api/store and /api/tiles follow it.
+        let deadline = Date().addingTimeInterval(300)
+        var report = try curl([server.url + "api/encoding"]).body
+        while !report.contains("\"complete\":true"), Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.2)
+            report = try curl([server.url + "api/encoding"]).body
+        }
+        XCTAssertTrue(report.contains("\"complete\":true") && report.contains("\"finished\":9"), report)
+        let info = try curl([server.url + "api/store"]).body
+        XCTAssertTrue(info.contains("\"complete\":true") && info.contains("\"tiles_done\":6"), info.prefix(400).description)
+        let tiles = try curl([server.url + "api/tiles"]).body
+        XCTAssertFalse(tiles.contains("\"state\":\"pending\""), "every tile done")
         XCTAssertEqual(try curl([server.url + "tiles/0/0/0.png", "-o", "/dev/null"]).status, 200)
         let (status, stderr) = server.stop()
         XCTAssertEqual(status, 0, stderr)
-        XCTAssertTrue(stderr.contains("encode"), "progress on stderr: \(stderr)")
+        XCTAssertTrue(try FeatureStore.open(store).manifest.complete, "the manifest is finalized once every tile is encoded")
+        XCTAssertTrue(try FeatureStore.open(store).verify().isComplete)
         XCTAssertEqual(ServerConfiguration.defaultOutputPath(forStore: store), directory.appendingPathComponent("small_objects.gpkg").path)
+    }
+
+    func testNoEncodeRefusesPromptsOnPendingTiles() throws {
+        let directory = try ServerFixture.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let raster = directory.appendingPathComponent("small.tif").path
+        var options = SampleScene.Options()
+        options.width = 1500
+        options.height = 600
+        try SampleScene.write(to: raster, options: options)
+        let transform = try XCTUnwrap(try RasterDataset.open(raster).geoTransform)
+        let server = try Server([raster, "--port", "0", "--no-encode"] + Executable.microArguments)
+        let p = transform.pixelToMap(x: 300, y: 300)
+        let refused = try curl(["-X", "POST", "-d", promptJSON(points: [(p.x, p.y, 1)]), server.url + "api/segment"])
+        XCTAssertTrue((400..<500).contains(refused.status), refused.body)
+        XCTAssertTrue(refused.body.contains("not encoded yet"), refused.body)
+        let report = try curl([server.url + "api/encoding"]).body
+        XCTAssertTrue(report.contains("\"on_demand\":false") && report.contains("\"finished\":0"), report)
+        let (status, stderr) = server.stop()
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stderr.contains("--no-encode"), stderr)
     }
 
     func testRefusesBadArguments() throws {

@@ -222,7 +222,9 @@ class SegmentController(QObject):
         scores = answer.data.get("candidate_scores") or []
         if len(scores) > 1:
             self.candidates.emit(scores)
-        self.status.emit(f"score {answer.data.get('score', 0):.3f}, tile {answer.data.get('tile')}, "
+        level = answer.data.get("level", 0)
+        clipped = ", may be cut by the raster's coarsest tile" if answer.data.get("clipped") else ""
+        self.status.emit(f"score {answer.data.get('score', 0):.3f}, tile {answer.data.get('tile')} (level {level}{clipped}), "
                          f"{answer.data.get('server_ms', 0):.0f} ms in the engine")
         self.answered.emit(answer.data)
 
@@ -341,16 +343,21 @@ class SegmentController(QObject):
                 self.error.emit(answer.error)
                 return
             # Fields declared in the URI: no QVariant/QMetaType type names (they differ on Qt6).
-            layer = QgsVectorLayer("Polygon?field=id:string&field=state:string", PATCH_LAYER_NAME, "memory")
+            layer = QgsVectorLayer("Polygon?field=id:string&field=state:string&field=level:integer", PATCH_LAYER_NAME, "memory")
             layer.setCrs(self.store_crs)
             provider = layer.dataProvider()
             features = []
             for item in answer.data.get("features", []):
+                # The encoding grid is level 0; coarser pyramid levels overlap it everywhere and
+                # would bury it, so they are left out (as in the web UI).
+                if item.get("properties", {}).get("level", 0) != 0:
+                    continue
                 feature = QgsFeature(layer.fields())
                 geometries = geometries_of({"features": [item]})
                 if geometries:
                     feature.setGeometry(geometries[0])
-                feature.setAttributes([item.get("properties", {}).get("id"), item.get("properties", {}).get("state")])
+                properties = item.get("properties", {})
+                feature.setAttributes([properties.get("id"), properties.get("state"), properties.get("level", 0)])
                 features.append(feature)
             provider.addFeatures(features)
             symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "220,0,220,200", "outline_width": "0.4",

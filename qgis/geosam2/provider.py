@@ -65,7 +65,7 @@ class EncodeRasterAlgorithm(QgsProcessingAlgorithm):
                                                        type=QgsProcessingParameterNumber.Type.Double, defaultValue=1.0,
                                                        minValue=0.05, maxValue=8.0))
         self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)",
-                                                       type=QgsProcessingParameterNumber.Type.Integer, defaultValue=0,
+                                                       type=QgsProcessingParameterNumber.Type.Integer, defaultValue=128,
                                                        minValue=0, maxValue=512))
         self.addParameter(QgsProcessingParameterString(self.MODEL, "Model: a checkpoint file or a preset (tiny, small, base_plus, large)",
                                                        defaultValue="tiny"))

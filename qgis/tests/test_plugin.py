@@ -101,11 +101,15 @@ def test_a_click_draws_the_mask_the_api_gives(iface, plugin, scene):
     raster, store = scene
     canvas, layer = show_scene(iface, raster)
     controller = start(plugin, store)
+    statuses = []
+    controller.status.connect(statuses.append)
     x, y = pixel(canvas, layer, 0.4, 0.45)
     plugin.tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, x, y))
     wait_until(lambda: controller.last_answer is not None and controller.preview.idle(), what="the mask")
     drawn = controller.band.asGeometry()
     assert not drawn.isEmpty()
+    # The status line names the pyramid level that answered.
+    assert f"(level {controller.last_answer['level']}" in statuses[-1], statuses
 
     point = controller.points[0][0]
     answer = api(controller, "/api/segment", {"points": [[point.x(), point.y(), 1]], "crs": "EPSG:3857"})
@@ -284,5 +288,6 @@ def test_multimask_candidates_and_patch_boundaries(iface, plugin, scene):
     patches = QgsProject.instance().mapLayer(controller.patch_layer_id)
     assert patches.featureCount() == controller.store["tiles"] >= 2
     assert {f["state"] for f in patches.getFeatures()} == {"done"}
+    assert {f["level"] for f in patches.getFeatures()} == {0}
     plugin.dock.patches.setChecked(False)
     assert controller.patch_layer_id is None

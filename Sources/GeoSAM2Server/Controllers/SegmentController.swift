@@ -49,6 +49,7 @@ func collection(_ result: SegmentedObject, features: [Feature], epsg: Int?, drop
         "tile": .string(result.tile),
         "level": .integer(result.level),
         "tiles": .array(result.tiles.map { .string($0) }),
+        "encoded_on_demand": .array(result.encodedOnDemand.map { .string($0) }),
         "clipped": .bool(result.clipped),
         "decode_ms": .number(result.decodeMilliseconds),
         "polygonize_ms": .number(result.polygonizeMilliseconds),

@@ -4,33 +4,59 @@ import GeoSegment
 import Hummingbird
 
 /// `GET /api/store` (what is served), `GET /api/tiles` (the encoding tiles of every pyramid
-/// level, for "show patch boundaries") and `GET /health`.
+/// level, for "show patch boundaries") and `GET /health`. While the store is encoded on demand,
+/// both report the tiles' states as they are at the request.
 struct StoreController<Context: RequestContext> {
+    let store: FeatureStore
+    let onDemand: OnDemandEncoder?
     let info: StoreInfo
-    let tiles: JSONValue
+    /// Each tile with its outline, in the store's CRS.
+    let outlines: [(tile: StoreManifest.TileEntry, geometry: Geometry)]
 
-    init(store: FeatureStore, map: MapGrid, mapError: String?, configuration: ServerConfiguration) throws {
+    init(store: FeatureStore, onDemand: OnDemandEncoder?, map: MapGrid, mapError: String?, configuration: ServerConfiguration) throws {
+        self.store = store
+        self.onDemand = onDemand
         info = StoreInfo(store: store, map: map, mapError: mapError, configuration: configuration)
-        let m = store.manifest
-        tiles = GeoJSON.collection(try m.allTiles.map { tile in
+        outlines = try store.manifest.allTiles.map { tile in
             guard let transform = GeoTransform(coefficients: tile.geoTransform) else {
                 throw GeoSAM2ServerError(.internalServerError, "tile \(tile.id) has an invalid geotransform")
             }
             let (w, h) = (Double(tile.window[2]), Double(tile.window[3]))
             let ring = [(0.0, 0.0), (w, 0), (w, h), (0, h), (0, 0)].map { transform.pixelToMap(x: $0.0, y: $0.1) }
-            return GeoJSON.feature(id: nil, geometry: .polygon(rings: [ring]), properties: [
+            return (tile, Geometry.polygon(rings: [ring]))
+        }
+    }
+
+    /// Every tile with its state, and what the on-demand encoder does with it (`activity`:
+    /// `encoding`, `queued` for a prompt, `failed`, or null).
+    func tiles() -> JSONValue {
+        let status = onDemand?.status()
+        return GeoJSON.collection(outlines.map { tile, geometry in
+            var activity = JSONValue.null
+            if let status {
+                if status.current?.tile == tile.id { activity = .string("encoding") }
+                else if status.queued.contains(tile.id) { activity = .string("queued") }
+                else if status.failed[tile.id] != nil { activity = .string("failed") }
+            }
+            return GeoJSON.feature(id: nil, geometry: geometry, properties: [
                 "id": .string(tile.id), "level": .integer(tile.levelIndex), "row": .integer(tile.row), "column": .integer(tile.column),
-                "state": .string(store.state(of: tile).rawValue), "window": .array(tile.window.map { .integer($0) }),
+                "state": .string(store.state(of: tile).rawValue), "activity": activity,
+                "window": .array(tile.window.map { .integer($0) }),
             ])
-        }, epsg: m.source.epsg)
+        }, epsg: store.manifest.source.epsg)
     }
 
     func addRoutes(to router: Router<Context>) {
         refuseOtherMethods(on: router, "/api/store", allowed: [.get])
         refuseOtherMethods(on: router, "/api/tiles", allowed: [.get])
         refuseOtherMethods(on: router, "/health", allowed: [.get])
-        router.get("/api/store") { _, _ in try jsonResponse(info) }
-        router.get("/api/tiles") { _, _ in jsonResponse(tiles, contentType: "application/geo+json") }
+        router.get("/api/store") { _, _ in
+            guard onDemand != nil else { return try jsonResponse(info) }
+            var live = info
+            live.refreshStates(of: store)
+            return try jsonResponse(live)
+        }
+        router.get("/api/tiles") { _, _ in jsonResponse(tiles(), contentType: "application/geo+json") }
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
     }
 }
@@ -123,14 +149,6 @@ struct StoreInfo: Codable, Sendable {
         let transform = GeoTransform(coefficients: m.source.geoTransform) ?? .identity
         let b = transform.bounds(width: m.source.width, height: m.source.height)
         let srs = m.source.crsWKT.flatMap { try? SpatialReference(wkt: $0) }
-        var done = 0, empty = 0
-        for tile in m.tiles {
-            switch store.state(of: tile) {
-            case .done: done += 1
-            case .empty: empty += 1
-            case .pending: break
-            }
-        }
         crs = m.source.crsWKT
         epsg = m.source.epsg
         crsName = srs?.name
@@ -138,10 +156,10 @@ struct StoreInfo: Codable, Sendable {
         bounds = [b.minX, b.minY, b.maxX, b.maxY]
         tiles = m.tiles.count
         levels = 1 + m.levelCount
-        tilesDone = done
-        tilesEmpty = empty
+        tilesDone = 0
+        tilesEmpty = 0
         tileSize = m.encoding.tileSize
-        complete = m.allTiles.allSatisfy { store.state(of: $0) != .pending }
+        complete = false
         raster = Raster(name: URL(fileURLWithPath: m.source.path).lastPathComponent, width: m.source.width, height: m.source.height,
                         geotransform: transform.coefficients, bands: m.encoding.bands.rgb, stretch: m.encoding.stretch.mode.description)
         model = Model(preset: m.model.preset, sha256: m.model.checkpointSHA256)
@@ -150,5 +168,22 @@ struct StoreInfo: Codable, Sendable {
                   inverse: (transform.inverse ?? .identity).coefficients, error: mapError)
         output = URL(fileURLWithPath: configuration.outputPath).lastPathComponent
         maxBodyBytes = configuration.maxBodyBytes
+        refreshStates(of: store)
+    }
+
+    /// The tile counts and completeness, from the tiles' files now.
+    mutating func refreshStates(of store: FeatureStore) {
+        let m = store.manifest
+        var done = 0, empty = 0
+        for tile in m.tiles {
+            switch store.state(of: tile) {
+            case .done: done += 1
+            case .empty: empty += 1
+            case .pending: break
+            }
+        }
+        tilesDone = done
+        tilesEmpty = empty
+        complete = m.allTiles.allSatisfy { store.state(of: $0) != .pending }
     }
 }

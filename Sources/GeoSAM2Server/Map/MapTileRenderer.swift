@@ -8,13 +8,14 @@ import GeoSegment
 ///
 /// Thread-safe: each render borrows a dataset of its own from a small pool.
 public final class MapTileRenderer: @unchecked Sendable {
-    // @unchecked: `idle` is guarded by `lock`; a dataset is used by one render at a time.
+    // @unchecked: `idle` and `reading` are guarded by `lock`; a dataset is used by one render at a time.
     public let grid: MapGrid
-    /// The raster read (the source, or the store's display VRT).
-    public let path: String
+    /// The raster read (the source, or the store's display VRT once it is built).
+    public var path: String { lock.withLock { reading } }
     let rgb: [Int]
     let stretch: Stretch
     private let lock = NSLock()
+    private var reading: String
     private var idle: [RasterDataset] = []
     private let poolSize = 4
 
@@ -25,8 +26,10 @@ public final class MapTileRenderer: @unchecked Sendable {
     /// - Parameters:
     ///   - prepareOverviews: build display overviews into the store when the raster is large and has none.
     ///   - overviewThreshold: what "large" means (pixels on the long side).
+    ///   - inBackground: build them on a thread of their own and switch to them when they are
+    ///     ready (the server opens at once; zoomed-out tiles are slow meanwhile).
     public init(store: FeatureStore, prepareOverviews: Bool = true, overviewThreshold: Int = MapTileRenderer.overviewThreshold,
-                log: (String) -> Void = { _ in }) throws {
+                inBackground: Bool = false, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         let m = store.manifest
         grid = MapGrid(width: m.source.width, height: m.source.height)
         rgb = m.encoding.bands.rgb
@@ -41,32 +44,57 @@ public final class MapTileRenderer: @unchecked Sendable {
         guard dataset.width == m.source.width, dataset.height == m.source.height else {
             throw GeoSAM2ServerError(.internalServerError, "\(source) is \(dataset.width)×\(dataset.height), the store says \(m.source.width)×\(m.source.height)")
         }
-        var chosen = source
+        reading = source
+        idle.append(dataset)
         let hasOverviews = ((try? dataset.band(rgb.first ?? 1).overviewCount) ?? 0) > 0
-        if prepareOverviews, !hasOverviews, max(dataset.width, dataset.height) > overviewThreshold {
-            chosen = Self.displayOverviews(for: dataset, in: store, log: log) ?? source
+        guard prepareOverviews, !hasOverviews, max(dataset.width, dataset.height) > overviewThreshold else { return }
+        let (width, height) = (dataset.width, dataset.height)
+        let build: @Sendable () -> Void = { [self] in
+            guard let vrt = Self.displayOverviews(of: source, width: width, height: height, in: store, log: log) else { return }
+            lock.withLock {
+                reading = vrt
+                idle.removeAll()
+            }
         }
-        path = chosen
-        if chosen == source { idle.append(dataset) }
+        if inBackground {
+            let thread = Thread(block: build)
+            thread.name = "geosam2.map-overviews"
+            thread.start()
+        } else {
+            build()
+        }
     }
 
     /// Builds (once) a VRT of the raster with external overviews inside the store; nil when the
     /// store cannot be written (the map then reads the full-resolution raster).
-    static func displayOverviews(for dataset: RasterDataset, in store: FeatureStore, log: (String) -> Void) -> String? {
+    static func displayOverviews(of source: String, width: Int, height: Int, in store: FeatureStore, log: (String) -> Void) -> String? {
         let vrt = store.url.appendingPathComponent(displayName).path
         let fm = FileManager.default
         if fm.fileExists(atPath: vrt), fm.fileExists(atPath: vrt + ".ovr") { return vrt }
-        log("building map overviews of \(dataset.path) into \(store.url.path) (once)…")
+        log("building map overviews of \(source) into \(store.url.path) (once)…")
         do {
-            try { _ = try dataset.translate(to: vrt, arguments: ["-of", "VRT"]) }()
-            let display = try RasterDataset.open(vrt)
-            var factors: [Int] = []
-            var f = 2
-            while max(dataset.width, dataset.height) / f >= MapGrid.tileSize / 2 {
-                factors.append(f)
-                f *= 2
+            // Built under temporary names and renamed, so that an interrupted build is redone,
+            // never taken for a finished one.
+            let partial = store.url.appendingPathComponent(".\(displayName).partial.vrt").path
+            try? fm.removeItem(atPath: partial)
+            try? fm.removeItem(atPath: partial + ".ovr")
+            try {
+                // In a scope of their own: both datasets are closed (flushed) before the renames.
+                let dataset = try RasterDataset.open(source)
+                _ = try dataset.translate(to: partial, arguments: ["-of", "VRT"])
+                let display = try RasterDataset.open(partial)
+                var factors: [Int] = []
+                var f = 2
+                while max(width, height) / f >= MapGrid.tileSize / 2 {
+                    factors.append(f)
+                    f *= 2
+                }
+                try display.buildOverviews(factors: factors, resampling: .average)
+            }()
+            for (from, to) in [(partial + ".ovr", vrt + ".ovr"), (partial, vrt)] {
+                try? fm.removeItem(atPath: to)
+                try fm.moveItem(atPath: from, toPath: to)
             }
-            try display.buildOverviews(factors: factors, resampling: .average)
             return vrt
         } catch {
             try? fm.removeItem(atPath: vrt)
@@ -77,17 +105,16 @@ public final class MapTileRenderer: @unchecked Sendable {
     }
 
     private func borrow() throws -> RasterDataset {
-        lock.lock()
-        let dataset = idle.popLast()
-        lock.unlock()
+        let (dataset, current) = lock.withLock { (idle.popLast(), reading) }
         if let dataset { return dataset }
-        return try RasterDataset.open(path)
+        return try RasterDataset.open(current)
     }
 
     private func giveBack(_ dataset: RasterDataset) {
         lock.lock()
         defer { lock.unlock() }
-        if idle.count < poolSize { idle.append(dataset) }
+        // A dataset of the raster read before the overviews were ready is dropped.
+        if idle.count < poolSize, dataset.path == reading { idle.append(dataset) }
     }
 
     /// The PNG of one tile (256 × 256 RGBA; transparent outside the raster and on nodata), or

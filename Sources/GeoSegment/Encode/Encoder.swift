@@ -10,8 +10,9 @@ public struct EncodeOptions: Sendable {
     public var stretch: StretchMode = .default
     /// Resampling factor (0.5 encodes at half resolution).
     public var scale: Double = 1
-    /// Overlap of neighbouring tiles in pixels at level 0.
-    public var overlap: Int = 0
+    /// Overlap of neighbouring tiles in pixels at level 0; nil: the store's own when resuming,
+    /// else ``defaultOverlap``.
+    public var overlap: Int?
     /// `--levels K`: pyramid levels above level 0 (at scale 2^−L, L = 1…K; a level is made only
     /// while the level below it needs more than one tile). nil: the store's own when resuming,
     /// else ``defaultLevels``.
@@ -30,6 +31,11 @@ public struct EncodeOptions: Sendable {
 }
 
 extension EncodeOptions {
+    /// Overlap of a new store's level-0 tiles: an extent of up to 128 px (plus the routing margin)
+    /// always fits one tile, and a 100-px building fits one with its margin at 92 % of positions
+    /// (70 % without overlap), for 1.31× the tiles of no overlap; what does not fit is answered
+    /// by level 1 (docs/performance.md weighs 0, 128 and 256).
+    public static let defaultOverlap = 128
     /// Levels a new store gets: objects up to about 2,000 pixels always fit one tile of some level.
     public static let defaultLevels = 3
     /// Overlap of the tiles of levels ≥ 1: an extent of up to 257 level pixels always fits one tile.
@@ -87,7 +93,8 @@ public enum RasterEncoder {
     /// Plans the store for a raster: the manifest a run with these inputs writes.
     public static func plan(source: RasterSource, options: EncodeOptions, model: EncoderModel) throws -> StoreManifest {
         let size = SAM2Configuration.imageSize
-        let grid = try TileGrid(rasterWidth: source.width, rasterHeight: source.height, size: size, overlap: options.overlap)
+        let overlap = options.overlap ?? EncodeOptions.defaultOverlap
+        let grid = try TileGrid(rasterWidth: source.width, rasterHeight: source.height, size: size, overlap: overlap)
         let stretch = try source.computeStretch(options.stretch)
         let transform = source.geoTransform
         var nodata: [String?] = []
@@ -109,7 +116,7 @@ public enum RasterEncoder {
                           geoTransform: (source.original.geoTransform ?? .identity).coefficients, nodata: nodata),
             encoding: .init(bands: source.bands, stretch: stretch, nodataFill: 0, scale: source.scale,
                             width: source.width, height: source.height, geoTransform: transform.coefficients,
-                            tileSize: size, overlap: options.overlap,
+                            tileSize: size, overlap: overlap,
                             featureDType: options.featureDType ?? FeatureDType.q16z.rawValue),
             model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration,
                          checkpointPath: model.checkpointPath),
@@ -158,16 +165,51 @@ public enum RasterEncoder {
     /// Encodes a raster into a store, resuming a store made with the same inputs.
     public static func run(raster: String, store storeURL: URL, model: EncoderModel, options: EncodeOptions,
                            progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
+        let (store, source) = try prepare(raster: raster, store: storeURL, model: model, options: options)
+        let ordered = encodingOrder(of: store.manifest)
+        let tiles = options.shard.map { shard in ordered.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element) } ?? ordered
+        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
+        let start = DispatchTime.now().uptimeNanoseconds
+        progress(status)
+        for entry in tiles {
+            switch store.state(of: entry) {
+            case .done, .empty:
+                status.skipped += 1
+            case .pending:
+                if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
+            }
+            status.finished += 1
+            status.lastTile = entry.id
+            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            progress(status)
+        }
+        let complete = try store.finalizeIfComplete()
+        return EncodeSummary(storeURL: storeURL, encoded: status.encoded, skipped: status.skipped, empty: status.empty, complete: complete)
+    }
+
+    /// The order `encode` takes the tiles in: coarsest level first (a few tiles that cover the
+    /// whole raster, useful before the rest), level 0 last.
+    public static func encodingOrder(of manifest: StoreManifest) -> [StoreManifest.TileEntry] {
+        (manifest.levels ?? []).reversed().flatMap(\.tiles) + manifest.tiles
+    }
+
+    /// Opens the store for a raster (resuming one made with the same inputs, adding levels when
+    /// asked, replacing it with `force`) or creates it, without encoding anything; returns it with
+    /// the raster opened as the store reads it.
+    public static func prepare(raster: String, store storeURL: URL, model: EncoderModel,
+                               options: EncodeOptions) throws -> (store: FeatureStore, source: RasterSource) {
         var options = options
         if let dtype = options.featureDType, FeatureDType(rawValue: dtype) == nil {
             throw GeoSegmentError("--dtype must be one of \(FeatureDType.allCases.map(\.rawValue).joined(separator: ", ")), got \(dtype)")
         }
         if FeatureStore.exists(at: storeURL) {
-            // Resuming without --dtype or --levels continues the store as it was made (stores from
-            // before q16z became the default are q16; stores from before 0.3 have one level).
+            // Resuming without --dtype, --levels or --overlap continues the store as it was made
+            // (stores from before q16z became the default are q16; stores from before 0.3 have one
+            // level and no overlap).
             let existing = try FeatureStore.open(storeURL).manifest
             if options.featureDType == nil { options.featureDType = existing.encoding.featureDType }
             if options.levels == nil { options.levels = existing.levelCount }
+            if options.overlap == nil { options.overlap = existing.encoding.overlap }
         }
         if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
             throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
@@ -203,34 +245,14 @@ public enum RasterEncoder {
             store = try FeatureStore.create(at: storeURL, manifest: planned)
         }
         store.removeLeftovers()
-
-        // Coarsest level first: a few tiles that cover the whole raster, useful before the rest.
-        let ordered = (store.manifest.levels ?? []).reversed().flatMap(\.tiles) + store.manifest.tiles
-        let tiles = options.shard.map { shard in ordered.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element) } ?? ordered
-        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
-        let start = DispatchTime.now().uptimeNanoseconds
-        progress(status)
-        for entry in tiles {
-            switch store.state(of: entry) {
-            case .done, .empty:
-                status.skipped += 1
-            case .pending:
-                if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
-            }
-            status.finished += 1
-            status.lastTile = entry.id
-            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            progress(status)
-        }
-        let complete = try store.finalizeIfComplete()
-        return EncodeSummary(storeURL: storeURL, encoded: status.encoded, skipped: status.skipped, empty: status.empty, complete: complete)
+        return (store, source)
     }
 }
 
 extension RasterEncoder {
     /// The store's raster opened as it was encoded (bands, scale, CRS), refusing a raster that
     /// changed since.
-    static func openSource(of store: FeatureStore) throws -> RasterSource {
+    public static func openSource(of store: FeatureStore) throws -> RasterSource {
         let m = store.manifest
         let fingerprint = try rethrowing("the store's raster \(m.source.path) is not at hand") { try FileDigest.fingerprint(of: m.source.path) }
         guard fingerprint == m.source.fingerprint else {

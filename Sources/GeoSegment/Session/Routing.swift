@@ -88,6 +88,8 @@ struct Route {
     let tile: StoreManifest.TileEntry
     /// True when no tile of any level holds the prompt's extent: the answer is cut by the tile.
     let clipped: Bool
+    /// True when the tile was pending and was encoded for this prompt.
+    var encodedOnDemand = false
 }
 
 extension PyramidLevel {

@@ -33,9 +33,12 @@ public struct SegmentedObject: Sendable {
     public var maskTransform: GeoTransform
     /// The prompts, transformed to the store's CRS.
     public var prompt: ObjectPrompt
-    /// Time spent decoding and vectorising, in milliseconds.
+    /// Time spent decoding and vectorising, in milliseconds (decoding includes waiting for
+    /// tiles encoded on demand).
     public var decodeMilliseconds: Double
     public var polygonizeMilliseconds: Double
+    /// Tiles that were not encoded yet and were encoded for this prompt (see ``OnDemandEncoder``).
+    public var encodedOnDemand: [String] = []
 }
 
 /// Prompts in map coordinates → the right tile → SAM2 prompt encoder and mask decoder → polygons.
@@ -46,6 +49,8 @@ public final class Segmenter: @unchecked Sendable {
     // @unchecked: mutable state (the caches) is guarded by `lock`; the rest is immutable.
     public let store: FeatureStore
     public let model: SAM2Model
+    /// Encodes pending tiles that prompts fall on (nil: such prompts are refused).
+    public let onDemand: OnDemandEncoder?
     /// The store's CRS (nil for a store of a plain image: pixel coordinates).
     public let spatialReference: SpatialReference?
     let gridTransform: GeoTransform
@@ -63,8 +68,11 @@ public final class Segmenter: @unchecked Sendable {
     /// Level-0 tiles' validity (nil: all valid), for cutting coarser answers by nodata at full resolution.
     private var levelZeroValidity: [String: RowRuns?] = [:]
 
-    /// - Parameter checkpointSHA256: the SHA-256 of the model's checkpoint, checked against the store's.
-    public init(store: FeatureStore, model: SAM2Model, checkpointSHA256: String?, cacheCapacity: Int = 4) throws {
+    /// - Parameters:
+    ///   - checkpointSHA256: the SHA-256 of the model's checkpoint, checked against the store's.
+    ///   - onDemand: the encoder filling this store, when it is being filled while served.
+    public init(store: FeatureStore, model: SAM2Model, checkpointSHA256: String?, cacheCapacity: Int = 4,
+                onDemand: OnDemandEncoder? = nil) throws {
         let m = store.manifest
         if let checkpointSHA256, checkpointSHA256 != m.model.checkpointSHA256 {
             throw GeoSegmentError("the store was encoded with another checkpoint (SHA-256 \(m.model.checkpointSHA256.prefix(12))…); use the same model to segment")
@@ -72,8 +80,12 @@ public final class Segmenter: @unchecked Sendable {
         guard model.configuration == m.model.configuration else {
             throw GeoSegmentError("the model's architecture differs from the one the store was encoded with")
         }
+        if let onDemand, onDemand.store !== store {
+            throw GeoSegmentError("the on-demand encoder fills another store than the one segmented")
+        }
         self.store = store
         self.model = model
+        self.onDemand = onDemand
         spatialReference = try m.source.crsWKT.map { wkt in try rethrowing("store CRS") { try SpatialReference(wkt: wkt) } }
         guard let transform = GeoTransform(coefficients: m.encoding.geoTransform), let inverse = transform.inverse else {
             throw GeoSegmentError("the store's geotransform cannot be inverted")
@@ -147,6 +159,7 @@ public final class Segmenter: @unchecked Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         var answer = try decode(mapPrompt, on: try route(mapPrompt, extent: nil, from: 0), multimask: multimask, candidate: candidate)
         var tilesUsed = [answer.route.tile.id]
+        var encoded = answer.route.encodedOnDemand ? [answer.route.tile.id] : []
         var clipped = answer.route.clipped
         if mapPrompt.box == nil {
             // A click does not say how big its object is: while the mask reaches an interior edge
@@ -161,6 +174,7 @@ public final class Segmenter: @unchecked Sendable {
                 }
                 let coarser = try decode(mapPrompt, on: next, multimask: multimask, candidate: candidate)
                 tilesUsed.append(next.tile.id)
+                if next.encodedOnDemand { encoded.append(next.tile.id) }
                 guard answer.agrees(with: coarser) else {
                     clipped = true
                     break
@@ -175,7 +189,8 @@ public final class Segmenter: @unchecked Sendable {
             polygons: polygons, score: answer.scores[answer.chosen], candidateScores: answer.scores, candidate: answer.chosen,
             tile: answer.route.tile.id, level: answer.route.level.level, tiles: tilesUsed, clipped: clipped,
             runs: answer.runs, maskWidth: answer.width, maskHeight: answer.height, maskTransform: answer.transform, prompt: mapPrompt,
-            decodeMilliseconds: Double(decoded - start) / 1e6, polygonizeMilliseconds: Double(done - decoded) / 1e6)
+            decodeMilliseconds: Double(decoded - start) / 1e6, polygonizeMilliseconds: Double(done - decoded) / 1e6,
+            encodedOnDemand: encoded)
     }
 
     /// Every point inside the raster, and the box not reaching outside it.
@@ -195,6 +210,26 @@ public final class Segmenter: @unchecked Sendable {
     /// coordinates), with a margin; failing that, the finest tile that holds the extent without
     /// the margin; failing that, the coarsest level's tile nearest the extent, marked clipped.
     func route(_ prompt: ObjectPrompt, extent: [Coordinate]?, from first: Int) throws -> Route {
+        // A pending tile encoded on demand may turn out to hold only nodata: route again, without it.
+        for _ in 0..<8 {
+            var chosen = try candidateRoute(prompt, extent: extent, from: first)
+            switch store.state(of: chosen.tile) {
+            case .done: return chosen
+            case .empty: throw GeoSegmentError("the prompts fall on tile \(chosen.tile.id), which holds only nodata")
+            case .pending:
+                guard let onDemand else {
+                    throw GeoSegmentError("tile \(chosen.tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
+                }
+                try onDemand.ensureEncoded(chosen.tile)
+                chosen.encodedOnDemand = true
+                if store.state(of: chosen.tile) == .done { return chosen }
+            }
+        }
+        throw GeoSegmentError("the prompts fall on tiles that hold only nodata")
+    }
+
+    /// The tile `route` wants, encoded or not.
+    private func candidateRoute(_ prompt: ObjectPrompt, extent: [Coordinate]?, from first: Int) throws -> Route {
         let positive = prompt.points.filter { $0.label == 1 }
         var drivers = (positive.isEmpty && prompt.box == nil ? prompt.points : positive).map { Coordinate(x: $0.x, y: $0.y) }
         drivers += prompt.box?.corners ?? []
@@ -204,27 +239,18 @@ public final class Segmenter: @unchecked Sendable {
         for level in candidates {
             guard let box = level.pixelBox(drivers) else { break }
             let wanted = box.inflated(by: Routing.margin(for: box)).clipped(width: level.width, height: level.height)
-            if let tile = level.bestTile(holding: wanted, usable: usable) { return try ready(Route(level: level, tile: tile, clipped: false)) }
+            if let tile = level.bestTile(holding: wanted, usable: usable) { return Route(level: level, tile: tile, clipped: false) }
         }
         for level in candidates {
             guard let box = level.pixelBox(drivers) else { break }
-            if let tile = level.bestTile(holding: box, usable: usable) { return try ready(Route(level: level, tile: tile, clipped: false)) }
+            if let tile = level.bestTile(holding: box, usable: usable) { return Route(level: level, tile: tile, clipped: false) }
         }
         guard let top = candidates.last, let box = top.pixelBox(drivers) else { throw GeoSegmentError("no tile holds the prompts") }
         let centre = PixelBox(minX: box.centre.x, minY: box.centre.y, maxX: box.centre.x, maxY: box.centre.y)
         guard let tile = top.bestTile(holding: centre, usable: usable) ?? top.bestTile(holding: centre, usable: { _ in true }) else {
             throw GeoSegmentError("no tile holds the prompts")
         }
-        return try ready(Route(level: top, tile: tile, clipped: true))
-    }
-
-    /// The route, once its tile is known to be encoded.
-    private func ready(_ route: Route) throws -> Route {
-        switch store.state(of: route.tile) {
-        case .done: return route
-        case .empty: throw GeoSegmentError("the prompts fall on tile \(route.tile.id), which holds only nodata")
-        case .pending: throw GeoSegmentError("tile \(route.tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
-        }
+        return Route(level: top, tile: tile, clipped: true)
     }
 
     /// One decode of a prompt on a routed tile, traced at full resolution.

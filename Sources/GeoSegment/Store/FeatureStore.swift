@@ -14,10 +14,16 @@ import TensorIO
 /// old file or the new one, never a torn one. A tile's state is what its file says; the manifest
 /// records the states once the store is complete.
 public final class FeatureStore: @unchecked Sendable {
-    // @unchecked: `manifest` only changes through `finalizeIfComplete`, which callers run from the
-    // task that owns the store (encode, verify); readers only read immutable state and files.
+    // @unchecked: the manifest is guarded by `lock` (a server encoding on demand finalizes it from
+    // its encoding thread while requests read it); everything else is immutable or on disk.
     public let url: URL
-    public internal(set) var manifest: StoreManifest
+    private let lock = NSLock()
+    private var current: StoreManifest
+    /// The manifest as last written (a snapshot: it changes when the store gains levels or is
+    /// finalized).
+    public var manifest: StoreManifest {
+        lock.withLock { current }
+    }
 
     public static let manifestName = "manifest.json"
     public static let tilesDirectory = "tiles"
@@ -28,7 +34,7 @@ public final class FeatureStore: @unchecked Sendable {
 
     init(url: URL, manifest: StoreManifest) {
         self.url = url
-        self.manifest = manifest
+        self.current = manifest
     }
 
     /// Opens an existing store.
@@ -160,17 +166,19 @@ public final class FeatureStore: @unchecked Sendable {
         try rethrowing("cannot create feature store \(url.path)") {
             try FileManager.default.createDirectory(at: store.tilesURL, withIntermediateDirectories: true)
         }
-        try store.writeManifest()
+        try store.writeManifest(manifest)
         return store
     }
 
     /// Replaces the manifest (a store gaining levels) and writes it.
     func replaceManifest(_ new: StoreManifest) throws {
-        manifest = new
-        try writeManifest()
+        try lock.withLock {
+            try writeManifest(new)
+            current = new
+        }
     }
 
-    func writeManifest() throws {
+    private func writeManifest(_ manifest: StoreManifest) throws {
         try Self.atomicWrite(try manifest.encoded(), to: url.appendingPathComponent(Self.manifestName))
     }
 
@@ -223,16 +231,18 @@ public final class FeatureStore: @unchecked Sendable {
     /// store is complete.
     @discardableResult
     public func finalizeIfComplete() throws -> Bool {
-        var updated = manifest
-        updated.updateTiles { $0.state = state(of: $0) }
-        let complete = updated.allTiles.allSatisfy { $0.state != .pending }
-        guard complete else { return false }
-        updated.complete = true
-        if updated != manifest {
-            manifest = updated
-            try writeManifest()
+        try lock.withLock {
+            var updated = current
+            updated.updateTiles { $0.state = state(of: $0) }
+            let complete = updated.allTiles.allSatisfy { $0.state != .pending }
+            guard complete else { return false }
+            updated.complete = true
+            if updated != current {
+                try writeManifest(updated)
+                current = updated
+            }
+            return true
         }
-        return true
     }
 
     /// Writes `data` to a temporary file beside `destination`, flushes it to the disk, renames it

@@ -117,10 +117,11 @@ extension FeatureStore {
                 }
             }
         }
-        if manifest.complete {
-            manifest.complete = false
-            manifest.updateTiles { $0.state = state(of: $0) }
-            try writeManifest()
+        var updated = manifest
+        if updated.complete {
+            updated.complete = false
+            updated.updateTiles { $0.state = state(of: $0) }
+            try replaceManifest(updated)
         }
     }
 

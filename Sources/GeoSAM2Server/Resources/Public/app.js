@@ -21,6 +21,7 @@
     latencyMs: null,
     requests: 0,
     ready: false,
+    encoding: null,      // last /api/encoding report
   };
   window.geosam2 = { state };
 
@@ -120,7 +121,7 @@
     // The level-0 grid; coarser pyramid levels would cover it with larger, overlapping tiles.
     gridLayer = L.geoJSON(null, {
       interactive: false, pane: 'objects', filter: (f) => !f.properties.level,
-      style: (f) => ({ color: f.properties.state === 'done' ? '#ffffff' : '#ff9d3b', weight: 1, dashArray: '6 4', fill: false }),
+      style: tileStyle,
     });
     objectsLayer = L.geoJSON(null, {
       interactive: false, pane: 'objects', style: { color: '#ffb020', weight: 2, fillColor: '#ffb020', fillOpacity: 0.25 },
@@ -135,9 +136,57 @@
     wireMap();
     wirePanel();
     setMode('fg');
-    await Promise.all([loadObjects(), loadGrid()]);
+    await Promise.all([loadObjects(), loadGrid(), pollEncoding()]);
     state.ready = true;
     updateStatus();
+  }
+
+  // MARK: Encoding on demand
+
+  // Done tiles white; pending orange; the tile being encoded cyan; tiles prompts wait for yellow;
+  // failed red.
+  function tileStyle(f) {
+    const p = f.properties;
+    const color = p.activity === 'encoding' ? '#3fd0ff' : p.activity === 'queued' ? '#ffd23f' : p.activity === 'failed' ? '#ff4d4d'
+      : p.state === 'done' || p.state === 'empty' ? '#ffffff' : '#ff9d3b';
+    return { color, weight: p.activity ? 2 : 1, dashArray: p.activity ? null : '6 4', fill: false };
+  }
+
+  // While the server encodes the store, poll its report: the status line shows the progress and
+  // the tile in work; the grid (when shown) follows. The view is sent so its tiles come first.
+  async function pollEncoding() {
+    let report;
+    try {
+      report = await api('/api/encoding');
+    } catch (error) {
+      return;
+    }
+    state.encoding = report;
+    updateStatus();
+    if (map && map.hasLayer(gridLayer)) loadGrid();
+    if (report.on_demand && !report.complete) setTimeout(pollEncoding, 1000);
+  }
+
+  function sendView() {
+    if (!state.encoding || !state.encoding.on_demand || state.encoding.complete) return;
+    const b = map.getBounds();
+    const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];
+    api('/api/view', { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ bbox }) }).catch(() => {});
+  }
+
+  function encodingText(r) {
+    if (!r || !r.on_demand) return r && !r.complete ? 'Encoded: ' + r.finished + '/' + r.tiles + ' tiles' : '';
+    if (r.complete) return 'Encoded: all ' + r.tiles + ' tiles';
+    let text = 'Encoding: ' + r.finished + '/' + r.tiles + ' tiles';
+    const c = r.current;
+    if (c) {
+      text += ' · ' + c.tile + (c.reason === 'prompt' ? ' for your prompt' : '') +
+        (c.progress !== null ? ' ' + Math.round(c.progress * 100) + '%' : '');
+    }
+    if (r.queued.length > 1) text += ' · ' + (r.queued.length - 1) + ' more for prompts';
+    const failed = Object.keys(r.failed).length;
+    if (failed) text += ' · ' + failed + ' failed';
+    return text;
   }
 
   async function loadGrid() {
@@ -369,6 +418,8 @@
 
   function wireMap() {
     const container = map.getContainer();
+    let viewTimer = null;
+    map.on('moveend', () => { clearTimeout(viewTimer); viewTimer = setTimeout(sendView, 300); });
     let drag = null;
     let suppressClick = false;
 
@@ -500,6 +551,7 @@
     $('status-score').textContent = m && m.features ? 'Mask: ' + m.features.length + ' polygon' + (m.features.length === 1 ? '' : 's') +
       ', score ' + m.score.toFixed(2) + ', tile ' + m.tile + (m.level ? ' (level ' + m.level + ')' : '') +
       (m.clipped ? ', may be cut' : '') : '';
+    $('status-encoding').textContent = encodingText(state.encoding);
   }
 
   start();

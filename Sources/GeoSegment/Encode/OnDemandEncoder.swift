@@ -1,0 +1,241 @@
+import Foundation
+import GeoIO
+
+/// Encodes the pending tiles of a store while it is served, so that the first click does not
+/// wait for the whole raster: the coarsest level first (the whole raster in a few tiles), then
+/// the other tiles nearest the user's view first, and any tile a prompt needs at once, ahead of
+/// that background work.
+///
+/// One thread encodes one tile at a time (the encoder already uses every core). Every tile goes
+/// into the store as `geosam2 encode` writes it (atomically, checksummed), so stopping the server
+/// loses at most the tile in progress and a later `encode` or `serve` resumes. Once no tile is
+/// pending the manifest is finalized.
+///
+/// Thread-safe: prompts call ``ensureEncoded(_:)`` from request threads, the web UI moves the
+/// focus with ``focus(onMapBox:)`` and polls ``status()``.
+public final class OnDemandEncoder: @unchecked Sendable {
+    // @unchecked: every mutable member is guarded by `condition`; the rest is immutable.
+
+    /// Why a tile is being encoded.
+    public enum Reason: String, Sendable {
+        /// A prompt needs it.
+        case prompt
+        /// Filling the store in the background.
+        case background
+    }
+
+    /// What the encoder is doing and how far the store is.
+    public struct Status: Sendable {
+        public struct Level: Sendable {
+            public var level: Int
+            public var tiles: Int
+            /// Tiles done or found empty.
+            public var finished: Int
+        }
+        public struct Current: Sendable {
+            public var tile: String
+            public var level: Int
+            public var reason: Reason
+            /// Seconds since this tile's encoding started.
+            public var elapsed: Double
+            /// What a tile of this level has taken in this run (nil before the first one).
+            public var expected: Double?
+        }
+        public var levels: [Level]
+        public var current: Current?
+        /// Tiles prompts are waiting for, in the order they are encoded.
+        public var queued: [String]
+        /// Tiles that could not be encoded, with why (retried when a prompt needs them).
+        public var failed: [String: String]
+        /// Tiles this run encoded (or found empty).
+        public var encoded: Int
+        public var complete: Bool
+        public var tiles: Int { levels.reduce(0) { $0 + $1.tiles } }
+        public var finished: Int { levels.reduce(0) { $0 + $1.finished } }
+    }
+
+    public let store: FeatureStore
+    let source: RasterSource
+    let model: EncoderModel
+    let log: @Sendable (String) -> Void
+    /// Every tile with its level and its footprint on the encoded grid (level-0 pixels).
+    private let entries: [(entry: StoreManifest.TileEntry, level: Int, footprint: PixelBox)]
+    private let inverse: GeoTransform?
+
+    private let condition = NSCondition()
+    private var pending: Set<String>
+    private var requested: [String] = []
+    private var failures: [String: String] = [:]
+    /// The centre of the user's view on the encoded grid (nil: the raster's centre).
+    private var focusPoint: (x: Double, y: Double)?
+    private var current: (index: Int, reason: Reason, started: UInt64)?
+    private var durations: [Int: (count: Int, seconds: Double)] = [:]
+    private var encodedCount = 0
+    private var stopping = false
+
+    /// Starts encoding the store's pending tiles in the background.
+    /// - Parameters:
+    ///   - source: the store's raster, opened as the store reads it (``RasterEncoder/openSource(of:)``).
+    ///   - model: the checkpoint the store records.
+    ///   - log: one line per failed tile and when the store is complete.
+    public init(store: FeatureStore, source: RasterSource, model: EncoderModel, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        guard model.checkpointSHA256 == store.manifest.model.checkpointSHA256 else {
+            throw GeoSegmentError("the model is not the checkpoint the store was encoded with (SHA-256 \(store.manifest.model.checkpointSHA256.prefix(12))…)")
+        }
+        self.store = store
+        self.source = source
+        self.model = model
+        self.log = log
+        let m = store.manifest
+        var all: [(StoreManifest.TileEntry, Int, PixelBox)] = []
+        for entry in RasterEncoder.encodingOrder(of: m) {
+            let f = Double(1 << entry.levelIndex), w = entry.window.map(Double.init)
+            all.append((entry, entry.levelIndex, PixelBox(minX: w[0] * f, minY: w[1] * f, maxX: (w[0] + w[2]) * f, maxY: (w[1] + w[3]) * f)))
+        }
+        entries = all
+        inverse = GeoTransform(coefficients: m.encoding.geoTransform)?.inverse
+        pending = Set(all.filter { store.state(of: $0.0) == .pending }.map(\.0.id))
+        let thread = Thread { [self] in work() }
+        thread.name = "geosam2.encode-on-demand"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Whether some tile is still to be encoded.
+    public var isComplete: Bool { condition.withLock { pending.isEmpty } }
+
+    /// Returns once `tile` is encoded (or found empty), encoding it ahead of the background work
+    /// when it is pending; throws when it cannot be encoded or the encoder stops first.
+    public func ensureEncoded(_ tile: StoreManifest.TileEntry) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        guard pending.contains(tile.id) else { return }
+        failures[tile.id] = nil  // a prompt retries a tile that failed in the background
+        if !requested.contains(tile.id) { requested.append(tile.id) }
+        condition.broadcast()
+        while pending.contains(tile.id), failures[tile.id] == nil, !stopping { condition.wait() }
+        if let failure = failures[tile.id] { throw GeoSegmentError("tile \(tile.id) could not be encoded: \(failure)") }
+        if pending.contains(tile.id) { throw GeoSegmentError("the server is stopping; tile \(tile.id) was not encoded") }
+    }
+
+    /// Moves the background work to the tiles nearest the centre of `box` (store CRS) first.
+    public func focus(onMapBox box: MapBox) {
+        guard let inverse else { return }
+        let c = inverse.pixelToMap(x: (box.minX + box.maxX) / 2, y: (box.minY + box.maxY) / 2)
+        guard c.x.isFinite, c.y.isFinite else { return }
+        condition.withLock { focusPoint = (c.x, c.y) }
+    }
+
+    /// Where the store stands and what is being encoded.
+    public func status() -> Status {
+        condition.withLock {
+            var levels: [Int: Status.Level] = [:]
+            for e in entries {
+                levels[e.level, default: Status.Level(level: e.level, tiles: 0, finished: 0)].tiles += 1
+                if !pending.contains(e.entry.id) { levels[e.level]?.finished += 1 }
+            }
+            let now = DispatchTime.now().uptimeNanoseconds
+            let running = current.map { c -> Status.Current in
+                let e = entries[c.index]
+                return Status.Current(tile: e.entry.id, level: e.level, reason: c.reason, elapsed: Double(now - c.started) / 1e9,
+                                      expected: expectedSeconds(level: e.level))
+            }
+            return Status(levels: levels.values.sorted { $0.level < $1.level }, current: running, queued: requested,
+                          failed: failures, encoded: encodedCount, complete: pending.isEmpty)
+        }
+    }
+
+    /// Stops after the tile in progress; prompts still waiting get an error.
+    public func stop() {
+        condition.withLock {
+            stopping = true
+            condition.broadcast()
+        }
+    }
+
+    // MARK: The encoding thread
+
+    private func work() {
+        while true {
+            condition.lock()
+            var next = nextTile()
+            while next == nil, !stopping {
+                condition.wait()
+                next = nextTile()
+            }
+            guard let (index, reason) = next, !stopping else {
+                condition.unlock()
+                return
+            }
+            let start = DispatchTime.now().uptimeNanoseconds
+            current = (index, reason, start)
+            condition.unlock()
+
+            let entry = entries[index].entry
+            let outcome = Result { () throws -> Void in
+                // Another process (`encode` on the same store) may have written it meanwhile.
+                if store.state(of: entry) == .pending { _ = try RasterEncoder.encode(entry, from: source, into: store, model: model) }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+
+            condition.lock()
+            current = nil
+            requested.removeAll { $0 == entry.id }
+            switch outcome {
+            case .success:
+                pending.remove(entry.id)
+                encodedCount += 1
+                durations[entries[index].level, default: (0, 0)].count += 1
+                durations[entries[index].level, default: (0, 0)].seconds += seconds
+            case .failure(let error):
+                failures[entry.id] = "\(error)"
+                log("warning: tile \(entry.id) could not be encoded: \(error)")
+            }
+            let finished = pending.isEmpty
+            condition.broadcast()
+            condition.unlock()
+            if finished {
+                do {
+                    if try store.finalizeIfComplete() { log("every tile of \(store.url.path) is encoded") }
+                } catch {
+                    log("warning: the store's manifest was not finalized: \(error)")
+                }
+            }
+        }
+    }
+
+    /// The next tile to encode (caller holds the lock).
+    private func nextTile() -> (Int, Reason)? {
+        let focus = focusPoint ?? (Double(store.manifest.encoding.width) / 2, Double(store.manifest.encoding.height) / 2)
+        return Self.nextTile(among: entries.map { ($0.entry.id, $0.level, $0.footprint) }, pending: pending, failed: Set(failures.keys),
+                             requested: requested, focus: focus)
+    }
+
+    /// The oldest prompt's pending tile; else a pending tile of the coarsest level; else the
+    /// pending tile whose footprint (level-0 pixels) is nearest `focus`, the finer level first
+    /// among equals, so that the view gets every level of its own tiles before the work spreads
+    /// out. Tiles that failed wait for a prompt to retry them.
+    static func nextTile(among tiles: [(id: String, level: Int, footprint: PixelBox)], pending: Set<String>, failed: Set<String>,
+                         requested: [String], focus: (x: Double, y: Double)) -> (Int, Reason)? {
+        for id in requested where pending.contains(id) && !failed.contains(id) {
+            if let i = tiles.firstIndex(where: { $0.id == id }) { return (i, .prompt) }
+        }
+        let top = tiles.map(\.level).max() ?? 0
+        var best: (index: Int, key: (Int, Double, Int))?
+        for (i, t) in tiles.enumerated() where pending.contains(t.id) && !failed.contains(t.id) {
+            let b = t.footprint
+            let dx = max(b.minX - focus.x, 0, focus.x - b.maxX), dy = max(b.minY - focus.y, 0, focus.y - b.maxY)
+            let key = (t.level == top ? 0 : 1, (dx * dx + dy * dy).squareRoot(), t.level)
+            if let current = best, !(key < current.key) { continue }
+            best = (i, key)
+        }
+        return best.map { ($0.index, .background) }
+    }
+
+    /// The mean time of this level's tiles in this run, else of any tile's.
+    private func expectedSeconds(level: Int) -> Double? {
+        if let d = durations[level], d.count > 0 { return d.seconds / Double(d.count) }
+        let all = durations.values.reduce((0, 0.0)) { ($0.0 + $1.count, $0.1 + $1.seconds) }
+        return all.0 > 0 ? all.1 / Double(all.0) : nil
+    }
+}
