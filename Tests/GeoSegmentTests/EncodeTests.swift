@@ -53,8 +53,10 @@ final class EncodeTests: XCTestCase {
     /// Encodes with one level unless `configure` asks for more: these tests are about level 0
     /// (PyramidTests has the levels).
     func encode(_ raster: String, into store: URL, _ configure: (inout EncodeOptions) -> Void = { _ in }) throws -> EncodeSummary {
+        // The grid these tests pin down: one level, no overlap (the defaults have tests of their own).
         var options = EncodeOptions()
         options.levels = 0
+        options.overlap = 0
         configure(&options)
         return try RasterEncoder.run(raster: raster, store: store, model: try TestSupport.microModel(), options: options)
     }
@@ -280,6 +282,39 @@ final class EncodeTests: XCTestCase {
         }
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q12" }) { error in
             XCTAssertTrue("\(error)".contains("--dtype must be one of q16z, q16, f16, f32"), "\(error)")
+        }
+    }
+
+    func testNewStoresOverlapBy128AndResumedStoresKeepTheirOverlap() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 2000, height: 600) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let model = try TestSupport.microModel()
+        var options = EncodeOptions()
+        options.levels = 0
+        options.shard = (0, 2)
+        let fresh = dir.appendingPathComponent("fresh.geosam2")
+        _ = try RasterEncoder.run(raster: raster, store: fresh, model: model, options: options)
+        let planned = try FeatureStore.open(fresh).manifest
+        XCTAssertEqual(planned.encoding.overlap, EncodeOptions.defaultOverlap)
+        XCTAssertEqual(EncodeOptions.defaultOverlap, 128)
+        // Stride 896: origins 0, 896 and 976 (the last one ends at the raster's edge).
+        XCTAssertEqual(planned.tiles.map { $0.window[0] }, [0, 896, 976])
+
+        // A store made with no overlap (as every store before 0.3) resumes with its own grid.
+        let old = dir.appendingPathComponent("old.geosam2")
+        options.overlap = 0
+        _ = try RasterEncoder.run(raster: raster, store: old, model: model, options: options)
+        options.overlap = nil
+        options.shard = nil
+        let resumed = try RasterEncoder.run(raster: raster, store: old, model: model, options: options)
+        XCTAssertTrue(resumed.complete)
+        XCTAssertEqual(resumed.skipped, 1)
+        XCTAssertEqual(try FeatureStore.open(old).manifest.encoding.overlap, 0)
+        options.overlap = 128
+        XCTAssertThrowsError(try RasterEncoder.run(raster: raster, store: old, model: model, options: options)) { error in
+            XCTAssertTrue("\(error)".contains("tile grid"), "\(error)")
         }
     }
 }

@@ -168,6 +168,13 @@ class UITest:
             self.driver = webdriver.Chrome(service=Service(self.args.chromedriver), options=options)
             try:
                 self.scenario(server.url, out)
+                server.stop()
+                # A raster never encoded: served at once, encoded while the page is open.
+                big = os.path.join(work, "big.tif")
+                subprocess.run([self.args.binary, "sample", big, "--width", "3000", "--height", "2000"], check=True, capture_output=True)
+                server = Server(self.args.binary, big, os.path.join(work, "big_objects.gpkg"))
+                print("server (raster, encoded on demand): %s" % server.url)
+                self.on_demand_scenario(server.url)
             finally:
                 try:
                     errors = [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"
@@ -289,6 +296,30 @@ class UITest:
         d.refresh()
         self.wait("window.geosam2 && window.geosam2.state.ready")
         self.check("saved objects shown after reload", self.wait("window.geosam2.state.objects === 1"))
+
+    def on_demand_scenario(self, url):
+        d = self.driver
+        d.get(url)
+        self.check("raster page ready at once", self.wait("window.geosam2 && window.geosam2.state.ready"))
+        self.check("the page knows the store is encoded on demand",
+                   self.wait("window.geosam2.state.encoding && window.geosam2.state.encoding.on_demand === true"))
+        text = d.find_element("id", "status-encoding").text
+        self.check("the status line shows the encoding", text.startswith("Encoding:") or text.startswith("Encoded: all"), text)
+        d.find_element("id", "show-grid").click()
+        colours = self.wait("(() => { const c = new Set(); window.geosam2.layers.grid.eachLayer(l => c.add(l.options.color));"
+                            " return c.size ? [...c] : null; })()")
+        self.check("the grid is drawn with tile states", bool(colours), str(colours))
+        # Pan a little: the view goes to the server (moveend), then a click far from the centre.
+        d.execute_script("window.geosam2.map.panBy([200, 100], {animate: false})")
+        self.click_map(0.85, 0.85)
+        mask = self.wait("window.geosam2.state.mask && window.geosam2.state.mask.features.length", timeout=120)
+        self.check("a click on a tile not encoded yet is answered", (mask or 0) > 0, "features=%s" % mask)
+        self.screenshot("ui-on-demand.png")
+        done = self.wait("document.getElementById('status-encoding').textContent.startsWith('Encoded: all')", timeout=300)
+        self.check("the status line reports every tile encoded", bool(done), d.find_element("id", "status-encoding").text)
+        white = self.wait("(() => { let all = true; window.geosam2.layers.grid.eachLayer(l => { all = all && l.options.color === '#ffffff'; });"
+                          " return all; })()")
+        self.check("the grid shows every tile done", bool(white))
 
 
 if __name__ == "__main__":

@@ -222,7 +222,11 @@ public final class Segmenter: @unchecked Sendable {
                 }
                 try onDemand.ensureEncoded(chosen.tile)
                 chosen.encodedOnDemand = true
-                if store.state(of: chosen.tile) == .done { return chosen }
+                switch store.state(of: chosen.tile) {
+                case .done: return chosen
+                case .empty: continue
+                case .pending: throw GeoSegmentError("tile \(chosen.tile.id) is not encoded yet (its file was moved away while serving)")
+                }
             }
         }
         throw GeoSegmentError("the prompts fall on tiles that hold only nodata")
