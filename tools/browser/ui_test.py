@@ -310,7 +310,7 @@ class UITest:
                             " return c.size ? [...c] : null; })()")
         self.check("the grid is drawn with tile states", bool(colours), str(colours))
         # Pan a little: the view goes to the server (moveend), then a click far from the centre.
-        d.execute_script("window.geosam2.map.panBy([200, 100], {animate: false})")
+        d.execute_script("window.geosam2.map.panBy([200, 100], {animate: false}); window.geosam2.map.panBy([-200, -100], {animate: false})")
         self.click_map(0.85, 0.85)
         mask = self.wait("window.geosam2.state.mask && window.geosam2.state.mask.features.length", timeout=120)
         self.check("a click on a tile not encoded yet is answered", (mask or 0) > 0, "features=%s" % mask)
