@@ -317,4 +317,46 @@ final class EncodeTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("tile grid"), "\(error)")
         }
     }
+
+    func testForceIsRefusedWhileAnotherProcessWritesTheStore() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 1100, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("r.geosam2")
+        XCTAssertTrue(try encode(raster, into: storeURL).complete)
+        let before = try FeatureStore.open(storeURL)
+        let files = try FileManager.default.contentsOfDirectory(atPath: before.tilesURL.path).sorted()
+        do {
+            // A server filling the store (or another encode) holds the writers' lock, shared.
+            let serving = try before.lockForWriting()
+            XCTAssertNoThrow(try before.lockForWriting(), "writers share the store")
+            XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.overlap = 128; $0.force = true }) { error in
+                XCTAssertTrue("\(error)".contains("another geosam2"), "\(error)")
+            }
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: before.tilesURL.path).sorted(), files, "no tile removed")
+            withExtendedLifetime(serving) {}
+        }
+        // Once the writer is gone, --force replaces the tiles.
+        XCTAssertTrue(try encode(raster, into: storeURL) { $0.overlap = 128; $0.force = true }.complete)
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.encoding.overlap, 128)
+    }
+
+    func testFinalizingNeverWritesAnOlderManifestOverANewerOne() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 2100, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("r.geosam2")
+        XCTAssertFalse(try encode(raster, into: storeURL) { $0.shard = (0, 2) }.complete)
+        let stale = try FeatureStore.open(storeURL)  // e.g. a server's view of the store
+        // Another process finishes level 0 and adds a pyramid level.
+        XCTAssertFalse(try encode(raster, into: storeURL) { $0.levels = 1; $0.shard = (1, 2) }.complete)
+        // Level 0 is complete, so the stale view would finalize it, dropping the new level.
+        XCTAssertTrue(stale.manifest.tiles.allSatisfy { stale.state(of: $0) != .pending })
+        XCTAssertFalse(try stale.finalizeIfComplete())
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.levelCount, 1, "the level added by the other process is kept")
+        XCTAssertTrue(try encode(raster, into: storeURL) { $0.levels = nil }.complete)
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.levelCount, 1)
+    }
 }

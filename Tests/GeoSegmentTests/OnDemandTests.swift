@@ -168,4 +168,28 @@ final class OnDemandTests: XCTestCase {
         XCTAssertFalse(encoder.status().failed.isEmpty)
         XCTAssertEqual(try tileBytes(store).count, 0)
     }
+
+    func testACoarseAnswerIsCutByNodataWhileLevelZeroIsPending() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("strip.tif").path, width: 2100, height: 300, nodata: 0) { b, x, y in
+            (1501...1600).contains(x) ? 0 : TestSupport.scene(b, x, y)
+        }
+        let model = try TestSupport.microModel()
+        let (store, source) = try RasterEncoder.prepare(raster: raster, store: dir.appendingPathComponent("strip.geosam2"), model: model,
+                                                        options: EncodeOptions())
+        // Only the coarser levels are encoded, as early in a server's on-demand work.
+        for entry in store.manifest.levels?.flatMap(\.tiles) ?? [] {
+            _ = try RasterEncoder.encode(entry, from: source, into: store, model: model)
+        }
+        XCTAssertTrue(store.manifest.tiles.allSatisfy { store.state(of: $0) == .pending })
+        let segmenter = try Segmenter(store: store, model: model.model, checkpointSHA256: model.checkpointSHA256)
+        let (a, b) = (map(200, 260), map(1500, 40))
+        let wide = try segmenter.segment(ObjectPrompt(points: [], box: MapBox(minX: a.x, minY: a.y, maxX: b.x, maxY: b.y)))
+        XCTAssertEqual(wide.level, 1)
+        let mask = wide.mask
+        XCTAssertGreaterThan(mask.reduce(0) { $0 + Int($1) }, 0)
+        // Level-1 pixels 751…799 hold only nodata (native 1502…1599): cut at full resolution by
+        // the level-1 tile's own validity, since no level-0 tile is there to say better.
+        for y in 0..<wide.maskHeight { for x in 1502...1599 { XCTAssertEqual(mask[y * wide.maskWidth + x], 0, "x = \(x)") } }
+    }
 }

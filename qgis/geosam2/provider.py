@@ -64,9 +64,11 @@ class EncodeRasterAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.SCALE, "Resolution factor (0.5 = half resolution)",
                                                        type=QgsProcessingParameterNumber.Type.Double, defaultValue=1.0,
                                                        minValue=0.05, maxValue=8.0))
-        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)",
-                                                       type=QgsProcessingParameterNumber.Type.Integer, defaultValue=128,
-                                                       minValue=0, maxValue=512))
+        # -1: the engine's choice (128 px for a new store, a resumed store's own), so that
+        # running the algorithm again on an older store resumes it instead of refusing its grid.
+        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels; -1: 128 for a new store, a resumed store's own)",
+                                                       type=QgsProcessingParameterNumber.Type.Integer, defaultValue=-1,
+                                                       minValue=-1, maxValue=512))
         self.addParameter(QgsProcessingParameterString(self.MODEL, "Model: a checkpoint file or a preset (tiny, small, base_plus, large)",
                                                        defaultValue="tiny"))
         self.addParameter(QgsProcessingParameterFile(self.CONFIG, "Architecture JSON (custom checkpoints only)", optional=True,
@@ -86,8 +88,10 @@ class EncodeRasterAlgorithm(QgsProcessingAlgorithm):
         arguments = [binary, "encode", source, "--out", output, "--progress", "json",
                      "--stretch", STRETCHES[self.parameterAsEnum(parameters, self.STRETCH, context)],
                      "--scale", repr(self.parameterAsDouble(parameters, self.SCALE, context)),
-                     "--overlap", str(self.parameterAsInt(parameters, self.OVERLAP, context)),
                      "--model", self.parameterAsString(parameters, self.MODEL, context) or "tiny"]
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        if overlap >= 0:
+            arguments += ["--overlap", str(overlap)]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             arguments += ["--bands", bands]

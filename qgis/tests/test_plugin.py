@@ -226,6 +226,12 @@ def test_encode_algorithm_reports_progress_cancels_and_resumes(qgis_app, plugin,
     verified = subprocess.run([binary, "verify", str(out)], capture_output=True, text=True)
     assert verified.returncode == 0, verified.stdout
 
+    # Run again with the overlap left at its default (the engine's choice): the store made with
+    # no overlap resumes instead of being refused for another tile grid.
+    again = {k: v for k, v in parameters.items() if k != "OVERLAP"}
+    assert processing.run("geosam2:encode", again)["OUTPUT"] == str(out)
+    assert json.loads((out / "manifest.json").read_text())["encoding"]["overlap"] == 0
+
 
 def test_a_missing_engine_is_a_message_not_a_traceback(iface, plugin, scene):
     _, store = scene

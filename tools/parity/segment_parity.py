@@ -84,7 +84,8 @@ def pyramid_cases(args, predictor, work):
     objects = [
         {"points": [], "box": (400.0, 380.0, 1620.0, 1550.0), "level": 1},
         {"points": [], "box": (150.0, 160.0, 2440.0, 2420.0), "level": 2},
-        {"points": [], "box": (960.0, 1800.0, 1130.0, 1950.0), "level": 1},
+        # Level-0 tiles start at 0, 896 and 1576 (overlap 128): with its margin, no tile holds x 850…1100.
+        {"points": [], "box": (850.0, 1800.0, 1100.0, 1950.0), "level": 1},
         {"points": [(1900.5, 900.5, 1)], "box": (1300.0, 400.0, 2500.0, 1700.0), "level": 1},
         {"points": [(700.5, 1900.5, 1)], "box": None, "level": None},
         {"points": [(2000.25, 2100.75, 1), (2060.5, 2150.5, 1)], "box": None, "level": None},

@@ -45,7 +45,7 @@ struct EncodingController<Context: RequestContext> {
                 total += tiles.count
             }
             return .object([
-                "on_demand": .bool(false), "complete": .bool(finishedAll == total), "tiles": .integer(total),
+                "on_demand": .bool(false), "complete": .bool(finishedAll == total), "idle": .bool(true), "tiles": .integer(total),
                 "finished": .integer(finishedAll), "encoded": .integer(0), "levels": .array(levels), "current": .null,
                 "queued": .array([]), "failed": .object([:]),
             ])
@@ -59,7 +59,7 @@ struct EncodingController<Context: RequestContext> {
             ])
         } ?? .null
         return .object([
-            "on_demand": .bool(true), "complete": .bool(status.complete), "tiles": .integer(status.tiles),
+            "on_demand": .bool(true), "complete": .bool(status.complete), "idle": .bool(status.idle), "tiles": .integer(status.tiles),
             "finished": .integer(status.finished), "encoded": .integer(status.encoded),
             "levels": .array(status.levels.map {
                 .object(["level": .integer($0.level), "tiles": .integer($0.tiles), "finished": .integer($0.finished)])

@@ -166,6 +166,8 @@ public enum RasterEncoder {
     public static func run(raster: String, store storeURL: URL, model: EncoderModel, options: EncodeOptions,
                            progress: (EncodeProgress) -> Void = { _ in }) throws -> EncodeSummary {
         let (store, source) = try prepare(raster: raster, store: storeURL, model: model, options: options)
+        let writerLock = try store.lockForWriting()
+        defer { withExtendedLifetime(writerLock) {} }
         let ordered = encodingOrder(of: store.manifest)
         let tiles = options.shard.map { shard in ordered.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element) } ?? ordered
         var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
@@ -234,6 +236,8 @@ public enum RasterEncoder {
                     try store.replaceManifest(manifest)
                 }
             } else if options.force {
+                let replacing = try existing.lockForWriting(exclusive: true)
+                defer { withExtendedLifetime(replacing) {} }
                 try rethrowing("cannot clear \(storeURL.path)") {
                     try FileManager.default.removeItem(at: storeURL.appendingPathComponent(FeatureStore.tilesDirectory))
                 }
@@ -287,6 +291,8 @@ extension RasterEncoder {
             throw GeoSegmentError("the model is not the checkpoint the store was encoded with (SHA-256 \(m.model.checkpointSHA256.prefix(12))…)")
         }
         let source = try openSource(of: store)
+        let writerLock = try store.lockForWriting()
+        defer { withExtendedLifetime(writerLock) {} }
         try store.setAside(tiles)
         var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
         let start = DispatchTime.now().uptimeNanoseconds

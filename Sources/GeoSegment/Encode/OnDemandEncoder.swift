@@ -43,18 +43,22 @@ public final class OnDemandEncoder: @unchecked Sendable {
         }
         public var levels: [Level]
         public var current: Current?
-        /// Tiles prompts are waiting for, in the order they are encoded.
+        /// Tiles prompts are waiting for, in the order they are encoded (the newest prompt's first).
         public var queued: [String]
         /// Tiles that could not be encoded, with why (retried when a prompt needs them).
         public var failed: [String: String]
         /// Tiles this run encoded (or found empty).
         public var encoded: Int
         public var complete: Bool
+        /// Nothing left to do but tiles that failed (they wait for a prompt to retry them).
+        public var idle: Bool
         public var tiles: Int { levels.reduce(0) { $0 + $1.tiles } }
         public var finished: Int { levels.reduce(0) { $0 + $1.finished } }
     }
 
     public let store: FeatureStore
+    /// Held while serving: `encode --force` cannot replace the store's tiles under it.
+    private let writerLock: FeatureStore.WriterLock
     let source: RasterSource
     let model: EncoderModel
     let log: @Sendable (String) -> Void
@@ -82,6 +86,7 @@ public final class OnDemandEncoder: @unchecked Sendable {
         guard model.checkpointSHA256 == store.manifest.model.checkpointSHA256 else {
             throw GeoSegmentError("the model is not the checkpoint the store was encoded with (SHA-256 \(store.manifest.model.checkpointSHA256.prefix(12))…)")
         }
+        writerLock = try store.lockForWriting()
         self.store = store
         self.source = source
         self.model = model
@@ -111,7 +116,10 @@ public final class OnDemandEncoder: @unchecked Sendable {
         defer { condition.unlock() }
         guard pending.contains(tile.id) else { return }
         failures[tile.id] = nil  // a prompt retries a tile that failed in the background
-        if !requested.contains(tile.id) { requested.append(tile.id) }
+        // The newest prompt first: the user has moved on from the older ones (the page aborts
+        // their requests), and those still waiting are served right after.
+        requested.removeAll { $0 == tile.id }
+        requested.insert(tile.id, at: 0)
         condition.broadcast()
         while pending.contains(tile.id), failures[tile.id] == nil, !stopping { condition.wait() }
         if let failure = failures[tile.id] { throw GeoSegmentError("tile \(tile.id) could not be encoded: \(failure)") }
@@ -141,7 +149,8 @@ public final class OnDemandEncoder: @unchecked Sendable {
                                       expected: expectedSeconds(level: e.level))
             }
             return Status(levels: levels.values.sorted { $0.level < $1.level }, current: running, queued: requested,
-                          failed: failures, encoded: encodedCount, complete: pending.isEmpty)
+                          failed: failures, encoded: encodedCount, complete: pending.isEmpty,
+                          idle: !pending.isEmpty && current == nil && pending.allSatisfy { failures[$0] != nil })
         }
     }
 
@@ -159,6 +168,16 @@ public final class OnDemandEncoder: @unchecked Sendable {
         while true {
             condition.lock()
             var next = nextTile()
+            if next == nil, !failures.isEmpty {
+                // Only failed tiles are left: those another process has written since are finished.
+                for id in failures.keys {
+                    if let e = entries.first(where: { $0.entry.id == id }), store.state(of: e.entry) != .pending {
+                        failures[id] = nil
+                        pending.remove(id)
+                    }
+                }
+                if pending.isEmpty { finalize() }
+            }
             while next == nil, !stopping {
                 condition.wait()
                 next = nextTile()
@@ -172,9 +191,12 @@ public final class OnDemandEncoder: @unchecked Sendable {
             condition.unlock()
 
             let entry = entries[index].entry
-            let outcome = Result { () throws -> Void in
-                // Another process (`encode` on the same store) may have written it meanwhile.
-                if store.state(of: entry) == .pending { _ = try RasterEncoder.encode(entry, from: source, into: store, model: model) }
+            // Whether this thread encoded it: another process (`encode` on the same store) may
+            // have written it meanwhile, which costs nothing and says nothing of the time a tile takes.
+            let outcome = Result { () throws -> Bool in
+                guard store.state(of: entry) == .pending else { return false }
+                _ = try RasterEncoder.encode(entry, from: source, into: store, model: model)
+                return true
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 
@@ -182,25 +204,29 @@ public final class OnDemandEncoder: @unchecked Sendable {
             current = nil
             requested.removeAll { $0 == entry.id }
             switch outcome {
-            case .success:
+            case .success(let encoded):
                 pending.remove(entry.id)
-                encodedCount += 1
-                durations[entries[index].level, default: (0, 0)].count += 1
-                durations[entries[index].level, default: (0, 0)].seconds += seconds
+                if encoded {
+                    encodedCount += 1
+                    durations[entries[index].level, default: (0, 0)].count += 1
+                    durations[entries[index].level, default: (0, 0)].seconds += seconds
+                }
             case .failure(let error):
                 failures[entry.id] = "\(error)"
                 log("warning: tile \(entry.id) could not be encoded: \(error)")
             }
-            let finished = pending.isEmpty
+            if pending.isEmpty { finalize() }
             condition.broadcast()
             condition.unlock()
-            if finished {
-                do {
-                    if try store.finalizeIfComplete() { log("every tile of \(store.url.path) is encoded") }
-                } catch {
-                    log("warning: the store's manifest was not finalized: \(error)")
-                }
-            }
+        }
+    }
+
+    /// Records a full store in its manifest (caller holds the lock).
+    private func finalize() {
+        do {
+            if try store.finalizeIfComplete() { log("every tile of \(store.url.path) is encoded") }
+        } catch {
+            log("warning: the store's manifest was not finalized: \(error)")
         }
     }
 
@@ -211,7 +237,7 @@ public final class OnDemandEncoder: @unchecked Sendable {
                              requested: requested, focus: focus)
     }
 
-    /// The oldest prompt's pending tile; else a pending tile of the coarsest level; else the
+    /// The newest prompt's pending tile; else a pending tile of the coarsest level; else the
     /// pending tile whose footprint (level-0 pixels) is nearest `focus`, the finer level first
     /// among equals, so that the view gets every level of its own tiles before the work spreads
     /// out. Tiles that failed wait for a prompt to retry them.

@@ -303,7 +303,9 @@ public final class Segmenter: @unchecked Sendable {
             runs = PlainUpsampling.thresholdRuns(plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f,
                                                  rows: height, columns: width)
         }
-        let valid = f == 1 ? validity : try fullResolutionValidity(x: x0, y: y0, width: width, height: height)
+        let valid = f == 1 ? validity : try fullResolutionValidity(
+            x: x0, y: y0, width: width, height: height,
+            coarse: validity.map { (runs: $0, x: tile.window[0], y: tile.window[1], factor: f) })
         if let valid { runs = runs.intersection(valid) }
         let transform = levels[0].transform.translated(byPixelsX: Double(x0), y: Double(y0))
         // The mask's box in level pixels, for the crop-edge test.
@@ -316,9 +318,12 @@ public final class Segmenter: @unchecked Sendable {
     }
 
     /// Which pixels of an encoded-grid window are valid, from the level-0 tiles that cover it
-    /// (nil: all of them): a coarser level's own mask is coarser than its outlines.
-    func fullResolutionValidity(x: Int, y: Int, width: Int, height: Int) throws -> RowRuns? {
-        enum Cell { case allValid, noneValid, runs(RowRuns) }
+    /// (nil: all of them): a coarser level's own mask is coarser than its outlines. Where a
+    /// level-0 tile is not encoded yet (a store filled on demand), the answering tile's own
+    /// validity (`coarse`: its runs, window origin and level factor) stands in for it.
+    func fullResolutionValidity(x: Int, y: Int, width: Int, height: Int,
+                                coarse: (runs: RowRuns, x: Int, y: Int, factor: Int)? = nil) throws -> RowRuns? {
+        enum Cell { case allValid, noneValid, runs(RowRuns), coarse }
         let level = levels[0]
         // Each pixel is read from the last tile row and column starting at or before it: the
         // grid's tiles cover the raster, and overlapping tiles agree on validity.
@@ -331,7 +336,7 @@ public final class Segmenter: @unchecked Sendable {
             let cell: Cell
             switch store.state(of: t) {
             case .empty: cell = .noneValid
-            case .pending: cell = .allValid  // not encoded: the logits decide
+            case .pending: cell = coarse == nil ? .allValid : .coarse
             case .done: cell = try validity(of: t).map { .runs($0) } ?? .allValid
             }
             if case .allValid = cell {} else { anyInvalid = true }
@@ -353,6 +358,17 @@ public final class Segmenter: @unchecked Sendable {
                     }
                 case .allValid: builder.append(column - x, next - x)
                 case .noneValid: break
+                case .coarse:
+                    guard let c = coarse else { break }
+                    let levelRow = row / c.factor - c.y
+                    guard levelRow >= 0, levelRow < c.runs.height else {
+                        builder.append(column - x, next - x)
+                        break
+                    }
+                    for r in c.runs.row(levelRow) {
+                        builder.append(max((Int(c.runs.start[r]) + c.x) * c.factor, column) - x,
+                                       min((Int(c.runs.end[r]) + c.x) * c.factor, next) - x)
+                    }
                 }
                 column = next
             }

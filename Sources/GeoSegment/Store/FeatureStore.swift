@@ -101,6 +101,9 @@ public final class FeatureStore: @unchecked Sendable {
             if let owner = archive.metadata["checkpoint_sha256"], owner != manifest.model.checkpointSHA256 {
                 throw GeoSegmentError("\(file.lastPathComponent) was encoded with another checkpoint than the store's")
             }
+            if let window = archive.metadata["window"], window != tile.windowText {
+                throw GeoSegmentError("\(file.lastPathComponent) holds window \(window), not the manifest's \(tile.windowText); run `geosam2 verify --repair`")
+            }
             return try body(archive, manifest.encoding.tileSize)
         }
     }
@@ -232,6 +235,13 @@ public final class FeatureStore: @unchecked Sendable {
     @discardableResult
     public func finalizeIfComplete() throws -> Bool {
         try lock.withLock {
+            // Another process may have changed the manifest since it was read (`encode --levels`
+            // adding levels): never write an older one over it.
+            let manifestURL = url.appendingPathComponent(Self.manifestName)
+            if let data = try? Data(contentsOf: manifestURL), let onDisk = try? StoreManifest.decode(data, from: manifestURL.path),
+               onDisk.levelIdentities != current.levelIdentities || !onDisk.differences(from: current).isEmpty {
+                return false
+            }
             var updated = current
             updated.updateTiles { $0.state = state(of: $0) }
             let complete = updated.allTiles.allSatisfy { $0.state != .pending }
@@ -286,12 +296,47 @@ public final class FeatureStore: @unchecked Sendable {
     }
 
     /// Removes temporary files a killed run left behind.
-    func removeLeftovers() {
+    func removeLeftovers(olderThan age: TimeInterval = 600) {
+        // Only old ones: a younger one may be another process's write in progress (a shard, or a
+        // server encoding on demand); a tile takes seconds to write, not minutes.
         let fm = FileManager.default
+        let cutoff = Date().addingTimeInterval(-age)
         for dir in [url, tilesURL] {
             for name in (try? fm.contentsOfDirectory(atPath: dir.path)) ?? [] where name.hasPrefix(".") && name.hasSuffix(".tmp") {
-                try? fm.removeItem(at: dir.appendingPathComponent(name))
+                let file = dir.appendingPathComponent(name)
+                let modified = (try? fm.attributesOfItem(atPath: file.path))?[.modificationDate] as? Date
+                if (modified ?? .distantPast) < cutoff { try? fm.removeItem(at: file) }
             }
         }
+    }
+
+    /// An advisory lock on the store's directory held by a process that writes tiles: shared by
+    /// `encode` runs and servers encoding on demand (any number may write at once: tiles are
+    /// written atomically, and the same tile twice gives the same bytes), exclusive for
+    /// `encode --force`, which removes the tiles. Released when the value is freed (or the
+    /// process ends).
+    public final class WriterLock: @unchecked Sendable {
+        // @unchecked: the descriptor is only read, and closed once in deinit.
+        let descriptor: Int32
+        init(descriptor: Int32) { self.descriptor = descriptor }
+        deinit { close(descriptor) }
+    }
+
+    static let lockName = ".writers.lock"
+
+    /// Takes the writers' lock (shared, or exclusive for replacing the tiles) without waiting.
+    public func lockForWriting(exclusive: Bool = false) throws -> WriterLock {
+        let path = url.appendingPathComponent(Self.lockName).path
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw GeoSegmentError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
+            let reason = errno == EWOULDBLOCK
+                ? (exclusive ? "another geosam2 (encode or serve) is writing \(url.path); stop it before replacing its tiles"
+                             : "\(url.path) is being replaced by `encode --force`")
+                : "cannot lock \(path): \(String(cString: strerror(errno)))"
+            close(fd)
+            throw GeoSegmentError(reason)
+        }
+        return WriterLock(descriptor: fd)
     }
 }

@@ -159,12 +159,16 @@
     try {
       report = await api('/api/encoding');
     } catch (error) {
+      setTimeout(pollEncoding, 5000);  // the server may be busy or restarting: try again later
       return;
     }
+    const first = state.encoding === null;
     state.encoding = report;
     updateStatus();
+    if (first) sendView();
     if (map && map.hasLayer(gridLayer)) loadGrid();
-    if (report.on_demand && !report.complete) setTimeout(pollEncoding, 1000);
+    // Polling stops once nothing is left but failed tiles (a prompt on one retries it).
+    if (report.on_demand && !report.complete && !report.idle) setTimeout(pollEncoding, 1000);
   }
 
   function sendView() {
@@ -189,12 +193,18 @@
     return text;
   }
 
+  // Fetched first and swapped in at once (no flicker); one load at a time.
   async function loadGrid() {
+    if (loadGrid.running) return;
+    loadGrid.running = true;
     try {
+      const tiles = await api('/api/tiles');
       gridLayer.clearLayers();
-      gridLayer.addData(await api('/api/tiles'));
+      gridLayer.addData(tiles);
     } catch (error) {
       message('Cannot load the tile grid: ' + error.message);
+    } finally {
+      loadGrid.running = false;
     }
   }
 
@@ -512,7 +522,9 @@
     $('undo-prompt').addEventListener('click', undoPrompt);
     $('clear').addEventListener('click', clearPrompts);
     $('undo-save').addEventListener('click', undoSave);
-    $('show-grid').addEventListener('change', (e) => { if (e.target.checked) gridLayer.addTo(map); else gridLayer.remove(); });
+    $('show-grid').addEventListener('change', (e) => {
+      if (e.target.checked) { gridLayer.addTo(map); loadGrid(); } else gridLayer.remove();
+    });
     $('show-objects').addEventListener('change', (e) => { if (e.target.checked) objectsLayer.addTo(map); else objectsLayer.remove(); });
     for (const id of ['min-area', 'simplify', 'largest-only', 'fill-holes', 'regularize']) $(id).addEventListener('change', promptsChanged);
     $('multimask').addEventListener('change', () => { state.candidate = null; promptsChanged(); });
