@@ -39,6 +39,8 @@ class ApiClient(QObject):
             reply = self.network.get(request)
         elif method == "POST":
             reply = self.network.post(request, QByteArray(json.dumps(body).encode("utf-8")))
+        elif method == "PUT":
+            reply = self.network.put(request, QByteArray(json.dumps(body).encode("utf-8")))
         elif method == "DELETE":
             reply = self.network.deleteResource(request)
         else:

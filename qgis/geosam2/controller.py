@@ -18,7 +18,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsRubberBand, QgsVertexMarker
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from .api import ApiClient, LatestWins
@@ -73,6 +73,15 @@ class SegmentController(QObject):
         self.band.setWidth(2)
         self.patch_layer_id = None
         self.output_layer_id = None
+        self.encoding = None           # the last /api/encoding report, while the engine fills its store
+        self.encoding_timer = QTimer(self)
+        self.encoding_timer.setInterval(1500)
+        self.encoding_timer.timeout.connect(self._poll_encoding)
+        self.view_timer = QTimer(self)
+        self.view_timer.setSingleShot(True)
+        self.view_timer.setInterval(400)
+        self.view_timer.timeout.connect(self._send_view)
+        canvas.extentsChanged.connect(self.view_timer.start)
 
     # --- connecting -------------------------------------------------------------------------
 
@@ -92,12 +101,47 @@ class SegmentController(QObject):
             crs = QgsCoordinateReferenceSystem(f"EPSG:{self.store['epsg']}") if self.store.get("epsg") else QgsCoordinateReferenceSystem.fromWkt(self.store.get("crs") or "")
             self.store_crs = crs
             self.status.emit(f"engine at {url}: {self.store['tiles_done']}/{self.store['tiles']} tiles encoded, {self.store.get('crs_name') or 'pixel coordinates'}")
+            if not self.store.get("complete"):
+                # The engine may be filling its store while serving: follow it, send it the view.
+                self._poll_encoding()
+                self.encoding_timer.start()
+                self._send_view()
             if on_ready:
                 on_ready()
 
         self.client.request("GET", "/api/store", callback=stored)
 
+    # --- encoding while serving --------------------------------------------------------------
+
+    def _poll_encoding(self):
+        if not self.client:
+            self.encoding_timer.stop()
+            return
+
+        def report(answer):
+            if not answer.ok or not isinstance(answer.data, dict):
+                return  # a busy engine: the next tick asks again
+            r = self.encoding = answer.data
+            if not r.get("on_demand") or r.get("complete") or r.get("idle"):
+                self.encoding_timer.stop()
+            if r.get("on_demand"):
+                self.status.emit(encoding_text(r))
+
+        self.client.request("GET", "/api/encoding", callback=report)
+
+    def _send_view(self):
+        if not self.client or not self.encoding or not self.encoding.get("on_demand") or self.encoding.get("complete"):
+            return
+        e = self.canvas.extent()
+        crs = self.canvas.mapSettings().destinationCrs().authid()
+        if not crs or e.isEmpty():
+            return
+        self.client.request("PUT", "/api/view", {"bbox": [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()], "crs": crs},
+                            callback=lambda answer: None)
+
     def detach(self):
+        self.encoding_timer.stop()
+        self.encoding = None
         if self.preview:
             self.preview.invalidate()
         if self.client:
@@ -381,3 +425,18 @@ class SegmentController(QObject):
         self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         self.canvas.scene().removeItem(self.band)
 
+
+def encoding_text(report):
+    """One status line for an `/api/encoding` report."""
+    if report.get("complete"):
+        return f"encoded: all {report['tiles']} tiles"
+    text = f"encoding while you work: {report['finished']}/{report['tiles']} tiles"
+    current = report.get("current")
+    if current:
+        text += f", tile {current['tile']}" + (" for your prompt" if current.get("reason") == "prompt" else "")
+        if current.get("progress") is not None:
+            text += f" {round(current['progress'] * 100)} %"
+    failed = len(report.get("failed") or {})
+    if failed:
+        text += f", {failed} failed"
+    return text

@@ -26,6 +26,7 @@ from .engine import SETTINGS_BINARY
 from .maptool import BACKGROUND, BOX, FOREGROUND
 
 SETTINGS_STORE = "geosam2/last_store"
+SETTINGS_MODEL = "geosam2/model"
 
 
 class SegmentDock(QgsDockWidget):
@@ -55,6 +56,19 @@ class SegmentDock(QgsDockWidget):
         start = QPushButton("Start engine on store")
         start.clicked.connect(lambda: self.plugin.start_engine(self.store.filePath()))
         form.addRow(start)
+        self.model = QLineEdit(QgsSettings().value(SETTINGS_MODEL, "tiny", type=str))
+        self.model.setToolTip("For a raster without a store: a checkpoint file or a preset (tiny, small, base_plus, large)")
+        self.model.editingFinished.connect(lambda: QgsSettings().setValue(SETTINGS_MODEL, self.model.text().strip()))
+        form.addRow("Model", self.model)
+        self.config = QgsFileWidget()
+        self.config.setFilter("JSON (*.json)")
+        self.config.setToolTip("Architecture JSON, for a custom checkpoint only")
+        form.addRow("Architecture JSON", self.config)
+        on_raster = QPushButton("Start on the active raster layer (no encoding first)")
+        on_raster.setToolTip("The engine opens at once and encodes while you work: the coarsest level first, "
+                             "then the tiles in view, a clicked tile at once. Everything lands in a store beside the raster.")
+        on_raster.clicked.connect(lambda: self.plugin.start_on_raster())
+        form.addRow(on_raster)
         self.url = QLineEdit()
         self.url.setPlaceholderText("http://127.0.0.1:8080")
         attach = QPushButton("Attach")

@@ -88,12 +88,16 @@ class EngineProcess(QObject):
         self.process.finished.connect(self._finished)
         self.process.errorOccurred.connect(self._error)
 
-    def start(self, store: str, output: str | None = None, model: str | None = None):
+    def start(self, store: str, output: str | None = None, model: str | None = None, config: str | None = None):
+        """`store` may also be a raster: the engine then plans its store beside it and encodes
+        while serving (coarsest level first, then the view, a prompt's tile at once)."""
         arguments = ["serve", store, "--port", "0", "--host", "127.0.0.1", "--machine-readable"]
         if output:
             arguments += ["--out", output]
         if model:
             arguments += ["--model", model]
+        if config:
+            arguments += ["--config", config]
         self._stopping = False
         self.url = None
         self.process.start(self.binary, arguments)

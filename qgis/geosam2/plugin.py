@@ -115,8 +115,33 @@ class GeoSAM2Plugin:
         self.engine.start(store, model=model)
         self.dock.status_line.setText(f"starting the engine on {store} …")
 
+    def start_on_raster(self, layer=None, model=None, config=None):
+        """Starts `geosam2 serve RASTER` on a raster layer's file: no encoding first; the engine
+        fills the store beside the raster while the user works (the dock shows the progress)."""
+        from qgis.core import QgsRasterLayer
+
+        layer = layer if layer is not None else self.iface.activeLayer()
+        if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+            self.show_error("select a raster layer read from a file (GDAL) first")
+            return
+        path = layer.source().split("|")[0]
+        try:
+            binary, _ = find_engine()
+        except EngineError as error:
+            self.show_error(str(error))
+            return
+        self.stop_engine()
+        self.engine = EngineProcess(binary)
+        self.engine.failed.connect(self.show_error)
+        self.engine.ready.connect(lambda url: self._engine_ready(url, (self.engine.info or {}).get("store") or path))
+        self.engine.start(path, model=model or self.dock.model.text().strip() or None,
+                          config=config or self.dock.config.filePath() or None)
+        self.dock.status_line.setText(f"starting the engine on {path} (encoded while you work) …")
+
     def _engine_ready(self, url, store):
         output = (self.engine.info or {}).get("output") if self.engine else None
+        if self.dock.store.filePath() != store:
+            self.dock.store.setFilePath(store)
         self.dock.remember_store(store)
         self.dock.url.setText(url)
         self.controller.attach(url, output_path=output)

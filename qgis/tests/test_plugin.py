@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 from conftest import ARTIFACTS, MICRO, wait_until
 from qgis.core import (
+    QgsVectorLayer,
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -297,3 +298,37 @@ def test_multimask_candidates_and_patch_boundaries(iface, plugin, scene):
     assert {f["level"] for f in patches.getFeatures()} == {0}
     plugin.dock.patches.setChecked(False)
     assert controller.patch_layer_id is None
+
+
+def test_start_on_a_raster_layer_answers_at_once_and_fills_the_store(iface, plugin, scene, tmp_path):
+    import shutil
+
+    raster, _ = scene
+    fresh = tmp_path / "fresh.tif"
+    shutil.copy(raster, fresh)  # no store beside it
+    canvas, layer = show_scene(iface, fresh)
+    statuses = []
+    plugin.controller.status.connect(statuses.append)
+    plugin.start_on_raster(layer, model=str(MICRO / "model.pt"), config=str(MICRO / "config.json"))
+    wait_until(lambda: plugin.controller.connected, what="the engine on the raster")
+    controller = plugin.controller
+    assert controller.store["complete"] is False
+    assert plugin.dock.store.filePath() == str(tmp_path / "fresh.geosam2")
+    plugin.dock.enable.setChecked(True)
+    plugin.tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, *pixel(canvas, layer, 0.8, 0.8)))
+    wait_until(lambda: controller.last_answer is not None and controller.preview.idle(), timeout=300, what="the first answer")
+    assert controller.last_answer["features"]
+    wait_until(lambda: controller.encoding and controller.encoding.get("complete"), timeout=300, what="the store to fill")
+    assert any(s.startswith("encoding while you work") for s in statuses), statuses
+    assert any(s.startswith("encoded: all") for s in statuses), statuses[-3:]
+    manifest = json.loads((tmp_path / "fresh.geosam2" / "manifest.json").read_text())
+    assert manifest["complete"]
+    plugin.stop_engine()
+
+
+def test_start_on_raster_refuses_a_layer_that_is_not_a_raster_file(iface, plugin):
+    errors = []
+    plugin.show_error = errors.append
+    plugin.start_on_raster(QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory"))
+    assert errors and "raster layer" in errors[0]
+    assert plugin.engine is None or not plugin.controller.connected

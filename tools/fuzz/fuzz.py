@@ -220,12 +220,17 @@ class Fuzzer:
                  "crs": None, "multimask": False, "min_area": 0, "largest_only": True, "simplify": 0, "fill_holes": False}
         paths = ["/api/segment", "/api/objects", "/api/objects/1", "/api/objects/last", "/api/objects/-1",
                  "/api/objects/99999999999999999999", "/api/objects/%00", "/tiles/0/0/0.png", "/tiles/99/1/1.png",
-                 "/tiles/-1/0/0.png", "/tiles/1/999999999999/0.png", "/api/export.geojson", "/api/store", "/%2e%2e/etc/passwd"]
+                 "/tiles/-1/0/0.png", "/tiles/1/999999999999/0.png", "/api/export.geojson", "/api/store", "/%2e%2e/etc/passwd",
+                 "/api/tiles", "/api/encoding", "/api/view"]
+        view = {"bbox": [minx, miny, maxx, maxy], "crs": None}
         while time.monotonic() < until and server.poll() is None:
             roll = self.rng.random()
-            if roll < 0.6:
+            if roll < 0.5:
                 body = self.json_text(self.mutate_json(copy.deepcopy(valid))).encode("utf-8", "replace")
                 method, path = "POST", self.rng.choice(["/api/segment", "/api/objects"])
+            elif roll < 0.6:
+                body = self.json_text(self.mutate_json(copy.deepcopy(view))).encode("utf-8", "replace")
+                method, path = "PUT", "/api/view"
             elif roll < 0.75:
                 body = self.rng.choice([self.rng.randbytes(self.rng.randrange(1, 2000)), b"[" * 100000, b'{"points":' * 5000,
                                         b"\xff\xfe\x00", b'{"points": [[1e999, 1, 1]]}', b""])

@@ -35,16 +35,7 @@ public struct SegmentRequest: Sendable, Equatable {
     /// Parses and validates a request body.
     /// - Throws: ``GeoSAM2ServerError`` (400) naming what is wrong.
     public static func parse(_ data: Data) throws -> SegmentRequest {
-        let json: JSONValue
-        do {
-            json = try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
-            throw GeoSAM2ServerError.badRequest("the body is not valid JSON")
-        }
-        guard case let .object(body) = json else { throw GeoSAM2ServerError.badRequest("the body must be a JSON object") }
-        if let unknown = body.keys.filter({ !keys.contains($0) }).sorted().first {
-            throw GeoSAM2ServerError.badRequest("unknown key \"\(unknown)\"; expected \(keys.sorted().joined(separator: ", "))")
-        }
+        let body = try JSONBody.object(data, keys: keys)
 
         var prompt = ObjectPrompt()
         switch body["points"] {
@@ -72,16 +63,7 @@ public struct SegmentRequest: Sendable, Equatable {
             prompt.box = MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3])
         default: throw GeoSAM2ServerError.badRequest("box must be [minx, miny, maxx, maxy] or null")
         }
-        switch body["crs"] {
-        case nil, .null?: break
-        case let .string(crs)?:
-            let trimmed = crs.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !trimmed.isEmpty, trimmed.count <= maxCRSLength else {
-                throw GeoSAM2ServerError.badRequest("crs must be a non-empty CRS definition of at most \(maxCRSLength) characters")
-            }
-            prompt.crs = trimmed
-        default: throw GeoSAM2ServerError.badRequest("crs must be a string such as \"EPSG:4326\", or null")
-        }
+        prompt.crs = try JSONBody.crs(body["crs"])
         guard !prompt.isEmpty else { throw GeoSAM2ServerError.badRequest("no prompt: give at least one point or a box") }
 
         let multimask = try flag(body, "multimask")
@@ -112,13 +94,7 @@ public struct SegmentRequest: Sendable, Equatable {
         return request
     }
 
-    private static func number(_ value: JSONValue) -> Double? {
-        switch value {
-        case let .integer(v): return Double(v)
-        case let .number(v) where v.isFinite: return v
-        default: return nil
-        }
-    }
+    private static func number(_ value: JSONValue) -> Double? { JSONBody.number(value) }
 
     private static func flag(_ body: [String: JSONValue], _ key: String) throws -> Bool {
         switch body[key] {
