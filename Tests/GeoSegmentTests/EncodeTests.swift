@@ -340,6 +340,11 @@ final class EncodeTests: XCTestCase {
         // Once the writer is gone, --force replaces the tiles.
         XCTAssertTrue(try encode(raster, into: storeURL) { $0.overlap = 128; $0.force = true }.complete)
         XCTAssertEqual(try FeatureStore.open(storeURL).manifest.encoding.overlap, 128)
+        // A writer that opened the store before it was replaced cannot write into the new one.
+        XCTAssertThrowsError(try before.lockForWriting()) { error in
+            XCTAssertTrue("\(error)".contains("was replaced"), "\(error)")
+        }
+        XCTAssertNoThrow(try FeatureStore.open(storeURL).lockForWriting())
     }
 
     func testFinalizingNeverWritesAnOlderManifestOverANewerOne() throws {

@@ -121,7 +121,10 @@ class SegmentController(QObject):
         def report(answer):
             if not answer.ok or not isinstance(answer.data, dict):
                 return  # a busy engine: the next tick asks again
+            first = self.encoding is None
             r = self.encoding = answer.data
+            if first:
+                self._send_view()
             if not r.get("on_demand") or r.get("complete") or r.get("idle"):
                 self.encoding_timer.stop()
             if r.get("on_demand"):
@@ -133,7 +136,7 @@ class SegmentController(QObject):
         if not self.client or not self.encoding or not self.encoding.get("on_demand") or self.encoding.get("complete"):
             return
         e = self.canvas.extent()
-        crs = self.canvas.mapSettings().destinationCrs().authid()
+        crs = self.canvas_crs()
         if not crs or e.isEmpty():
             return
         self.client.request("PUT", "/api/view", {"bbox": [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()], "crs": crs},
@@ -266,6 +269,8 @@ class SegmentController(QObject):
         scores = answer.data.get("candidate_scores") or []
         if len(scores) > 1:
             self.candidates.emit(scores)
+        if self.encoding and self.encoding.get("idle") and not self.encoding_timer.isActive():
+            self.encoding_timer.start()  # the prompt may have retried a failed tile
         level = answer.data.get("level", 0)
         clipped = ", may be cut by the raster's coarsest tile" if answer.data.get("clipped") else ""
         self.status.emit(f"score {answer.data.get('score', 0):.3f}, tile {answer.data.get('tile')} (level {level}{clipped}), "
@@ -421,6 +426,11 @@ class SegmentController(QObject):
         self.status.emit(f"{mode} prompts")
 
     def unload(self):
+        self.view_timer.stop()
+        try:
+            self.canvas.extentsChanged.disconnect(self.view_timer.start)
+        except (TypeError, RuntimeError):
+            pass
         self.detach()
         self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         self.canvas.scene().removeItem(self.band)

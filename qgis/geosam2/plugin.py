@@ -120,11 +120,22 @@ class GeoSAM2Plugin:
         fills the store beside the raster while the user works (the dock shows the progress)."""
         from qgis.core import QgsRasterLayer
 
+        from qgis.core import QgsProviderRegistry
+
         layer = layer if layer is not None else self.iface.activeLayer()
         if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
             self.show_error("select a raster layer read from a file (GDAL) first")
             return
-        path = layer.source().split("|")[0]
+        parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+        path = parts.get("path") or ""
+        if parts.get("layerName") or parts.get("openOptions") or not os.path.isfile(path):
+            self.show_error(f"{layer.name()} is not read from a plain raster file; encode it with “GeoSAM2: Encode raster” first")
+            return
+        beside = os.path.join(os.path.dirname(path), os.path.splitext(os.path.basename(path))[0] + ".geosam2")
+        if os.path.isfile(os.path.join(beside, "manifest.json")):
+            # Its store exists: the engine serves it with the parameters and model it records.
+            self.start_engine(beside)
+            return
         try:
             binary, _ = find_engine()
         except EngineError as error:

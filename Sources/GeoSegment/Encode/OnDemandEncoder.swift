@@ -76,6 +76,7 @@ public final class OnDemandEncoder: @unchecked Sendable {
     private var durations: [Int: (count: Int, seconds: Double)] = [:]
     private var encodedCount = 0
     private var stopping = false
+    private var finalized = false
 
     /// Starts encoding the store's pending tiles in the background.
     /// - Parameters:
@@ -168,8 +169,9 @@ public final class OnDemandEncoder: @unchecked Sendable {
         while true {
             condition.lock()
             var next = nextTile()
-            if next == nil, !failures.isEmpty {
-                // Only failed tiles are left: those another process has written since are finished.
+            while next == nil, !stopping {
+                // Nothing to do but failed tiles: those another process has written since are
+                // finished (looked at again every 30 s, or when a prompt arrives).
                 for id in failures.keys {
                     if let e = entries.first(where: { $0.entry.id == id }), store.state(of: e.entry) != .pending {
                         failures[id] = nil
@@ -177,9 +179,7 @@ public final class OnDemandEncoder: @unchecked Sendable {
                     }
                 }
                 if pending.isEmpty { finalize() }
-            }
-            while next == nil, !stopping {
-                condition.wait()
+                _ = condition.wait(until: Date().addingTimeInterval(30))
                 next = nextTile()
             }
             guard let (index, reason) = next, !stopping else {
@@ -221,10 +221,14 @@ public final class OnDemandEncoder: @unchecked Sendable {
         }
     }
 
-    /// Records a full store in its manifest (caller holds the lock).
+    /// Records a full store in its manifest, once (caller holds the lock).
     private func finalize() {
+        guard !finalized else { return }
         do {
-            if try store.finalizeIfComplete() { log("every tile of \(store.url.path) is encoded") }
+            if try store.finalizeIfComplete() {
+                finalized = true
+                log("every tile of \(store.url.path) is encoded")
+            }
         } catch {
             log("warning: the store's manifest was not finalized: \(error)")
         }

@@ -319,24 +319,40 @@ public final class FeatureStore: @unchecked Sendable {
         // @unchecked: the descriptor is only read, and closed once in deinit.
         let descriptor: Int32
         init(descriptor: Int32) { self.descriptor = descriptor }
-        deinit { close(descriptor) }
+        deinit { if descriptor >= 0 { close(descriptor) } }
     }
 
     static let lockName = ".writers.lock"
 
-    /// Takes the writers' lock (shared, or exclusive for replacing the tiles) without waiting.
+    /// Takes the writers' lock (shared, or exclusive for replacing the tiles) without waiting,
+    /// then checks that the manifest on disk is still the one this store was opened with (an
+    /// `encode --force` may have replaced it in between). On a read-only store, or a file system
+    /// without `flock`, there is nothing to guard: the lock is a no-op.
     public func lockForWriting(exclusive: Bool = false) throws -> WriterLock {
         let path = url.appendingPathComponent(Self.lockName).path
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GeoSegmentError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
-            let reason = errno == EWOULDBLOCK
+        var fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if fd < 0, errno == EROFS || errno == EACCES { fd = Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else {
+            if errno == EROFS || errno == EACCES || errno == ENOENT { return WriterLock(descriptor: -1) }
+            throw GeoSegmentError("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            let code = errno
+            close(fd)
+            if code == ENOLCK || code == EOPNOTSUPP { return WriterLock(descriptor: -1) }
+            throw GeoSegmentError(code == EWOULDBLOCK
                 ? (exclusive ? "another geosam2 (encode or serve) is writing \(url.path); stop it before replacing its tiles"
                              : "\(url.path) is being replaced by `encode --force`")
-                : "cannot lock \(path): \(String(cString: strerror(errno)))"
-            close(fd)
-            throw GeoSegmentError(reason)
+                : "cannot lock \(path): \(String(cString: strerror(code)))")
         }
-        return WriterLock(descriptor: fd)
+        let lock = WriterLock(descriptor: fd)
+        let manifestURL = url.appendingPathComponent(Self.manifestName)
+        if let data = try? Data(contentsOf: manifestURL), let onDisk = try? StoreManifest.decode(data, from: manifestURL.path) {
+            let now = manifest
+            if onDisk.levelIdentities.prefix(now.levelIdentities.count) != now.levelIdentities[...] || !onDisk.differences(from: now).isEmpty {
+                throw GeoSegmentError("\(url.path) was replaced while it was being opened (`encode --force`?); run again")
+            }
+        }
+        return lock
     }
 }

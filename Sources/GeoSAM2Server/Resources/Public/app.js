@@ -195,7 +195,7 @@
 
   // Fetched first and swapped in at once (no flicker); one load at a time.
   async function loadGrid() {
-    if (loadGrid.running) return;
+    if (loadGrid.running) { loadGrid.again = true; return; }
     loadGrid.running = true;
     try {
       const tiles = await api('/api/tiles');
@@ -205,6 +205,7 @@
       message('Cannot load the tile grid: ' + error.message);
     } finally {
       loadGrid.running = false;
+      if (loadGrid.again) { loadGrid.again = false; loadGrid(); }
     }
   }
 
@@ -351,6 +352,8 @@
         state.latencyMs = performance.now() - started;
         state.serverMs = result.server_ms;
         showMask(result);
+        // A prompt may have retried a failed tile: follow the encoder again.
+        if (state.encoding && state.encoding.idle) pollEncoding();
       } catch (error) {
         if (error.name === 'AbortError') return;
         if (sequence < this.shown) return;
