@@ -101,26 +101,14 @@ class GeoSAM2Plugin:
         if not store:
             self.show_error("choose a feature store (a folder made by “GeoSAM2: Encode raster”) first")
             return
-        try:
-            binary, _ = find_engine()
-        except EngineError as error:
-            self.show_error(str(error))
-            return
-        self.stop_engine()
         if self.dock.store.filePath() != store:
             self.dock.store.setFilePath(store)
-        self.engine = EngineProcess(binary)
-        self.engine.failed.connect(self.show_error)
-        self.engine.ready.connect(lambda url: self._engine_ready(url, store))
-        self.engine.start(store, model=model)
-        self.dock.status_line.setText(f"starting the engine on {store} …")
+        self._launch(store, model=model)
 
     def start_on_raster(self, layer=None, model=None, config=None):
         """Starts `geosam2 serve RASTER` on a raster layer's file: no encoding first; the engine
         fills the store beside the raster while the user works (the dock shows the progress)."""
-        from qgis.core import QgsRasterLayer
-
-        from qgis.core import QgsProviderRegistry
+        from qgis.core import QgsProviderRegistry, QgsRasterLayer
 
         layer = layer if layer is not None else self.iface.activeLayer()
         if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
@@ -136,6 +124,11 @@ class GeoSAM2Plugin:
             # Its store exists: the engine serves it with the parameters and model it records.
             self.start_engine(beside)
             return
+        self._launch(path, model=model or self.dock.model.text().strip() or None,
+                     config=config or self.dock.config.filePath() or None, note=" (encoded while you work)")
+
+    def _launch(self, target, model=None, config=None, note=""):
+        """`geosam2 serve TARGET` (a store or a raster), attached once it listens, at the store it announces."""
         try:
             binary, _ = find_engine()
         except EngineError as error:
@@ -144,10 +137,9 @@ class GeoSAM2Plugin:
         self.stop_engine()
         self.engine = EngineProcess(binary)
         self.engine.failed.connect(self.show_error)
-        self.engine.ready.connect(lambda url: self._engine_ready(url, (self.engine.info or {}).get("store") or path))
-        self.engine.start(path, model=model or self.dock.model.text().strip() or None,
-                          config=config or self.dock.config.filePath() or None)
-        self.dock.status_line.setText(f"starting the engine on {path} (encoded while you work) …")
+        self.engine.ready.connect(lambda url: self._engine_ready(url, (self.engine.info or {}).get("store") or target))
+        self.engine.start(target, model=model, config=config)
+        self.dock.status_line.setText(f"starting the engine on {target}{note} …")
 
     def _engine_ready(self, url, store):
         output = (self.engine.info or {}).get("output") if self.engine else None
