@@ -134,16 +134,24 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(status, 0, stderr)
     }
 
+    /// A `geosam2 sample` scene `small.tif` in `directory` with no store beside it, and its geotransform.
+    func sampleRaster(width: Int, height: Int, in directory: URL) throws -> (path: String, transform: GeoTransform) {
+        let raster = directory.appendingPathComponent("small.tif").path
+        var options = SampleScene.Options()
+        options.width = width
+        options.height = height
+        try SampleScene.write(to: raster, options: options)
+        return (raster, try XCTUnwrap(try RasterDataset.open(raster).geoTransform))
+    }
+
     func testServesARasterAtOnceAndEncodesItWhileServing() throws {
         let directory = try ServerFixture.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let raster = directory.appendingPathComponent("small.tif").path
-        var options = SampleScene.Options()
-        options.width = 2100
-        options.height = 1100
-        try SampleScene.write(to: raster, options: options)
-        let transform = try XCTUnwrap(try RasterDataset.open(raster).geoTransform)
-        func mapPoint(_ c: Double, _ r: Double) -> (Double, Double) { (transform.pixelToMap(x: c, y: r).x, transform.pixelToMap(x: c, y: r).y) }
+        let (raster, transform) = try sampleRaster(width: 2100, height: 1100, in: directory)
+        func mapPoint(_ c: Double, _ r: Double) -> (Double, Double) {
+            let p = transform.pixelToMap(x: c, y: r)
+            return (p.x, p.y)
+        }
         let server = try Server([raster, "--port", "0", "--machine-readable"] + Executable.microArguments)
         let store = directory.appendingPathComponent("small.geosam2")
         XCTAssertTrue(FeatureStore.exists(at: store), "the store is planned into STEM.geosam2 beside the raster")
@@ -190,12 +198,7 @@ final class ServeCommandTests: XCTestCase {
     func testNoEncodeRefusesPromptsOnPendingTiles() throws {
         let directory = try ServerFixture.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let raster = directory.appendingPathComponent("small.tif").path
-        var options = SampleScene.Options()
-        options.width = 1500
-        options.height = 600
-        try SampleScene.write(to: raster, options: options)
-        let transform = try XCTUnwrap(try RasterDataset.open(raster).geoTransform)
+        let (raster, transform) = try sampleRaster(width: 1500, height: 600, in: directory)
         let server = try Server([raster, "--port", "0", "--no-encode"] + Executable.microArguments)
         let p = transform.pixelToMap(x: 300, y: 300)
         let refused = try curl(["-X", "POST", "-d", promptJSON(points: [(p.x, p.y, 1)]), server.url + "api/segment"])

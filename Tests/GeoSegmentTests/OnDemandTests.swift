@@ -14,6 +14,17 @@ final class OnDemandTests: XCTestCase {
         }
     }
 
+    /// The strip raster in a fresh directory and a store `name` planned for it (nothing encoded).
+    func plannedStore(_ name: String = "strip") throws
+        -> (dir: URL, raster: String, model: EncoderModel, url: URL, store: FeatureStore, source: RasterSource) {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try makeRaster(in: dir)
+        let model = try TestSupport.microModel()
+        let url = dir.appendingPathComponent("\(name).geosam2")
+        let (store, source) = try RasterEncoder.prepare(raster: raster, store: url, model: model, options: EncodeOptions())
+        return (dir, raster, model, url, store, source)
+    }
+
     func map(_ c: Double, _ r: Double) -> (x: Double, y: Double) { (500_000 + c * 2, 5_000_000 - r * 2) }
 
     func click(_ c: Double, _ r: Double) -> ObjectPrompt {
@@ -65,9 +76,7 @@ final class OnDemandTests: XCTestCase {
     }
 
     func testAPromptOnAPendingTileIsAnsweredAsFromAFinishedStoreAndTheStoreEqualsAnEncodeRun() throws {
-        let dir = try TestSupport.temporaryDirectory()
-        let raster = try makeRaster(in: dir)
-        let model = try TestSupport.microModel()
+        let (dir, raster, model, url, store, source) = try plannedStore("served")
 
         // The reference: `geosam2 encode` all the way.
         let referenceURL = dir.appendingPathComponent("reference.geosam2")
@@ -76,8 +85,6 @@ final class OnDemandTests: XCTestCase {
         let expected = try Segmenter(store: reference, model: model.model, checkpointSHA256: model.checkpointSHA256)
             .segment(click(1900, 150))
 
-        let url = dir.appendingPathComponent("served.geosam2")
-        let (store, source) = try RasterEncoder.prepare(raster: raster, store: url, model: model, options: EncodeOptions())
         XCTAssertEqual(store.manifest.allTiles.filter { store.state(of: $0) == .pending }.count, 6, "prepare encodes nothing")
         let encoder = try OnDemandEncoder(store: store, source: source, model: model)
         defer { encoder.stop() }
@@ -111,11 +118,7 @@ final class OnDemandTests: XCTestCase {
     }
 
     func testStoppingKeepsWhatWasEncodedAndEncodeResumes() throws {
-        let dir = try TestSupport.temporaryDirectory()
-        let raster = try makeRaster(in: dir)
-        let model = try TestSupport.microModel()
-        let url = dir.appendingPathComponent("strip.geosam2")
-        let (store, source) = try RasterEncoder.prepare(raster: raster, store: url, model: model, options: EncodeOptions())
+        let (_, raster, model, url, store, source) = try plannedStore()
         let encoder = try OnDemandEncoder(store: store, source: source, model: model)
         let deadline = Date().addingTimeInterval(120)
         while encoder.status().finished < 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
@@ -143,11 +146,7 @@ final class OnDemandTests: XCTestCase {
     }
 
     func testARasterThatBreaksIsAnErrorForThePromptNotACrash() throws {
-        let dir = try TestSupport.temporaryDirectory()
-        let raster = try makeRaster(in: dir)
-        let model = try TestSupport.microModel()
-        let url = dir.appendingPathComponent("strip.geosam2")
-        let (store, _) = try RasterEncoder.prepare(raster: raster, store: url, model: model, options: EncodeOptions())
+        let (_, raster, model, _, store, _) = try plannedStore()
         // The raster is truncated after the store was planned: every read past its header fails.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: raster))
         try bytes.prefix(4096).write(to: URL(fileURLWithPath: raster))

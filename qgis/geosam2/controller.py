@@ -102,10 +102,10 @@ class SegmentController(QObject):
             self.store_crs = crs
             self.status.emit(f"engine at {url}: {self.store['tiles_done']}/{self.store['tiles']} tiles encoded, {self.store.get('crs_name') or 'pixel coordinates'}")
             if not self.store.get("complete"):
-                # The engine may be filling its store while serving: follow it, send it the view.
+                # The engine may be filling its store while serving: follow it (its first report
+                # sends it the view).
                 self._poll_encoding()
                 self.encoding_timer.start()
-                self._send_view()
             if on_ready:
                 on_ready()
 

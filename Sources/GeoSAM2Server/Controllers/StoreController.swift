@@ -184,6 +184,7 @@ struct StoreInfo: Codable, Sendable {
         }
         tilesDone = done
         tilesEmpty = empty
-        complete = m.allTiles.allSatisfy { store.state(of: $0) != .pending }
+        // Level 0 was just counted: only the levels above it are looked at again.
+        complete = done + empty == m.tiles.count && (m.levels ?? []).allSatisfy { $0.tiles.allSatisfy { store.state(of: $0) != .pending } }
     }
 }

@@ -54,6 +54,34 @@ public final class OnDemandEncoder: @unchecked Sendable {
         public var idle: Bool
         public var tiles: Int { levels.reduce(0) { $0 + $1.tiles } }
         public var finished: Int { levels.reduce(0) { $0 + $1.finished } }
+
+        /// What a store nothing is encoding reports: its tiles as their files say, and nothing
+        /// to do (`idle`).
+        public init(filesOf store: FeatureStore) {
+            let tiles = store.manifest.allTiles.map { ($0.levelIndex, store.state(of: $0) != .pending) }
+            levels = Self.levels(tiles)
+            current = nil
+            queued = []
+            failed = [:]
+            encoded = 0
+            idle = true
+            complete = tiles.allSatisfy(\.1)
+        }
+
+        init(levels: [Level], current: Current?, queued: [String], failed: [String: String], encoded: Int, complete: Bool, idle: Bool) {
+            (self.levels, self.current, self.queued, self.failed) = (levels, current, queued, failed)
+            (self.encoded, self.complete, self.idle) = (encoded, complete, idle)
+        }
+
+        /// Per level, how many tiles there are and how many are finished.
+        static func levels(_ tiles: [(level: Int, finished: Bool)]) -> [Level] {
+            var levels: [Int: Level] = [:]
+            for t in tiles {
+                levels[t.level, default: Level(level: t.level, tiles: 0, finished: 0)].tiles += 1
+                if t.finished { levels[t.level]?.finished += 1 }
+            }
+            return levels.values.sorted { $0.level < $1.level }
+        }
     }
 
     public let store: FeatureStore
@@ -138,18 +166,14 @@ public final class OnDemandEncoder: @unchecked Sendable {
     /// Where the store stands and what is being encoded.
     public func status() -> Status {
         condition.withLock {
-            var levels: [Int: Status.Level] = [:]
-            for e in entries {
-                levels[e.level, default: Status.Level(level: e.level, tiles: 0, finished: 0)].tiles += 1
-                if !pending.contains(e.entry.id) { levels[e.level]?.finished += 1 }
-            }
+            let levels = Status.levels(entries.map { ($0.level, !pending.contains($0.entry.id)) })
             let now = DispatchTime.now().uptimeNanoseconds
             let running = current.map { c -> Status.Current in
                 let e = entries[c.index]
                 return Status.Current(tile: e.entry.id, level: e.level, reason: c.reason, elapsed: Double(now - c.started) / 1e9,
                                       expected: expectedSeconds(level: e.level))
             }
-            return Status(levels: levels.values.sorted { $0.level < $1.level }, current: running, queued: requested,
+            return Status(levels: levels, current: running, queued: requested,
                           failed: failures, encoded: encodedCount, complete: pending.isEmpty,
                           idle: !pending.isEmpty && current == nil && pending.allSatisfy { failures[$0] != nil })
         }

@@ -255,4 +255,10 @@ extension MapBox {
     var corners: [Coordinate] {
         [Coordinate(x: minX, y: minY), Coordinate(x: maxX, y: minY), Coordinate(x: minX, y: maxY), Coordinate(x: maxX, y: maxY)]
     }
+
+    /// The envelope of some points (all zero when there are none).
+    init(envelopeOf points: some Collection<Coordinate>) {
+        self.init(minX: points.map(\.x).min() ?? 0, minY: points.map(\.y).min() ?? 0,
+                  maxX: points.map(\.x).max() ?? 0, maxY: points.map(\.y).max() ?? 0)
+    }
 }

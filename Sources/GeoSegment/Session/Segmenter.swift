@@ -117,22 +117,20 @@ public final class Segmenter: @unchecked Sendable {
         return try rethrowing("cannot transform prompts from \(crs)") { try transformation.transform(points: points) }
     }
 
+    /// A box in `crs` (nil: the store's) as the envelope of its four corners in the store's CRS.
+    public func toStoreCRS(_ box: MapBox, from crs: String?) throws -> MapBox {
+        MapBox(envelopeOf: try toStoreCRS(box.corners, from: crs))
+    }
+
     /// The prompt with every coordinate in the store's CRS.
     public func inStoreCRS(_ prompt: ObjectPrompt) throws -> ObjectPrompt {
         var corners: [Coordinate] = prompt.points.map { Coordinate(x: $0.x, y: $0.y) }
-        if let b = prompt.box {
-            // All four corners: the box stays a box in the target CRS only as their envelope.
-            corners += [Coordinate(x: b.minX, y: b.minY), Coordinate(x: b.maxX, y: b.minY),
-                        Coordinate(x: b.minX, y: b.maxY), Coordinate(x: b.maxX, y: b.maxY)]
-        }
+        // All four corners: the box stays a box in the target CRS only as their envelope.
+        corners += prompt.box?.corners ?? []
         for c in corners where !(c.x.isFinite && c.y.isFinite) { throw GeoSegmentError("prompt coordinates must be finite numbers") }
         let moved = try toStoreCRS(corners, from: prompt.crs)
         var result = ObjectPrompt(points: zip(prompt.points, moved).map { MapPoint(x: $1.x, y: $1.y, label: $0.label) }, box: nil, crs: nil)
-        if prompt.box != nil {
-            let c = moved.suffix(4)
-            result.box = MapBox(minX: c.map(\.x).min() ?? 0, minY: c.map(\.y).min() ?? 0,
-                                maxX: c.map(\.x).max() ?? 0, maxY: c.map(\.y).max() ?? 0)
-        }
+        if prompt.box != nil { result.box = MapBox(envelopeOf: moved.suffix(4)) }
         return result
     }
 

@@ -43,8 +43,18 @@ public final class FeatureStore: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: manifestURL.path) else {
             throw GeoSegmentError("\(url.path) is not a feature store (no \(manifestName)); create one with `geosam2 encode`")
         }
+        return FeatureStore(url: url, manifest: try readManifest(at: manifestURL))
+    }
+
+    private static func readManifest(at manifestURL: URL) throws -> StoreManifest {
         let data = try rethrowing("cannot read \(manifestURL.path)") { try Data(contentsOf: manifestURL) }
-        return FeatureStore(url: url, manifest: try StoreManifest.decode(data, from: manifestURL.path))
+        return try StoreManifest.decode(data, from: manifestURL.path)
+    }
+
+    /// The manifest as it is on disk now (another process may have rewritten it), nil when it
+    /// cannot be read.
+    private func manifestOnDisk() -> StoreManifest? {
+        try? Self.readManifest(at: url.appendingPathComponent(Self.manifestName))
     }
 
     /// Whether a directory holds a feature store.
@@ -237,11 +247,7 @@ public final class FeatureStore: @unchecked Sendable {
         try lock.withLock {
             // Another process may have changed the manifest since it was read (`encode --levels`
             // adding levels): never write an older one over it.
-            let manifestURL = url.appendingPathComponent(Self.manifestName)
-            if let data = try? Data(contentsOf: manifestURL), let onDisk = try? StoreManifest.decode(data, from: manifestURL.path),
-               onDisk.levelIdentities != current.levelIdentities || !onDisk.differences(from: current).isEmpty {
-                return false
-            }
+            if let onDisk = manifestOnDisk(), !current.describesSameStore(as: onDisk) { return false }
             var updated = current
             updated.updateTiles { $0.state = state(of: $0) }
             let complete = updated.allTiles.allSatisfy { $0.state != .pending }
@@ -346,12 +352,8 @@ public final class FeatureStore: @unchecked Sendable {
                 : "cannot lock \(path): \(String(cString: strerror(code)))")
         }
         let lock = WriterLock(descriptor: fd)
-        let manifestURL = url.appendingPathComponent(Self.manifestName)
-        if let data = try? Data(contentsOf: manifestURL), let onDisk = try? StoreManifest.decode(data, from: manifestURL.path) {
-            let now = manifest
-            if onDisk.levelIdentities.prefix(now.levelIdentities.count) != now.levelIdentities[...] || !onDisk.differences(from: now).isEmpty {
-                throw GeoSegmentError("\(url.path) was replaced while it was being opened (`encode --force`?); run again")
-            }
+        if let onDisk = manifestOnDisk(), !manifest.describesSameStore(as: onDisk, orMoreLevels: true) {
+            throw GeoSegmentError("\(url.path) was replaced while it was being opened (`encode --force`?); run again")
         }
         return lock
     }

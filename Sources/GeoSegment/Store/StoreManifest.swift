@@ -166,6 +166,14 @@ public struct StoreManifest: Sendable, Equatable, Codable {
     }
 
     /// What differs between two manifests' identities, in words.
+    /// Whether `other` describes the same store as this manifest (raster, encoding, model and
+    /// pyramid levels; tile states aside), or, with `orMoreLevels`, the same store with levels
+    /// added above this one's.
+    func describesSameStore(as other: StoreManifest, orMoreLevels: Bool = false) -> Bool {
+        let (mine, theirs) = (levelIdentities, other.levelIdentities)
+        return identity == other.identity && (orMoreLevels ? theirs.starts(with: mine) : theirs == mine)
+    }
+
     func differences(from other: StoreManifest) -> [String] {
         var d: [String] = []
         if source.fingerprint != other.source.fingerprint || source.width != other.source.width || source.height != other.source.height {
