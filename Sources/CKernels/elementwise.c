@@ -150,13 +150,21 @@ GS_TARGET static int upsampling_start(upsampling *u, const float *logits, long h
     return 0;
 }
 
-/// Which of output pixels x..x+15 of output row y are `> 0`, among the lanes `m`.
-GS_INLINE __mmask16 upsampling_positive(const upsampling *u, long y, long x, __mmask16 m) {
+/// Output pixels x..x+15 of output row y (lanes outside `m` are 0).
+GS_INLINE __m512 upsampling_values(const upsampling *u, long y, long x, __mmask16 m) {
     const float *r0 = u->rows + (long)u->yi0[y] * u->ow, *r1 = u->rows + (long)u->yi1[y] * u->ow;
-    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(u->yl0[y]), _mm512_maskz_loadu_ps(m, r0 + x)),
-                             _mm512_mul_ps(_mm512_set1_ps(u->yl1[y]), _mm512_maskz_loadu_ps(m, r1 + x)));
-    // Parity: strict `>` against mask_threshold 0.
-    return _mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(u->yl0[y]), _mm512_maskz_loadu_ps(m, r0 + x)),
+                         _mm512_mul_ps(_mm512_set1_ps(u->yl1[y]), _mm512_maskz_loadu_ps(m, r1 + x)));
+}
+
+/// Which of output pixels x..x+15 of output row y are `> threshold`, among the lanes `m`.
+GS_INLINE __mmask16 upsampling_above(const upsampling *u, long y, long x, __mmask16 m, float threshold) {
+    // Parity: strict `>` against the mask threshold.
+    return _mm512_mask_cmp_ps_mask(m, upsampling_values(u, y, x, m), _mm512_set1_ps(threshold), _CMP_GT_OQ);
+}
+
+GS_INLINE __mmask16 upsampling_positive(const upsampling *u, long y, long x, __mmask16 m) {
+    return upsampling_above(u, y, x, m, 0.0f);
 }
 
 GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow) {
@@ -174,7 +182,7 @@ GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigne
 }
 
 GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, long oh, long ow, long rows, long columns,
-                                          int *starts, int *ends, long capacity, long *row_offsets) {
+                                          float threshold, int *starts, int *ends, long capacity, long *row_offsets) {
     upsampling u;
     if (upsampling_start(&u, logits, h, w, oh, ow) != 0) return -2;
     long count = 0;
@@ -183,7 +191,7 @@ GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, l
         long open = -1;  // start of the run in progress
         for (long x = 0; x < columns; x += 16) {
             __mmask16 m = gs_lanes(columns - x);
-            unsigned bits = upsampling_positive(&u, y, x, m);
+            unsigned bits = upsampling_above(&u, y, x, m, threshold);
             unsigned valid = m;
             // Walk the changes of value along the 16 lanes.
             while (valid) {
@@ -208,6 +216,41 @@ GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, l
     }
     upsampling_free(&u);
     return count;
+}
+
+GS_TARGET int gs_upsample_statistics(const float *logits, long h, long w, long oh, long ow, float high, float low, float threshold,
+                                    long *counts, long *box) {
+    upsampling u;
+    if (upsampling_start(&u, logits, h, w, oh, ow) != 0) return -1;
+    long above_high = 0, above_low = 0, above = 0;
+    long min_x = ow, min_y = -1, max_x = -1, max_y = -1;
+    const __m512 vh = _mm512_set1_ps(high), vl = _mm512_set1_ps(low), vt = _mm512_set1_ps(threshold);
+    for (long y = 0; y < oh; y++) {
+        int row_has = 0;
+        for (long x = 0; x < ow; x += 16) {
+            __mmask16 m = gs_lanes(ow - x);
+            __m512 v = upsampling_values(&u, y, x, m);
+            above_high += __builtin_popcount(_mm512_mask_cmp_ps_mask(m, v, vh, _CMP_GT_OQ));
+            above_low += __builtin_popcount(_mm512_mask_cmp_ps_mask(m, v, vl, _CMP_GT_OQ));
+            unsigned bits = _mm512_mask_cmp_ps_mask(m, v, vt, _CMP_GT_OQ);
+            if (bits) {
+                above += __builtin_popcount(bits);
+                long first = x + __builtin_ctz(bits), last = x + 31 - __builtin_clz(bits);
+                if (first < min_x) min_x = first;
+                if (last > max_x) max_x = last;
+                row_has = 1;
+            }
+        }
+        if (row_has) {
+            if (min_y < 0) min_y = y;
+            max_y = y;
+        }
+    }
+    counts[0] = above_high; counts[1] = above_low; counts[2] = above;
+    if (max_y < 0) { box[0] = box[1] = box[2] = box[3] = 0; }
+    else { box[0] = min_x; box[1] = min_y; box[2] = max_x; box[3] = max_y; }
+    upsampling_free(&u);
+    return 0;
 }
 
 GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long columns, long ld) {

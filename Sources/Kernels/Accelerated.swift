@@ -331,11 +331,11 @@ public enum AcceleratedOps {
         return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
     }
 
-    /// The runs of 1s of `upsampleThreshold`'s mask over its top-left `rows × columns`, without
+    /// The runs of 1s of `upsampleThreshold`'s mask (`> threshold`) over its top-left `rows × columns`, without
     /// the mask: run r covers pixels `starts[r]..<ends[r]` of its row, and row y's runs are
     /// `rowOffsets[y]..<rowOffsets[y + 1]`. Nil when the kernel could not allocate its scratch.
     public static func upsampleThresholdRuns(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int,
-                                             outputWidth ow: Int, rows: Int, columns: Int)
+                                             outputWidth ow: Int, rows: Int, columns: Int, threshold: Float = 0)
         -> (starts: [Int32], ends: [Int32], rowOffsets: [Int])? {
         precondition(Accelerated.isAvailable && rows <= oh && columns <= ow)
         var capacity = max(16, rows * 8)
@@ -345,7 +345,7 @@ public enum AcceleratedOps {
             let count = starts.withUnsafeMutableBufferPointer { sp in
                 ends.withUnsafeMutableBufferPointer { ep in
                     offsets.withUnsafeMutableBufferPointer { op in
-                        gs_upsample_threshold_runs(logits, h, w, oh, ow, rows, columns, sp.baseAddress!, ep.baseAddress!, capacity,
+                        gs_upsample_threshold_runs(logits, h, w, oh, ow, rows, columns, threshold, sp.baseAddress!, ep.baseAddress!, capacity,
                                                    op.baseAddress!)
                     }
                 }
@@ -359,6 +359,20 @@ public enum AcceleratedOps {
             ends.removeLast(capacity - count)
             return (starts, ends, offsets)
         }
+    }
+
+    /// ``MaskUpsampling/statistics(_:height:width:outputHeight:outputWidth:high:low:threshold:)`` with the AVX-512 kernel;
+    /// nil when the kernel could not allocate its scratch.
+    public static func upsampleStatistics(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int,
+                                          outputWidth ow: Int, high: Float, low: Float, threshold: Float) -> MaskUpsampling.Statistics? {
+        precondition(Accelerated.isAvailable)
+        var counts = [Int](repeating: 0, count: 3), box = [Int](repeating: 0, count: 4)
+        let status = counts.withUnsafeMutableBufferPointer { c in
+            box.withUnsafeMutableBufferPointer { b in gs_upsample_statistics(logits, h, w, oh, ow, high, low, threshold, c.baseAddress!, b.baseAddress!) }
+        }
+        guard status == 0 else { return nil }
+        return MaskUpsampling.Statistics(aboveHigh: counts[0], aboveLow: counts[1], above: counts[2],
+                                         box: counts[2] > 0 ? (box[0], box[1], box[2], box[3]) : nil)
     }
 }
 

@@ -19,7 +19,7 @@ public enum Parallel {
     public static func forEachChunk(_ count: Int, minimumChunk: Int, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
         let chunks = min(workerCount, max(1, count / max(minimumChunk, 1)))
-        if chunks <= 1 {
+        if chunks <= 1 || inSerialRegion {
             body(0..<count)
             return
         }
@@ -36,6 +36,28 @@ public enum Parallel {
             }
         }
     }
+}
+
+extension Parallel {
+    /// Runs `body` with every split inside it done on the calling thread, for callers that spread
+    /// independent work over the cores themselves (one prompt per worker, say): the kernels then
+    /// run exactly the arithmetic they run split, without the synchronisation.
+    public static func serially<Result>(_ body: () throws -> Result) rethrows -> Result {
+        try $inSerialRegion.withValue(true) { try body() }
+    }
+
+    /// Runs `body(i)` for every i in `0..<count`, each call on one worker with its splits serial
+    /// (``serially(_:)``): independent items spread over the cores.
+    public static func forEachItem(_ count: Int, _ body: (Int) -> Void) {
+        forEachChunk(count, minimumChunk: 1) { range in
+            serially {
+                for i in range { body(i) }
+            }
+        }
+    }
+
+    /// Set inside ``serially(_:)`` (per thread: workers of an outer split start without it).
+    @TaskLocal static var inSerialRegion = false
 }
 
 /// Cores available to this process.

@@ -290,6 +290,42 @@ final class AcceleratedKernelsTests: XCTestCase {
         }
     }
 
+    /// The automatic mask generator's one-pass statistics and thresholded runs at any threshold
+    /// equal the plain loops and the full upsampled map.
+    func testUpsampleStatisticsAndRunsAtAThresholdMatchThePlainLoops() throws {
+        try XCTSkipUnless(Accelerated.isAvailable, "AVX-512 kernels not available")
+        let logits = randomTensor([24, 24], seed: 81, scale: 3)
+        for (oh, ow, high, low, t) in [(100, 100, Float(1), Float(-1), Float(0)), (77, 130, 0.7, -0.3, 0.2), (64, 48, 9, 8, 8.5)] {
+            let kernel = try XCTUnwrap(AcceleratedOps.upsampleStatistics(logits.pointer, height: 24, width: 24, outputHeight: oh,
+                                                                        outputWidth: ow, high: high, low: low, threshold: t))
+            let plain = MaskUpsampling.plainStatistics(logits.pointer, height: 24, width: 24, outputHeight: oh, outputWidth: ow,
+                                                       high: high, low: low, threshold: t)
+            XCTAssertEqual(kernel, plain, "\(oh)×\(ow)")
+            // Against the full map.
+            let full = Resize.bilinear(logits.reshaped([1, 24, 24]), height: oh, width: ow).toArray()
+            XCTAssertEqual(plain.aboveHigh, full.filter { $0 > high }.count)
+            XCTAssertEqual(plain.aboveLow, full.filter { $0 > low }.count)
+            XCTAssertEqual(plain.above, full.filter { $0 > t }.count)
+            let set = full.indices.filter { full[$0] > t }
+            if let b = plain.box {
+                XCTAssertEqual([b.0, b.1, b.2, b.3], [set.map { $0 % ow }.min()!, set.map { $0 / ow }.min()!,
+                                                      set.map { $0 % ow }.max()!, set.map { $0 / ow }.max()!])
+            } else {
+                XCTAssertTrue(set.isEmpty)
+            }
+            let runs = MaskUpsampling.thresholdRuns(logits.pointer, height: 24, width: 24, outputHeight: oh, outputWidth: ow,
+                                                    rows: oh, columns: ow, threshold: t)
+            let plainRuns = MaskUpsampling.plainThresholdRuns(logits.pointer, height: 24, width: 24, outputHeight: oh, outputWidth: ow,
+                                                              rows: oh, columns: ow, threshold: t)
+            XCTAssertEqual(runs.starts, plainRuns.starts)
+            XCTAssertEqual(runs.ends, plainRuns.ends)
+            XCTAssertEqual(runs.rowOffsets, plainRuns.rowOffsets)
+            XCTAssertEqual(zip(runs.starts, runs.ends).reduce(0) { $0 + Int($1.1 - $1.0) }, plain.above)
+        }
+        XCTAssertGreaterThan(MaskUpsampling.plainStatistics(logits.pointer, height: 24, width: 24, outputHeight: 50, outputWidth: 50,
+                                                            high: 1, low: -1, threshold: 0).above, 0, "the test wants a non-empty mask")
+    }
+
     func testUpsampleThresholdMatchesBilinear() {
         let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
         for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {

@@ -67,13 +67,20 @@ void gs_softmax_columns(float *x, long rows, long columns, long ld);
 /// pixel. Returns 0, or −1 (mask untouched) when its scratch memory cannot be allocated.
 int gs_upsample_threshold(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
 
-/// `gs_upsample_threshold` returning the runs of 1s instead of the bytes, for the top-left
+/// `gs_upsample_threshold` (with `> threshold` for `> 0`) returning the runs of 1s instead of the bytes, for the top-left
 /// `rows × columns` of the `[oh, ow]` mask: run r covers pixels [starts[r], ends[r]) of its row, and
 /// the runs of row y are row_offsets[y]..<row_offsets[y + 1] (row_offsets has rows + 1 entries).
 /// Same arithmetic, so the same pixels. Returns the number of runs, −1 when more than `capacity`,
 /// −2 when its scratch memory cannot be allocated.
 long gs_upsample_threshold_runs(const float *logits, long h, long w, long oh, long ow, long rows, long columns,
-                                int *starts, int *ends, long capacity, long *row_offsets);
+                                float threshold, int *starts, int *ends, long capacity, long *row_offsets);
+
+/// The automatic mask generator's statistics of one upsampled logit map (the same arithmetic as
+/// `gs_upsample_threshold`), without storing it: counts[0..2] = how many values are `> high`,
+/// `> low` and `> threshold`, and box = the inclusive box (x0, y0, x1, y1) of the values
+/// `> threshold` (all 0 when there are none). Returns 0, or −1 when its scratch cannot be allocated.
+int gs_upsample_statistics(const float *logits, long h, long w, long oh, long ow, float high, float low, float threshold,
+                           long *counts, long *box);
 
 /// The tail of a ConvTranspose2d(k=2, s=2) done as one GEMM, for a band of `rows` input rows of
 /// width `w`: scatters `products` (`[rows·w, 4·oc]`, sub-pixel (dy, dx) at column block dy·2+dx)

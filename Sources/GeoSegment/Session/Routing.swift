@@ -179,39 +179,6 @@ extension RowRuns {
     }
 }
 
-/// Plain bilinear upsampling and thresholding of one logit map straight into row runs — the
-/// reference for `AcceleratedOps.upsampleThresholdRuns`, and the portable path at every level
-/// (it never holds the full-size map, which at level 3 would be 8192² floats).
-enum PlainUpsampling {
-    /// `interpolate(size=(outputHeight, outputWidth), mode="bilinear", align_corners=False) > 0`
-    /// of `logits` (`height × width`), for the top-left `rows × columns` output pixels.
-    static func thresholdRuns(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int, outputWidth ow: Int,
-                              rows: Int, columns: Int) -> RowRuns {
-        let ys = Resize.bilinearWeights(inputSize: h, outputSize: oh)
-        let xs = Resize.bilinearWeights(inputSize: w, outputSize: ow)
-        var builder = RowRuns.Builder()
-        for i in 0..<rows {
-            let y = ys[i]
-            let (r0, r1) = (logits + y.i0 * w, logits + y.i1 * w)
-            var runStart = -1
-            for j in 0..<columns {
-                let t = xs[j]
-                // The same expression as `Resize.bilinear`: rows first, then columns.
-                let v = y.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1]) + y.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1])
-                if v > 0 {  // Parity: strict `>`
-                    if runStart < 0 { runStart = j }
-                } else if runStart >= 0 {
-                    builder.append(runStart, j)
-                    runStart = -1
-                }
-            }
-            if runStart >= 0 { builder.append(runStart, columns) }
-            builder.endRow()
-        }
-        return builder.runs
-    }
-}
-
 /// One decode of a prompt on a routed tile, traced on the encoded grid.
 struct LevelAnswer {
     let route: Route

@@ -293,14 +293,9 @@ public final class Segmenter: @unchecked Sendable {
         let (width, height) = (min(tile.window[2] * f, levels[0].width - x0), min(tile.window[3] * f, levels[0].height - y0))
         let (side, columns) = (logits.shape[1], logits.shape[2])
         let plane = logits.pointer + chosen * side * columns
-        var runs: RowRuns
-        if Accelerated.isAvailable, let r = AcceleratedOps.upsampleThresholdRuns(
-            plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f, rows: height, columns: width) {
-            runs = RowRuns(starts: r.starts, ends: r.ends, rowOffsets: r.rowOffsets)
-        } else {
-            runs = PlainUpsampling.thresholdRuns(plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f,
-                                                 rows: height, columns: width)
-        }
+        let r = MaskUpsampling.thresholdRuns(plane, height: side, width: columns, outputHeight: tileSize * f, outputWidth: tileSize * f,
+                                             rows: height, columns: width)
+        var runs = RowRuns(starts: r.starts, ends: r.ends, rowOffsets: r.rowOffsets)
         let valid = f == 1 ? validity : try fullResolutionValidity(
             x: x0, y: y0, width: width, height: height,
             coarse: validity.map { (runs: $0, x: tile.window[0], y: tile.window[1], factor: f) })
