@@ -14,6 +14,13 @@ struct Predict: ParsableCommand {
             Writes low_res_logits.npy (float32 [C,256,256]), masks.npy (uint8 [C,H,W]) and
             scores.json ({"iou": [...]}) to --out; with --features also image_embed.npy,
             high_res_feat_s0.npy and high_res_feat_s1.npy. C is 3 with --multimask, else 1.
+
+            With --automatic, runs SAM2AutomaticMaskGenerator.generate on the whole image instead
+            (crop_n_layers 0; its parameters below) and writes masks.json: the official records
+            (uncompressed RLE segmentation, area, bbox, predicted_iou, point_coords,
+            stability_score, crop_box) in the official order. --features-from DIR decodes from
+            image_embed.npy, high_res_feat_s0.npy and high_res_feat_s1.npy in DIR instead of
+            encoding IMAGE (the image then only gives the size).
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -36,10 +43,20 @@ struct Predict: ParsableCommand {
     @Flag(name: .long, help: "Also write the image features.")
     var features = false
 
+    @Flag(name: .long, help: "Segment everything: the official automatic mask generator on the whole image.")
+    var automatic = false
+
+    @Option(name: .customLong("features-from"), help: ArgumentHelp("Decode from these features instead of encoding (with --automatic).", valueName: "dir"))
+    var featuresFrom: String?
+
+    @OptionGroup(title: "Automatic mask generator (with --automatic)") var generator: AutomaticMaskArguments
+
     @Option(name: .long, help: "Output directory (created if missing).")
     var out: String
 
     func run() throws {
+        if automatic { return try runAutomatic() }
+        guard featuresFrom == nil else { throw CLIError("--features-from needs --automatic") }
         let prompt = try makePrompt()
         let model = try modelOptions.loadModel()
         let picture = try readImage()
@@ -61,6 +78,49 @@ struct Predict: ParsableCommand {
             try NumPy.write(imageFeatures.imageEmbedding, to: dir.appendingPathComponent("image_embed.npy"))
             try NumPy.write(imageFeatures.highResolutionS0, to: dir.appendingPathComponent("high_res_feat_s0.npy"))
             try NumPy.write(imageFeatures.highResolutionS1, to: dir.appendingPathComponent("high_res_feat_s1.npy"))
+        }
+    }
+
+    /// `--automatic`: the generator's records as the official code returns them.
+    func runAutomatic() throws {
+        guard points.isEmpty, box == nil, maskInput == nil else { throw CLIError("--automatic takes no prompts") }
+        let options = try generator.options
+        let model = try modelOptions.loadModel()
+        let picture = try readImage()
+        let imageFeatures: ImageFeatures
+        if let featuresFrom {
+            let dir = URL(fileURLWithPath: featuresFrom, isDirectory: true)
+            func read(_ name: String) throws -> Tensor {
+                var t = try NumPy.read(dir.appendingPathComponent(name))
+                if t.shape.first == 1 { t.reshape(Array(t.shape.dropFirst())) }  // the official [1, C, H, W]
+                return t
+            }
+            imageFeatures = try ImageFeatures(imageEmbedding: read("image_embed.npy"), highResolutionS0: read("high_res_feat_s0.npy"),
+                                              highResolutionS1: read("high_res_feat_s1.npy"), originalWidth: picture.width,
+                                              originalHeight: picture.height)
+        } else {
+            imageFeatures = try model.encode(picture, precision: modelOptions.encoderPrecision())
+        }
+        let masks = try AutomaticMaskGenerator(model: model, options: options).generate(try model.prepare(imageFeatures))
+        let records: [[String: Any]] = masks.map { m in
+            [
+                "segmentation": ["size": [m.height, m.width], "counts": m.columnMajorRLE],
+                "area": m.area,
+                // Parity: XYWH from the inclusive box, so w and h are one less than the extent.
+                "bbox": [m.box.x0, m.box.y0, m.box.x1 - m.box.x0, m.box.y1 - m.box.y0],
+                "predicted_iou": Double(m.predictedIoU),
+                "point_coords": [[Double(m.point.x), Double(m.point.y)]],
+                // 0/0 (no pixel above the low threshold) is NaN, as officially; JSON has no NaN: null.
+                "stability_score": m.stabilityScore.isNaN ? NSNull() : Double(m.stabilityScore) as Any,
+                "crop_box": [0, 0, m.width, m.height],
+            ]
+        }
+        let dir = URL(fileURLWithPath: out, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try JSONSerialization.data(withJSONObject: records, options: [.sortedKeys]).write(to: dir.appendingPathComponent("masks.json"))
+        } catch {
+            throw CLIError("cannot write \(out)/masks.json: \(error.localizedDescription)")
         }
     }
 

@@ -159,7 +159,7 @@ struct RowRuns: Sendable {
     /// until `labelled()`).
     private(set) var component: [Int32] = []
     /// Runs of row y: rowOffset[y]..<rowOffset[y + 1].
-    private var rowOffset: [Int] = []
+    private(set) var rowOffset: [Int] = []
     private(set) var componentCount = 0
 
     init(_ mask: UnsafeBufferPointer<UInt8>, width: Int, height: Int) {

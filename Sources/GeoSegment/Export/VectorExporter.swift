@@ -65,6 +65,7 @@ public enum VectorExporter {
         FieldDefinition("created", type: .string), FieldDefinition("prompts", type: .string),
         FieldDefinition("class", type: .string),
         FieldDefinition("level", type: .integer), FieldDefinition("tiles", type: .string), FieldDefinition("clipped", type: .integer),
+        FieldDefinition("stability", type: .real),
     ]
 
     public static let defaultLayer = "objects"
@@ -96,6 +97,7 @@ public enum VectorExporter {
                 "class": record.className.map { .string($0) } ?? .null,
                 "level": .integer(record.result.level), "tiles": .string(record.result.tiles.joined(separator: ",")),
                 "clipped": .integer(record.result.clipped ? 1 : 0),
+                "stability": record.result.stability.map { .real(Double($0)) } ?? .null,
             ])
         }
     }
@@ -159,6 +161,44 @@ public enum VectorExporter {
             if format == .geopackage { try dataset.withTransaction(add) } else { try add() }
         }
         return saved
+    }
+
+    /// Writes a new file at `path` from records produced one at a time (so that they need not
+    /// all be held), replacing whatever was there only once the file is complete: it is written
+    /// beside `path` (in one transaction for a GeoPackage) and renamed over it.
+    public static func writeNew(to path: String, layer: String? = nil, format: VectorFormat? = nil, srs: SpatialReference?,
+                                _ produce: (_ add: (ObjectRecord) throws -> Void) throws -> Void) throws {
+        _ = durableTransactions
+        let format = format ?? VectorFormat(path: path)
+        let fm = FileManager.default
+        let url = URL(fileURLWithPath: path)
+        let scratch = url.deletingLastPathComponent().appendingPathComponent(".\(UUID().uuidString)", isDirectory: true)
+        try rethrowing("cannot write beside \(path)") { try fm.createDirectory(at: scratch, withIntermediateDirectories: true) }
+        defer { try? fm.removeItem(at: scratch) }
+        let copy = scratch.appendingPathComponent(url.lastPathComponent).path
+        try rethrowing("\(path)") {
+            // Scoped so that GDAL closes (and finishes writing) the file before it is moved.
+            try {
+                let dataset = try VectorDataset.create(driver: format.driver, path: copy)
+                let target = try targetLayer(in: dataset, name: layer, format: format, srs: srs)
+                let layerSRS = target.spatialReference
+                func add(_ record: ObjectRecord) throws {
+                    for feature in try Self.features(of: record, srs: srs, target: layerSRS) { _ = try target.add(feature) }
+                }
+                if format == .geopackage { try dataset.withTransaction { try produce(add) } } else { try produce(add) }
+                try dataset.flush()
+            }()
+        }
+        // Each file replaces its original atomically; sidecars the new dataset lacks go.
+        for (original, written) in zip(format.files(of: path), format.files(of: copy)) {
+            if fm.fileExists(atPath: written) {
+                if rename(written, original) != 0 {
+                    throw GeoSegmentError("cannot replace \(original): \(String(cString: strerror(errno)))")
+                }
+            } else if fm.fileExists(atPath: original) {
+                try rethrowing("cannot remove \(original)") { try fm.removeItem(atPath: original) }
+            }
+        }
     }
 
     /// Deletes every feature of an object; returns how many were removed. A GeoPackage's id

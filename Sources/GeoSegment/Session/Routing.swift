@@ -106,9 +106,8 @@ extension PyramidLevel {
 
     /// Whether a mask box (level pixels, on `tile`'s window) comes within the edge tolerance of
     /// one of the tile's interior edges — an edge that is not the raster's.
-    func touchesInteriorEdge(_ mask: PixelBox, of tile: StoreManifest.TileEntry) -> Bool {
+    func touchesInteriorEdge(_ mask: PixelBox, of tile: StoreManifest.TileEntry, tolerance tol: Double = Routing.edgeTolerance) -> Bool {
         let (x0, y0, w, h) = (Double(tile.window[0]), Double(tile.window[1]), Double(tile.window[2]), Double(tile.window[3]))
-        let tol = Routing.edgeTolerance
         return (x0 > 0 && mask.minX <= x0 + tol) || (y0 > 0 && mask.minY <= y0 + tol)
             || (x0 + w < Double(width) && mask.maxX >= x0 + w - tol) || (y0 + h < Double(height) && mask.maxY >= y0 + h - tol)
     }

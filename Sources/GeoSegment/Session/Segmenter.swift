@@ -39,6 +39,8 @@ public struct SegmentedObject: Sendable {
     public var polygonizeMilliseconds: Double
     /// Tiles that were not encoded yet and were encoded for this prompt (see ``OnDemandEncoder``).
     public var encodedOnDemand: [String] = []
+    /// The stability score of an object found by ``RasterMaskGenerator`` (nil for prompted objects).
+    public var stability: Float? = nil
 }
 
 /// Prompts in map coordinates → the right tile → SAM2 prompt encoder and mask decoder → polygons.

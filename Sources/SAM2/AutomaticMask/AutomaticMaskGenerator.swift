@@ -82,6 +82,13 @@ public struct AutomaticMaskGenerator: Sendable {
 
     /// The masks of one image, in the official output order.
     public func generate(_ prepared: PreparedFeatures) throws -> [AutomaticMask] {
+        let kept = try candidates(prepared)
+        return BoxNMS.keep(boxes: kept.map(\.box), scores: kept.map(\.predictedIoU), threshold: options.boxNMSThreshold).map { kept[$0] }
+    }
+
+    /// The masks that pass the filters, before NMS, in batch order (what `_process_crop`
+    /// concatenates); `generate` is NMS over them.
+    public func candidates(_ prepared: PreparedFeatures) throws -> [AutomaticMask] {
         let (w, h) = (prepared.originalWidth, prepared.originalHeight)
         // Parity: grid × [w, h] in float64, then cast to float32 (`torch.as_tensor(..., float32)`).
         let points = options.normalizedPoints.map { (x: Float($0.x * Double(w)), y: Float($0.y * Double(h))) }
@@ -90,8 +97,7 @@ public struct AutomaticMaskGenerator: Sendable {
             let batch = Array(points[start..<min(start + options.pointsPerBatch, points.count)])
             kept += try processBatch(batch, prepared: prepared)
         }
-        let order = BoxNMS.keep(boxes: kept.map(\.box), scores: kept.map(\.predictedIoU), threshold: options.boxNMSThreshold)
-        return order.map { kept[$0] }
+        return kept
     }
 
     /// A candidate mask before the filters: its low-resolution logits and score.
