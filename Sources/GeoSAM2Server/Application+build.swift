@@ -54,6 +54,8 @@ public func buildApplication(
     EncodingController(segmenter: segmenter, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     MapController(renderer: renderer, grid: grid, unavailable: mapError).addRoutes(to: router)
     SegmentController(segmenter: segmenter, objects: objects, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
+    let jobs = GenerateJobs(segmenter: segmenter, partsRoot: URL(fileURLWithPath: configuration.outputPath + ".generate-parts", isDirectory: true))
+    GenerateController(jobs: jobs, objects: objects, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     let outputName = URL(fileURLWithPath: configuration.outputPath).deletingPathExtension().lastPathComponent
     ObjectsController(segmenter: segmenter, objects: objects, maxBodyBytes: configuration.maxBodyBytes, outputName: outputName)
         .addRoutes(to: router)

@@ -17,10 +17,18 @@ struct Bench: ParsableCommand {
     @Option(help: "Decoder runs to time.") var decodeRuns = 50
     @Option(help: "Also time prompt → polygons on this feature store (encoded with the same model).") var store: String?
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Time the automatic mask generator on one 1024² tile instead (and the batched decoder).") var automatic = false
+    @Option(help: "With --automatic: the tile image (default: a synthetic scene).") var image: String?
+    @Option(help: "With --automatic: generator runs to time.") var generateRuns = 3
+    @OptionGroup(title: "With --automatic") var generator: AutomaticMaskArguments
 
     func run() throws {
         if let store {
             try benchSegment(store)
+            return
+        }
+        if automatic {
+            try benchAutomatic()
             return
         }
         var clock = Stopwatch()
@@ -77,6 +85,54 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// The automatic mask generator on one tile from its features (the encoder pass is not
+    /// timed: `generate` reads stored features), and the batched decoder's points per second
+    /// against decoding the same points one by one.
+    func benchAutomatic() throws {
+        var clock = Stopwatch()
+        let model = try modelOptions.loadModel()
+        let picture: RGBImage
+        if let image {
+            let rgb = try RasterDataset.open(image).readRGB8()
+            picture = try RGBImage(width: rgb.width, height: rgb.height, pixels: rgb.pixels)
+        } else {
+            picture = try RGBImage(width: 1024, height: 1024, pixels: syntheticScene(width: 1024, height: 1024))
+        }
+        let prepared = try model.prepare(try model.encode(picture, precision: modelOptions.encoderPrecision()))
+        let options = try generator.options
+        let points = options.normalizedPoints.prefix(options.pointsPerBatch).map {
+            Prompt(points: [PointPrompt(x: Float($0.x * Double(picture.width)), y: Float($0.y * Double(picture.height)), label: 1)])
+        }
+        _ = try model.decodeLogits(prepared, prompts: Array(points.prefix(4)), multimask: true)  // warm-up
+        var batched: [Double] = [], single: [Double] = []
+        for _ in 0..<3 {
+            _ = clock.lap()
+            _ = try model.decodeLogits(prepared, prompts: points, multimask: options.multimaskOutput)
+            batched.append(Double(points.count) / clock.lap())
+            for p in points { _ = try model.decodeLogits(prepared, prompt: p, multimask: options.multimaskOutput) }
+            single.append(Double(points.count) / clock.lap())
+        }
+        let amg = try AutomaticMaskGenerator(model: model, options: options)
+        var tiles: [Double] = []
+        var masks = 0
+        for _ in 0..<max(generateRuns, 1) {
+            _ = clock.lap()
+            masks = try amg.generate(prepared).count
+            tiles.append(clock.lap())
+        }
+        let result: [String: Double] = [
+            "batched_points_per_s": percentile(batched, 50), "single_points_per_s": percentile(single, 50),
+            "generate_median_s": percentile(tiles, 50), "generate_min_s": tiles.min() ?? 0, "masks": Double(masks),
+            "points": Double(options.normalizedPoints.count),
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for (k, v) in result.sorted(by: { $0.key < $1.key }) { print("\(k)\t\(String(format: "%.4f", v))") }
+        }
+    }
+
     /// Prompt → polygons on a store: decode + postprocess + polygonize, one object per run on a
     /// loaded tile (loading and preparing a tile is timed separately), with
     /// 1–3 points or a box, at positions spread over the encoded tiles; and polygonize alone on a

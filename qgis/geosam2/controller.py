@@ -26,6 +26,7 @@ from .api import ApiClient, LatestWins
 SETTINGS_CLASSES = "geosam2/recent_classes"
 OUTPUT_LAYER_NAME = "GeoSAM2 objects"
 PATCH_LAYER_NAME = "GeoSAM2 patches"
+GENERATED_LAYER_NAME = "GeoSAM2 everything in view"
 
 
 def geometries_of(collection) -> list:
@@ -50,6 +51,7 @@ class SegmentController(QObject):
     undone = pyqtSignal(int)
     candidates = pyqtSignal(list)      # multimask scores
     mode = pyqtSignal(str)             # the prompt tool's mode
+    generated = pyqtSignal(int)        # objects found by "segment everything in view", once shown
 
     def __init__(self, canvas, parent=None):
         super().__init__(parent)
@@ -82,6 +84,12 @@ class SegmentController(QObject):
         self.view_timer.setInterval(400)
         self.view_timer.timeout.connect(self._send_view)
         canvas.extentsChanged.connect(self.view_timer.start)
+        self.generate_job = None       # the last /api/generate report
+        self.generated_layer_id = None
+        self.generate_timer = QTimer(self)
+        self.generate_timer.setSingleShot(True)
+        self.generate_timer.setInterval(1000)
+        self.generate_timer.timeout.connect(self._poll_generate)
 
     # --- connecting -------------------------------------------------------------------------
 
@@ -144,6 +152,8 @@ class SegmentController(QObject):
 
     def detach(self):
         self.encoding_timer.stop()
+        self.generate_timer.stop()
+        self.generate_job = None
         self.encoding = None
         if self.preview:
             self.preview.invalidate()
@@ -417,6 +427,99 @@ class SegmentController(QObject):
 
         self.client.request("GET", "/api/tiles", callback=tiles)
 
+    # --- segment everything in view -------------------------------------------------------
+
+    def generate_in_view(self, points_per_side=32, pred_iou_thresh=0.8, stability_score_thresh=0.95):
+        """SAM2's automatic masks on the engine's tiles in the canvas extent (`POST /api/generate`),
+        merged across tiles; the objects found become a layer of their own (save them with
+        `save_generated`)."""
+        if not self.connected:
+            self.error.emit("GeoSAM2: no engine to segment with")
+            return
+        e = self.canvas.extent()
+        body = {"bbox": [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()], "crs": self.canvas_crs(),
+                "points_per_side": int(points_per_side), "pred_iou_thresh": float(pred_iou_thresh),
+                "stability_score_thresh": float(stability_score_thresh)}
+        for key in ("min_area", "simplify", "fill_holes", "regularize"):
+            if self.options.get(key):
+                body[key] = self.options[key]
+
+        def started(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            self.generate_job = answer.data
+            self.status.emit(f"segmenting everything in view: 0/{answer.data.get('total')} tiles")
+            self.generate_timer.start()
+
+        self.client.request("POST", "/api/generate", body, started)
+
+    def _poll_generate(self):
+        job = self.generate_job
+        if not self.client or not job:
+            return
+
+        def report(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            r = self.generate_job = answer.data
+            if r.get("status") == "running":
+                eta = f", ETA {round(r['eta_s'])} s" if r.get("eta_s") is not None else ""
+                self.status.emit(f"segmenting everything in view: {r.get('done')}/{r.get('total')} tiles{eta}")
+                self.generate_timer.start()
+            elif r.get("status") == "done":
+                self.client.request("GET", r["objects_url"], callback=self._show_generated)
+            else:
+                self.error.emit(f"GeoSAM2: segment everything {r.get('status')}: {r.get('error', '')}")
+
+        self.client.request("GET", job["url"], callback=report)
+
+    def _show_generated(self, answer):
+        if not answer.ok:
+            self.error.emit(answer.error)
+            return
+        text = json.dumps(answer.data)
+        project = QgsProject.instance()
+        if self.generated_layer_id and project.mapLayer(self.generated_layer_id):
+            project.removeMapLayer(self.generated_layer_id)
+        layer = QgsVectorLayer("MultiPolygon", GENERATED_LAYER_NAME, "memory")
+        layer.setCrs(self.store_crs)
+        layer.dataProvider().addAttributes(QgsJsonUtils.stringToFields(text).toList())
+        layer.updateFields()
+        layer.dataProvider().addFeatures(QgsJsonUtils.stringToFeatureList(text, layer.fields()))
+        layer.updateExtents()
+        symbol = QgsFillSymbol.createSimple({"color": "199,125,255,50", "outline_color": "160,80,230,230", "outline_width": "0.4"})
+        layer.renderer().setSymbol(symbol)
+        project.addMapLayer(layer)
+        self.generated_layer_id = layer.id()
+        count = answer.data.get("objects", 0)
+        self.status.emit(f"found {count} object{'s' if count != 1 else ''} in view (layer “{GENERATED_LAYER_NAME}”; Save all found to keep them)")
+        self.generated.emit(count)
+
+    def generated_layer(self):
+        return QgsProject.instance().mapLayer(self.generated_layer_id) if self.generated_layer_id else None
+
+    def save_generated(self):
+        """Saves every object found in view to the engine's output, as new objects."""
+        job = self.generate_job
+        if not self.connected or not job or job.get("status") != "done":
+            self.status.emit("nothing found to save: segment everything in view first")
+            return
+
+        def done(answer):
+            if not answer.ok:
+                self.error.emit(answer.error)
+                return
+            saved = answer.data.get("saved", [])
+            if self.generated_layer():
+                QgsProject.instance().removeMapLayer(self.generated_layer_id)
+            self.generated_layer_id = None
+            self.refresh_output()
+            self.status.emit(f"saved {len(saved)} object{'s' if len(saved) != 1 else ''} found in view")
+
+        self.client.request("POST", job["url"] + "/save", {}, done)
+
     def tool_deactivated(self):
         if self.preview:
             self.preview.invalidate()
@@ -427,6 +530,7 @@ class SegmentController(QObject):
 
     def unload(self):
         self.view_timer.stop()
+        self.generate_timer.stop()
         try:
             self.canvas.extentsChanged.disconnect(self.view_timer.start)
         except (TypeError, RuntimeError):

@@ -332,3 +332,37 @@ def test_start_on_raster_refuses_a_layer_that_is_not_a_raster_file(iface, plugin
     plugin.start_on_raster(QgsVectorLayer("Point?crs=EPSG:4326", "points", "memory"))
     assert errors and "raster layer" in errors[0]
     assert plugin.engine is None or not plugin.controller.connected
+
+
+def test_segment_everything_in_view_shows_a_layer_and_saves_it(iface, plugin, scene):
+    raster, store = scene
+    canvas, layer = show_scene(iface, raster)
+    controller = start(plugin, store)
+    found = []
+    controller.generated.connect(found.append)
+    # Thresholds off: the micro model's random weights give low scores.
+    plugin.dock.points_per_side.setValue(4)
+    plugin.dock.iou_threshold.setValue(0)
+    plugin.dock.stability_threshold.setValue(0)
+    controller.generate_in_view(plugin.dock.points_per_side.value(), plugin.dock.iou_threshold.value(),
+                                plugin.dock.stability_threshold.value())
+    wait_until(lambda: found or any("segment everything" in m for m in messages(iface)), timeout=300, what="the objects found")
+    assert found and found[0] > 0, messages(iface)
+    generated = controller.generated_layer()
+    assert generated is not None and generated.featureCount() > 0
+    for name in ("generated_id", "score", "stability", "level", "tiles", "area_m2"):
+        assert name in generated.fields().names()
+    # Reprojected on the canvas: the layer lies inside the raster's extent.
+    assert generated.crs().authid() == "EPSG:32633"
+    assert layer.extent().buffered(1).contains(generated.extent())
+    job = controller.generate_job
+    controller.save_generated()
+    wait_until(lambda: controller.generated_layer() is None, timeout=60, what="the save")
+    output = controller.output_layer()
+    assert output is not None
+    output.dataProvider().reloadData()
+    ids = {f["object_id"] for f in output.getFeatures()}
+    assert len(ids) >= found[0], (ids, job)
+    # The job's objects now carry the ids they were saved under.
+    listed = json.loads(urllib.request.urlopen(controller.client.base_url + job["url"] + "/objects", timeout=60).read())
+    assert all(f["properties"]["saved_as"] in ids for f in listed["features"])

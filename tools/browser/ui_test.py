@@ -292,10 +292,34 @@ class UITest:
         self.check("GeoJSON export", bool(exported) and exported.get("type") == "FeatureCollection"
                    and len(exported.get("features", [])) > 0, str(exported)[:200])
 
+        # Segment everything in view: a job on the tiles in view, its objects shown as a layer of
+        # their own, then saved all at once (thresholds off: random micro weights).
+        d.execute_script("document.getElementById('generate-points').value = 4;"
+                         "document.getElementById('generate-iou').value = 0;"
+                         "document.getElementById('generate-stability').value = 0;")
+        saved_before = self.state("objects")
+        d.find_element("id", "generate").click()
+        self.check("segment everything starts a job", self.wait("window.geosam2.state.generate && window.geosam2.state.generate.id > 0"))
+        done = self.wait("window.geosam2.state.generate.status !== 'running' && window.geosam2.state.generated", timeout=300)
+        self.check("segment everything in view finishes", bool(done), str(self.state("generate"))[:300])
+        shown = self.wait("window.geosam2.layers.generated.getLayers().length")
+        self.check("the objects found are shown as a layer", (shown or 0) > 0, "layers=%s" % shown)
+        status = d.find_element("id", "generate-status").text
+        self.check("the panel says what was found", status.startswith("Found "), status)
+        self.check("no cancel button once done", not d.find_element("id", "generate-cancel").is_displayed())
+        self.screenshot("ui-generate.png")
+        found = (self.state("generate") or {}).get("objects", 0)
+        d.find_element("id", "generate-save").click()
+        self.check("save all adds the objects found", self.wait("window.geosam2.state.objects === %d" % (saved_before + found)),
+                   "objects=%s, expected %d" % (self.state("objects"), saved_before + found))
+        self.check("the layer of found objects is cleared after saving", self.wait("window.geosam2.layers.generated.getLayers().length === 0"))
+        stabilities = [f.get("stability") for f in ogr_features(out)]
+        self.check("saved found objects carry their stability", any(v not in (None, "(null)") for v in stabilities), str(stabilities)[:200])
+
         # After a reload the saved object is still there (read back from the file).
         d.refresh()
         self.wait("window.geosam2 && window.geosam2.state.ready")
-        self.check("saved objects shown after reload", self.wait("window.geosam2.state.objects === 1"))
+        self.check("saved objects shown after reload", self.wait("window.geosam2.state.objects === %d" % (saved_before + found)))
 
     def on_demand_scenario(self, url):
         d = self.driver

@@ -80,9 +80,31 @@ def our_args(params, points_per_side):
     return a
 
 
+def align_ties(ours, theirs):
+    """Ours reordered within the official list's groups of exactly equal scores, matching points.
+
+    PyTorch's CPU sort is unstable (introsort) above 16 elements, so masks with exactly equal
+    predicted IoU come out in an arbitrary order there; ours breaks ties by position (stable).
+    Within a tie the sets must agree, not the order. Returns the reordered list and the ties."""
+    ours = list(ours)
+    ties = 0
+    for i in range(min(len(ours), len(theirs))):
+        if ours[i]["point_coords"] == theirs[i]["point_coords"]:
+            continue
+        group = [j for j in range(len(theirs)) if theirs[j]["predicted_iou"] == theirs[i]["predicted_iou"]]
+        for j in group:
+            if j > i and j < len(ours) and np.allclose(ours[j]["point_coords"], theirs[i]["point_coords"]) and \
+                    abs(ours[j]["predicted_iou"] - theirs[i]["predicted_iou"]) <= 1e-6:
+                ours[i], ours[j] = ours[j], ours[i]
+                ties += 1
+                break
+    return ours, ties
+
+
 def compare(ours, theirs):
     """Problems (empty: parity) and a summary."""
     problems = []
+    ours, ties = align_ties(ours, theirs)
     if len(ours) != len(theirs):
         problems.append(f"{len(ours)} masks, official {len(theirs)}")
     worst_pixels, worst_iou, worst_stab = 1.0, 0.0, 0.0
@@ -99,7 +121,8 @@ def compare(ours, theirs):
                             f"point {a['point_coords']} vs {b['point_coords']}")
         if abs(a["point_coords"][0][0] - b["point_coords"][0][0]) > 1e-3 or abs(a["point_coords"][0][1] - b["point_coords"][0][1]) > 1e-3:
             problems.append(f"mask {i}: from point {a['point_coords']}, official {b['point_coords']} (order differs)")
-    return problems, f"{len(theirs)} masks, pixels >= {worst_pixels:.5f}, IoU diff <= {worst_iou:.1e}, stability diff <= {worst_stab:.1e}"
+    tied = f", {ties} exact score tie(s) compared as sets" if ties else ""
+    return problems, f"{len(theirs)} masks, pixels >= {worst_pixels:.5f}, IoU diff <= {worst_iou:.1e}, stability diff <= {worst_stab:.1e}{tied}"
 
 
 def main():

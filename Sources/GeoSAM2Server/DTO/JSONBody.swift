@@ -40,4 +40,23 @@ enum JSONBody {
         default: throw GeoSAM2ServerError.badRequest("crs must be a string such as \"EPSG:4326\", or null")
         }
     }
+
+    /// A boolean member: false when absent or null.
+    static func flag(_ body: [String: JSONValue], _ key: String) throws -> Bool {
+        switch body[key] {
+        case nil, .null?: return false
+        case let .bool(v)?: return v
+        default: throw GeoSAM2ServerError.badRequest("\(key) must be true or false")
+        }
+    }
+
+    /// A non-negative number member: 0 when absent or null.
+    static func amount(_ body: [String: JSONValue], _ key: String) throws -> Double {
+        switch body[key] {
+        case nil, .null?: return 0
+        case let value?:
+            guard let v = number(value), v >= 0, v < 1e12 else { throw GeoSAM2ServerError.badRequest("\(key) must be a number ≥ 0") }
+            return v
+        }
+    }
 }

@@ -66,7 +66,7 @@ public struct SegmentRequest: Sendable, Equatable {
         prompt.crs = try JSONBody.crs(body["crs"])
         guard !prompt.isEmpty else { throw GeoSAM2ServerError.badRequest("no prompt: give at least one point or a box") }
 
-        let multimask = try flag(body, "multimask")
+        let multimask = try JSONBody.flag(body, "multimask")
         var candidate: Int?
         switch body["candidate"] {
         case nil, .null?: break
@@ -77,9 +77,9 @@ public struct SegmentRequest: Sendable, Equatable {
             guard multimask else { throw GeoSAM2ServerError.badRequest("candidate needs \"multimask\": true (there is one mask otherwise)") }
             candidate = Int(c)
         }
-        let options = PolygonOptions(minArea: try amount(body, "min_area"), largestOnly: try flag(body, "largest_only"),
-                                     simplify: try amount(body, "simplify"), fillHoles: try flag(body, "fill_holes"),
-                                     regularize: try flag(body, "regularize"))
+        let options = PolygonOptions(minArea: try JSONBody.amount(body, "min_area"), largestOnly: try JSONBody.flag(body, "largest_only"),
+                                     simplify: try JSONBody.amount(body, "simplify"), fillHoles: try JSONBody.flag(body, "fill_holes"),
+                                     regularize: try JSONBody.flag(body, "regularize"))
         var request = SegmentRequest(prompt: prompt, options: options, multimask: multimask, candidate: candidate)
         switch body["class"] {
         case nil, .null?: break
@@ -95,21 +95,4 @@ public struct SegmentRequest: Sendable, Equatable {
     }
 
     private static func number(_ value: JSONValue) -> Double? { JSONBody.number(value) }
-
-    private static func flag(_ body: [String: JSONValue], _ key: String) throws -> Bool {
-        switch body[key] {
-        case nil, .null?: return false
-        case let .bool(v)?: return v
-        default: throw GeoSAM2ServerError.badRequest("\(key) must be true or false")
-        }
-    }
-
-    private static func amount(_ body: [String: JSONValue], _ key: String) throws -> Double {
-        switch body[key] {
-        case nil, .null?: return 0
-        case let value?:
-            guard let v = number(value), v >= 0, v < 1e12 else { throw GeoSAM2ServerError.badRequest("\(key) must be a number ≥ 0") }
-            return v
-        }
-    }
 }

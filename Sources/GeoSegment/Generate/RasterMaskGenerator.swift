@@ -94,6 +94,16 @@ public final class RasterMaskGenerator: @unchecked Sendable {
         return RunIdentity(store: store, options: o)
     }
 
+    /// A short key of what the parts depend on, to keep the parts of several parameter sets apart
+    /// (FNV-1a of the identity's JSON).
+    public var identityKey: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = (try? encoder.encode(runIdentity)) ?? Data()
+        let hash = bytes.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16)
+    }
+
     /// Opens (creating) the work directory, checking that its parts belong to this store and options.
     func prepareWorkDirectory(_ dir: URL, fresh: Bool) throws {
         let fm = FileManager.default
@@ -116,7 +126,7 @@ public final class RasterMaskGenerator: @unchecked Sendable {
     func partURL(_ tile: StoreManifest.TileEntry, in dir: URL) -> URL { dir.appendingPathComponent("\(tile.id).masks") }
 
     /// Segments everything and writes the objects to `output` (or, with a shard, only segments
-    /// that shard's tiles).
+    /// that shard's tiles). The parts go to ``workDirectory(for:)``.
     /// - Parameters:
     ///   - bbox: only the tiles meeting this box, and the objects meeting it (in `crs`; nil: the store's).
     ///   - shard: segment only share `index` of `count` of the tiles (0-based); nothing is merged.
@@ -124,12 +134,38 @@ public final class RasterMaskGenerator: @unchecked Sendable {
     public func run(output: String, bbox: MapBox? = nil, crs: String? = nil, shard: (index: Int, count: Int)? = nil,
                     fresh: Bool = false, polygonOptions: PolygonOptions = PolygonOptions(), layer: String? = nil,
                     progress: ((GenerateProgress) -> Void)? = nil) throws -> GenerateSummary {
+        let m = segmenter.store.manifest
+        let modelName = "\(m.model.preset ?? "custom") sha256:\(m.model.checkpointSHA256)"
+        let dir = Self.workDirectory(for: output)
+        guard shard == nil else {
+            return try generate(workDirectory: dir, bbox: bbox, crs: crs, shard: shard, fresh: fresh, polygonOptions: polygonOptions,
+                                progress: progress) { _ in }
+        }
+        var summary: GenerateSummary?
+        var written = 0
+        try VectorExporter.writeNew(to: output, layer: layer, srs: segmenter.spatialReference) { add in
+            summary = try generate(workDirectory: dir, bbox: bbox, crs: crs, fresh: fresh, polygonOptions: polygonOptions,
+                                   progress: progress) { object in
+                written += 1
+                try add(ObjectRecord(objectID: written, result: object, source: m.source.path, model: modelName))
+            }
+        }
+        return summary ?? GenerateSummary(tiles: 0, segmented: 0, resumed: 0)
+    }
+
+    /// The core of ``run(output:bbox:crs:shard:fresh:polygonOptions:layer:progress:)``: segments
+    /// the tiles (parts in `workDirectory`), then, without a shard, merges them and hands each
+    /// object to `emit` in order.
+    /// - Parameter isCancelled: checked between tiles; a cancelled run throws.
+    public func generate(workDirectory dir: URL, bbox: MapBox? = nil, crs: String? = nil, shard: (index: Int, count: Int)? = nil,
+                         fresh: Bool = false, polygonOptions: PolygonOptions = PolygonOptions(),
+                         progress: ((GenerateProgress) -> Void)? = nil, isCancelled: () -> Bool = { false },
+                         emit: (SegmentedObject) throws -> Void) throws -> GenerateSummary {
         try polygonOptions.validate()
         if let shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
             throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
         }
         let all = try tiles(meeting: bbox, crs: crs)
-        let dir = Self.workDirectory(for: output)
         try prepareWorkDirectory(dir, fresh: fresh)
         let mine = shard.map { s in all.enumerated().filter { $0.offset % s.count == s.index }.map(\.element) } ?? all
         var summary = GenerateSummary(tiles: mine.count, segmented: 0, resumed: 0)
@@ -140,6 +176,7 @@ public final class RasterMaskGenerator: @unchecked Sendable {
         }
         report(0, nil)
         for (i, tile) in mine.enumerated() {
+            guard !isCancelled() else { throw GeoSegmentError("cancelled") }
             let url = partURL(tile, in: dir)
             if let data = try? Data(contentsOf: url), (try? TileMasks(decoding: data)) != nil {
                 summary.resumed += 1
@@ -151,9 +188,9 @@ public final class RasterMaskGenerator: @unchecked Sendable {
         }
         guard shard == nil else { return summary }
         report(mine.count, nil, merging: true)
-        let written = try merge(all, from: dir, into: output, bbox: bbox, crs: crs, polygonOptions: polygonOptions, layer: layer)
-        summary.objects = written.objects
-        summary.tileMasks = written.masks
+        let merged = try merge(all, from: dir, bbox: bbox, crs: crs, polygonOptions: polygonOptions, emit: emit)
+        summary.objects = merged.objects
+        summary.tileMasks = merged.masks
         return summary
     }
 
@@ -174,9 +211,9 @@ public final class RasterMaskGenerator: @unchecked Sendable {
         return TileMasks(tile: tile.id, level: tile.levelIndex, window: tile.window, masks: kept)
     }
 
-    /// Reads every part, merges across tiles and writes the objects meeting `bbox`.
-    func merge(_ tiles: [StoreManifest.TileEntry], from dir: URL, into output: String, bbox: MapBox?, crs: String?,
-               polygonOptions: PolygonOptions, layer: String?) throws -> (objects: Int, masks: Int) {
+    /// Reads every part, merges across tiles and emits the objects meeting `bbox`.
+    func merge(_ tiles: [StoreManifest.TileEntry], from dir: URL, bbox: MapBox?, crs: String?, polygonOptions: PolygonOptions,
+               emit: (SegmentedObject) throws -> Void) throws -> (objects: Int, masks: Int) {
         let cache = PartCache(urls: tiles.map { partURL($0, in: dir) }, capacity: 32)
         var summaries: [MaskSummary] = []
         for (t, tile) in tiles.enumerated() {
@@ -201,16 +238,12 @@ public final class RasterMaskGenerator: @unchecked Sendable {
             return PlacedMask(runs: part.masks[i].runs, x: part.window[0], y: part.window[1], factor: 1 << part.level)
         }
         let wanted = try bbox.map { try segmenter.toStoreCRS($0, from: crs) }.flatMap { segmenter.levels[0].pixelBox($0.corners) }
-        let m = segmenter.store.manifest
-        let modelName = "\(m.model.preset ?? "custom") sha256:\(m.model.checkpointSHA256)"
         var written = 0
-        try VectorExporter.writeNew(to: output, layer: layer, srs: segmenter.spatialReference) { add in
-            for object in objects {
-                guard let result = try self.object(object, tiles: tiles, cache: cache, polygonOptions: polygonOptions) else { continue }
-                if let wanted, let box = result.gridBox, !box.intersects(wanted) { continue }
-                written += 1
-                try add(ObjectRecord(objectID: written, result: result.object, source: m.source.path, model: modelName))
-            }
+        for object in objects {
+            guard let result = try self.object(object, tiles: tiles, cache: cache, polygonOptions: polygonOptions) else { continue }
+            if let wanted, let box = result.gridBox, !box.intersects(wanted) { continue }
+            written += 1
+            try emit(result.object)
         }
         return (written, summaries.count)
     }

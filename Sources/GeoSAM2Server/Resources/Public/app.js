@@ -22,6 +22,8 @@
     requests: 0,
     ready: false,
     encoding: null,      // last /api/encoding report
+    generate: null,      // last /api/generate job report
+    generated: null,     // its objects (FeatureCollection) once done, until saved or discarded
   };
   window.geosam2 = { state };
 
@@ -79,7 +81,7 @@
     return L.extend({}, L.CRS.Simple, { projection, transformation: new L.Transformation(scale, 0, scale, 0) });
   }
 
-  let map, crs, maskLayer, objectsLayer, gridLayer, promptLayer, boxPreview;
+  let map, crs, maskLayer, objectsLayer, gridLayer, promptLayer, boxPreview, generatedLayer;
 
   async function start() {
     let store;
@@ -126,12 +128,15 @@
     objectsLayer = L.geoJSON(null, {
       interactive: false, pane: 'objects', style: { color: '#ffb020', weight: 2, fillColor: '#ffb020', fillOpacity: 0.25 },
     }).addTo(map);
+    generatedLayer = L.geoJSON(null, {
+      interactive: false, pane: 'objects', style: { color: '#c77dff', weight: 1.5, fillColor: '#c77dff', fillOpacity: 0.2 },
+    }).addTo(map);
     maskLayer = L.geoJSON(null, {
       interactive: false, pane: 'mask', style: { color: '#3fd0ff', weight: 2, fillColor: '#3fd0ff', fillOpacity: 0.35 },
     }).addTo(map);
     promptLayer = L.layerGroup().addTo(map);
     window.geosam2.map = map;
-    window.geosam2.layers = { grid: gridLayer, objects: objectsLayer, mask: maskLayer, prompts: promptLayer };
+    window.geosam2.layers = { grid: gridLayer, objects: objectsLayer, mask: maskLayer, prompts: promptLayer, generated: generatedLayer };
 
     wireMap();
     wirePanel();
@@ -427,6 +432,107 @@
     await loadObjects();
   }
 
+  // MARK: Segment everything in view
+
+  // The view's box goes to POST /api/generate; the job is polled, and its objects are shown as a
+  // layer of their own until the user saves them all (they become saved objects) or discards them.
+  async function generateInView() {
+    if (state.generate && state.generate.status === 'running') return;
+    const b = map.getBounds();
+    const body = { bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()] };
+    // The official generator's defaults unless changed here.
+    const pointsPerSide = parseInt($('generate-points').value, 10);
+    const iou = parseFloat($('generate-iou').value), stability = parseFloat($('generate-stability').value);
+    if (pointsPerSide > 0) body.points_per_side = pointsPerSide;
+    if (iou >= 0) body.pred_iou_thresh = iou;
+    if (stability >= 0) body.stability_score_thresh = stability;
+    const minArea = parseFloat($('min-area').value);
+    const simplify = parseFloat($('simplify').value);
+    if (minArea > 0) body.min_area = minArea;
+    if (simplify > 0) body.simplify = simplify;
+    if ($('fill-holes').checked) body.fill_holes = true;
+    if ($('regularize').checked) body.regularize = true;
+    try {
+      state.generate = await api('/api/generate', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+      });
+    } catch (error) {
+      message('Segment everything: ' + error.message);
+      return;
+    }
+    discardGenerated();
+    updateGenerate();
+    pollGenerate(state.generate.id);
+  }
+
+  async function pollGenerate(id) {
+    let job;
+    try {
+      job = await api('/api/generate/' + id);
+    } catch (error) {
+      message('Segment everything: ' + error.message);
+      return;
+    }
+    state.generate = job;
+    updateGenerate();
+    if (job.status === 'running') { setTimeout(() => pollGenerate(id), 1000); return; }
+    if (job.status === 'failed') { message('Segment everything failed: ' + job.error); return; }
+    if (job.status !== 'done') return;
+    try {
+      state.generated = await api(job.objects_url);
+      generatedLayer.clearLayers();
+      generatedLayer.addData(state.generated);
+    } catch (error) {
+      message('Cannot load the objects found: ' + error.message);
+    }
+    updateGenerate();
+  }
+
+  async function saveGenerated() {
+    const job = state.generate;
+    if (!job || !state.generated) return;
+    try {
+      const result = await api('/api/generate/' + job.id + '/save', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+      });
+      message('Saved ' + result.saved.length + ' object' + (result.saved.length === 1 ? '' : 's'), 'info');
+      discardGenerated();
+      await loadObjects();
+    } catch (error) {
+      message('Not saved: ' + error.message);
+    }
+  }
+
+  function discardGenerated() {
+    state.generated = null;
+    generatedLayer.clearLayers();
+    updateGenerate();
+  }
+
+  async function cancelGenerate() {
+    const job = state.generate;
+    if (job && job.status === 'running') await api('/api/generate/' + job.id, { method: 'DELETE' }).catch(() => {});
+  }
+
+  function updateGenerate() {
+    const job = state.generate;
+    const running = !!job && job.status === 'running';
+    $('generate').disabled = running;
+    $('generate-cancel').hidden = !running;
+    $('generate-save').disabled = !state.generated || !state.generated.features.length;
+    $('generate-discard').disabled = !state.generated;
+    let text = 'SAM2\u2019s automatic masks on the tiles in view, merged across tiles.';
+    if (running) {
+      text = 'Segmenting: ' + job.done + '/' + job.total + ' tiles' + (job.eta_s !== undefined ? ' · ETA ' + Math.round(job.eta_s) + ' s' : '');
+    } else if (job && job.status === 'done') {
+      text = state.generated ? 'Found ' + job.objects + ' object' + (job.objects === 1 ? '' : 's') + ' in ' + job.total + ' tile' +
+        (job.total === 1 ? '' : 's') + ' (' + job.elapsed_s + ' s)' : text;
+    } else if (job && job.status === 'cancelled') {
+      text = 'Cancelled.';
+    }
+    $('generate-status').textContent = text;
+  }
+
   // MARK: Mouse
 
   function wireMap() {
@@ -525,6 +631,10 @@
     $('undo-prompt').addEventListener('click', undoPrompt);
     $('clear').addEventListener('click', clearPrompts);
     $('undo-save').addEventListener('click', undoSave);
+    $('generate').addEventListener('click', generateInView);
+    $('generate-cancel').addEventListener('click', cancelGenerate);
+    $('generate-save').addEventListener('click', saveGenerated);
+    $('generate-discard').addEventListener('click', discardGenerated);
     $('show-grid').addEventListener('change', (e) => {
       if (e.target.checked) { gridLayer.addTo(map); loadGrid(); } else gridLayer.remove();
     });
