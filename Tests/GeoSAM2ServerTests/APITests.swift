@@ -35,6 +35,7 @@ final class APITests: XCTestCase {
         try await segmentErrors(client)
         try await objects(client, output: output)
         try await exports(client)
+        try await generate(client)
         try await pathTricks(client)
     }
 
@@ -363,6 +364,68 @@ final class APITests: XCTestCase {
         XCTAssertTrue(ring.allSatisfy { (13...14.5).contains($0[0]) && (52...53).contains($0[1]) }, "\(ring.prefix(2))")
         let undone = try await client.call(.delete, "/api/objects/last")
         XCTAssertEqual(undone.status, .ok)
+    }
+
+    // MARK: Segment everything
+
+    /// A job over the store's box: bad bodies are 400s, a box off the raster 422, then the job
+    /// runs to done, lists its objects and saves them all as new objects.
+    static func generate(_ client: any TestClientProtocol) async throws {
+        for (body, fragment) in [
+            ("{}", "bbox"), (#"{"bbox": [1, 2, 3]}"#, "bbox"), (#"{"bbox": [3, 2, 1, 4]}"#, "minx ≤ maxx"),
+            (#"{"bbox": [0, 0, 0, 0]}"#, "area"), (#"{"bbox": [0, 0, 1, 1], "points_per_side": 0}"#, "points_per_side"),
+            (#"{"bbox": [0, 0, 1, 1], "points_per_side": 2.5}"#, "points_per_side"),
+            (#"{"bbox": [0, 0, 1, 1], "box_nms_thresh": 2}"#, "NMS"), (#"{"bbox": [0, 0, 1, 1], "use_m2m": 1}"#, "use_m2m"),
+            (#"{"bbox": [0, 0, 1, 1], "crop_n_layers": 1}"#, "unknown key"), ("[]", "JSON object"),
+        ] {
+            assertError(try await client.call(.post, "/api/generate", json: body), .badRequest, contains: fragment)
+        }
+        assertError(try await client.call(.post, "/api/generate", json: #"{"bbox": [0, 0, 10, 10]}"#), .unprocessableContent,
+                    contains: "no tile")
+        assertError(try await client.call(.get, "/api/generate/999"), .notFound)
+        assertError(try await client.call(.get, "/api/generate/abc"), .badRequest)
+        let body = #"{"bbox": [410000, 5809100, 411800, 5810000], "points_per_side": 3, "pred_iou_thresh": 0, "stability_score_thresh": 0, "min_area": 5}"#
+        let started = try await client.call(.post, "/api/generate", json: body)
+        XCTAssertEqual(started.status, .accepted, started.text)
+        let id = try XCTUnwrap(try started.json()["id"] as? Int)
+        XCTAssertEqual(try started.json()["total"] as? Int, 3, "the two tiles of level 0 and the one of level 1")
+        // One job at a time.
+        let second = try await client.call(.post, "/api/generate", json: body)
+        if second.status != .accepted { assertError(second, .conflict, contains: "running") }
+        var report: [String: Any] = [:]
+        for _ in 0..<600 {
+            report = try await client.call(.get, "/api/generate/\(id)").json()
+            if report["status"] as? String != "running" { break }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        XCTAssertEqual(report["status"] as? String, "done", "\(report)")
+        let count = try XCTUnwrap(report["objects"] as? Int)
+        XCTAssertGreaterThan(count, 0)
+        let listed = try await client.call(.get, "/api/generate/\(id)/objects")
+        XCTAssertEqual(listed.status, .ok)
+        let collection = try listed.json()
+        let features = try XCTUnwrap(collection["features"] as? [[String: Any]])
+        let properties = features.compactMap { $0["properties"] as? [String: Any] }
+        XCTAssertEqual(Set(properties.compactMap { $0["generated_id"] as? Int }), Set(1...count))
+        XCTAssertTrue(properties.allSatisfy { $0["stability"] is Double && $0["level"] is Int })
+        assertError(try await client.call(.post, "/api/generate/\(id)/save", json: #"{"ids": [0]}"#), .badRequest, contains: "ids")
+        let before = try await client.call(.get, "/api/objects").json()["objects"] as? Int ?? 0
+        let saved = try await client.call(.post, "/api/generate/\(id)/save", json: #"{"ids": [1]}"#)
+        XCTAssertEqual(saved.status, .created, saved.text)
+        let rest = try await client.call(.post, "/api/generate/\(id)/save", json: "{}")
+        let savedCount = ((try saved.json()["saved"] as? [Any])?.count ?? 0) + ((try rest.json()["saved"] as? [Any])?.count ?? 0)
+        XCTAssertEqual(savedCount, count, "each found object saved once")
+        let after = try await client.call(.get, "/api/objects").json()["objects"] as? Int ?? 0
+        XCTAssertEqual(after, before + count)
+        // Saving again saves nothing more; forgetting the job makes it a 404.
+        let again = try await client.call(.post, "/api/generate/\(id)/save", json: "{}")
+        XCTAssertEqual((try again.json()["saved"] as? [Any])?.count, 0)
+        let forgotten = try await client.call(.delete, "/api/generate/\(id)")
+        XCTAssertEqual(forgotten.status, .ok)
+        assertError(try await client.call(.get, "/api/generate/\(id)"), .notFound)
+        assertError(try await client.call(.put, "/api/generate"), .methodNotAllowed)
+        // Leave the objects as the tests after this one expect them: remove what was saved.
+        for _ in 0..<count { _ = try await client.call(.delete, "/api/objects/last") }
     }
 
     static func features(inGeoPackage data: Data) throws -> [Feature] {

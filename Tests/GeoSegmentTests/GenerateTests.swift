@@ -208,4 +208,47 @@ final class GenerateTests: XCTestCase {
             XCTAssertEqual(f.geometry?.isValid, true)
         }
     }
+
+    /// The command: progress as JSON lines, the objects written, a rerun resuming, and bad input
+    /// as one-line errors with a non-zero exit.
+    func testGenerateCommandReportsProgressResumesAndRefusesBadInput() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("scene.tif").path, width: 900, height: 700,
+                                                value: TestSupport.scene)
+        let store = dir.appendingPathComponent("scene.geosam2").path
+        XCTAssertEqual(try TestSupport.run(["encode", raster, "--out", store, "--quiet"] + TestSupport.microModelArguments).status, 0)
+        let out = dir.appendingPathComponent("everything.gpkg").path
+        let args = ["generate", store, "--out", out, "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+                    "--progress", "json"] + TestSupport.microModelArguments
+        let run = try TestSupport.run(args)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let events = run.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        XCTAssertEqual(events.first?["event"] as? String, "progress")
+        XCTAssertTrue(events.contains { $0["event"] as? String == "merging" })
+        let done = try XCTUnwrap(events.last)
+        XCTAssertEqual(done["event"] as? String, "done")
+        XCTAssertEqual(done["segmented"] as? Int, 1)
+        let objects = try XCTUnwrap(done["objects"] as? Int)
+        XCTAssertEqual(Set(try VectorExporter.read(out).compactMap { $0.attributes["object_id"]?.intValue }).count, objects)
+        let again = try TestSupport.run(args)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stdout.contains(#""resumed":1"#), again.stdout)
+        for (bad, fragment) in [
+            (["--bbox", "1,2,3"], "--bbox"), (["--bbox", "5,5,1,1"], "min must be below max"), (["--shard", "3/2"], "--shard"),
+            (["--levels", "7"], "no level 7"), (["--box-nms-thresh", "2"], "NMS"), (["--points-per-side", "0"], "points per side"),
+            (["--progress", "loud"], "--progress"),
+        ] {
+            let r = try TestSupport.run(args + bad + ["--fresh"])
+            XCTAssertNotEqual(r.status, 0, "\(bad)")
+            let lines = r.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(bad): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(fragment), "\(bad): \(r.stderr)")
+        }
+        let missing = try TestSupport.run(["generate", dir.appendingPathComponent("nothing").path, "--out", out] + TestSupport.microModelArguments)
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
+        // The earlier output survived every refused run.
+        XCTAssertEqual(Set(try VectorExporter.read(out).compactMap { $0.attributes["object_id"]?.intValue }).count, objects)
+    }
 }

@@ -221,8 +221,11 @@ class Fuzzer:
         paths = ["/api/segment", "/api/objects", "/api/objects/1", "/api/objects/last", "/api/objects/-1",
                  "/api/objects/99999999999999999999", "/api/objects/%00", "/tiles/0/0/0.png", "/tiles/99/1/1.png",
                  "/tiles/-1/0/0.png", "/tiles/1/999999999999/0.png", "/api/export.geojson", "/api/store", "/%2e%2e/etc/passwd",
-                 "/api/tiles", "/api/encoding", "/api/view"]
+                 "/api/tiles", "/api/encoding", "/api/view", "/api/generate", "/api/generate/1", "/api/generate/1/objects",
+                 "/api/generate/1/save", "/api/generate/0", "/api/generate/99999999999999"]
         view = {"bbox": [minx, miny, maxx, maxy], "crs": None}
+        generate = {"bbox": [minx, miny, maxx, maxy], "crs": None, "points_per_side": 2, "pred_iou_thresh": 0.0,
+                    "stability_score_thresh": 0.0, "use_m2m": False, "min_area": 0}
         while time.monotonic() < until and server.poll() is None:
             roll = self.rng.random()
             if roll < 0.5:
@@ -231,6 +234,10 @@ class Fuzzer:
             elif roll < 0.6:
                 body = self.json_text(self.mutate_json(copy.deepcopy(view))).encode("utf-8", "replace")
                 method, path = "PUT", "/api/view"
+            elif roll < 0.66:
+                # Segment everything: mutated jobs (one runs at a time; the others get 409), and saves.
+                body = self.json_text(self.mutate_json(copy.deepcopy(generate))).encode("utf-8", "replace")
+                method, path = "POST", self.rng.choice(["/api/generate", "/api/generate/1/save"])
             elif roll < 0.75:
                 body = self.rng.choice([self.rng.randbytes(self.rng.randrange(1, 2000)), b"[" * 100000, b'{"points":' * 5000,
                                         b"\xff\xfe\x00", b'{"points": [[1e999, 1, 1]]}', b""])
