@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import GeoIO
 import GeoSegment
+import Kernels
 import TensorIO
 import SAM2
 
@@ -144,7 +145,7 @@ extension Bench {
         guard !done.isEmpty, let transform = GeoTransform(coefficients: m.encoding.geoTransform) else {
             throw CLIError("\(path) has no encoded tile")
         }
-        var generator = SplitMix(seed: 42)
+        var generator = SplitMix64(state: 42)
         var total: [Double] = [], decode: [Double] = [], polygonize: [Double] = [], parts: [Double] = [], load: [Double] = []
         for i in 0..<max(decodeRuns, 1) {
             // Ten prompts per tile, as a user clicks. Loading and preparing the tile (what the first
@@ -217,19 +218,6 @@ extension Bench {
         } else {
             for (k, v) in result.sorted(by: { $0.key < $1.key }) { print("\(k)\t\(String(format: "%.2f", v))") }
         }
-    }
-}
-
-/// A small deterministic generator for benchmark positions.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func unit() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
     }
 }
 

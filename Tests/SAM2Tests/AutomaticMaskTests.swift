@@ -13,7 +13,7 @@ final class AutomaticMaskTests: XCTestCase {
     func microPrepared() throws -> (SAM2Model, PreparedFeatures) {
         let config = try JSONDecoder().decode(SAM2Configuration.self, from: Data(contentsOf: Self.micro.appendingPathComponent("config.json")))
         let model = try SAM2Model.load(contentsOf: Self.micro.appendingPathComponent("model.pt"), configuration: config)
-        var rng = SplitMix(state: 4)
+        var rng = SplitMix64(state: 4)
         let (w, h) = (160, 120)
         let pixels = (0..<(w * h * 3)).map { i in UInt8(truncatingIfNeeded: (i / 3 % w) * 2 + Int(rng.next() % 40)) }
         let features = try model.encode(try RGBImage(width: w, height: h, pixels: pixels))
@@ -22,7 +22,7 @@ final class AutomaticMaskTests: XCTestCase {
 
     func testBatchedDecodingGivesTheLogitsOfDecodingOneByOne() throws {
         let (model, prepared) = try microPrepared()
-        var rng = SplitMix(state: 11)
+        var rng = SplitMix64(state: 11)
         var prompts = (0..<9).map { _ in
             Prompt(points: [PointPrompt(x: Float(rng.next() % 160), y: Float(rng.next() % 120), label: 1)])
         }
@@ -136,17 +136,5 @@ final class AutomaticMaskTests: XCTestCase {
         XCTAssertEqual(again.map(\.box), masks.map(\.box))
         options.pointsPerSide = nil
         XCTAssertThrowsError(try AutomaticMaskGenerator(model: model, options: options))
-    }
-}
-
-/// A small deterministic generator for test inputs.
-struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GeoIO
+import Kernels
 
 /// A synthetic, deterministic aerial scene to try the tool on without data of one's own: fields
 /// with crop rows, a forest, a lake and a river, roads, and a village of buildings with shadows,
@@ -121,21 +122,6 @@ private struct Layout {
         }
         return result
     }
-}
-
-/// SplitMix64: small, fast and the same on every platform (the tests draw from it too).
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func range(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
 }
 
 /// A hash of integer coordinates to [0, 1), for texture.
