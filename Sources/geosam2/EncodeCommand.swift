@@ -8,7 +8,7 @@ struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encode a raster into a georeferenced, resumable store of SAM2 features (one file per 1024×1024 tile).")
 
-    @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…).")
+    @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…), or a web map: an XYZ URL template with {z}/{x}/{y}, a <GDAL_WMS> description, WMS:URL or WMTS:URL (with --bbox).")
     var raster: String
 
     @OptionGroup var modelOptions: ModelOptions
@@ -40,7 +40,16 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Encode only share K of N (0-based), for batch systems; shards write into the same store.", valueName: "K/N"))
     var shard: String?
 
-    @Option(name: .long, help: ArgumentHelp("CRS to assume when the raster has a geotransform but no CRS.", valueName: "crs"))
+    @Option(name: .long, help: ArgumentHelp("For a web map: the area to encode (in --crs; default EPSG:3857 for an XYZ template).", valueName: "minx,miny,maxx,maxy"))
+    var bbox: String?
+
+    @Option(name: .long, help: "For an XYZ template: the zoom level to fetch.")
+    var zoom: Int?
+
+    @Option(name: .long, help: "For a web map: the resolution to fetch, in the service's CRS units per pixel.")
+    var resolution: Double?
+
+    @Option(name: .long, help: ArgumentHelp("CRS to assume when the raster has a geotransform but no CRS; for a web map, the CRS of --bbox.", valueName: "crs"))
     var crs: String?
 
     @Flag(name: .long, help: "Replace a store made with other parameters.")
@@ -73,7 +82,24 @@ struct Encode: ParsableCommand {
             guard parts.count == 2 else { throw CLIError("--shard \(shard): expected K/N, e.g. 0/4") }
             options.shard = (parts[0], parts[1])
         }
-        let storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
+        var raster = raster
+        var storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
+        if WebMapRequest.isWebMap(raster) {
+            // A web map: its area fetched once into STORE.source.tif, which then encodes as a file.
+            guard let out else { throw CLIError("a web map needs --out STORE") }
+            guard let bbox else { throw CLIError("a web map needs --bbox minx,miny,maxx,maxy (and --zoom for an XYZ template)") }
+            let v = try numbers(bbox, count: 4, what: "--bbox minx,miny,maxx,maxy")
+            let request = WebMapRequest(source: raster, box: MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3]), crs: crs,
+                                        zoom: zoom, resolution: resolution)
+            storeURL = URL(fileURLWithPath: out, isDirectory: true)
+            let local = storeURL.standardizedFileURL.path + ".source.tif"
+            let fetched = try request.materialize(to: local)
+            if !quiet, progress != "json" { FileHandle.standardError.write(Data("encode: \(fetched ? "fetched the map into" : "reusing") \(local)\n".utf8)) }
+            raster = local
+            options.crs = nil
+        } else if bbox != nil || zoom != nil || resolution != nil {
+            throw CLIError("--bbox, --zoom and --resolution are for web maps (an XYZ template with {z}/{x}/{y}, <GDAL_WMS>, WMS: or WMTS:)")
+        }
 
         guard ["auto", "json"].contains(progress) else { throw CLIError("--progress must be auto or json, got \(progress)") }
         let encoderModel = try modelOptions.loadEncoderModel()
