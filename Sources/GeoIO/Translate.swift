@@ -21,3 +21,22 @@ extension RasterDataset {
         return translated
     }
 }
+
+extension RasterDataset {
+    /// A mosaic of several rasters as one VRT at `path` (`GDALBuildVRT`, as `gdalbuildvrt` does):
+    /// the rasters must share a CRS and band layout; their pixels are read from the sources when
+    /// the VRT is read.
+    public static func buildVRT(at path: String, sources: [String], arguments: [String] = []) throws -> RasterDataset {
+        guard !sources.isEmpty else { throw GeoIOError.gdal("a mosaic needs at least one raster") }
+        let args = StringList(arguments), names = StringList(sources)
+        let result = try withQuietGDAL { () throws -> GDALDatasetH? in
+            let options = args.withCSL { GDALBuildVRTOptionsNew($0, nil) }
+            guard let options else { throw GeoIOError.gdal("invalid mosaic options \(arguments.joined(separator: " "))") }
+            defer { GDALBuildVRTOptionsFree(options) }
+            var usageError: Int32 = 0
+            return names.withConstCSL { GDALBuildVRT(path, Int32(sources.count), nil, $0, options, &usageError) }
+        }
+        guard let result else { throw GeoIOError.gdal("cannot build a mosaic of \(sources.count) rasters", path: path) }
+        return RasterDataset(handle: result, path: path)
+    }
+}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GeoIO
 import GeoSegment
 import SAM2
 
@@ -8,8 +9,11 @@ struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Encode a raster into a georeferenced, resumable store of SAM2 features (one file per 1024×1024 tile).")
 
-    @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…), or a web map: an XYZ URL template with {z}/{x}/{y}, a <GDAL_WMS> description, WMS:URL or WMTS:URL (with --bbox).")
-    var raster: String
+    @Argument(help: "Any raster GDAL reads (GeoTIFF/COG, JPEG2000, VRT, PNG, /vsizip/…, /vsicurl/…), or a web map: an XYZ URL template with {z}/{x}/{y}, a <GDAL_WMS> description, WMS:URL or WMTS:URL (with --bbox). Several rasters, or a directory of them: one store each (in --out DIR, or beside each raster), or one store of their mosaic with --mosaic.")
+    var rasters: [String]
+
+    @Flag(name: .long, help: "With several rasters: encode their mosaic (a VRT, OUT.mosaic.vrt) into one store at --out.")
+    var mosaic = false
 
     @OptionGroup var modelOptions: ModelOptions
 
@@ -82,7 +86,27 @@ struct Encode: ParsableCommand {
             guard parts.count == 2 else { throw CLIError("--shard \(shard): expected K/N, e.g. 0/4") }
             options.shard = (parts[0], parts[1])
         }
-        var raster = raster
+        guard !rasters.isEmpty else { throw CLIError("give a raster to encode") }
+        var inputs: [String] = []
+        var isDirectory: ObjCBool = false
+        for r in rasters {
+            if FileManager.default.fileExists(atPath: r, isDirectory: &isDirectory), isDirectory.boolValue {
+                let found = try RasterEncoder.rasters(inDirectory: r)
+                guard !found.isEmpty else { throw CLIError("\(r) holds no raster file") }
+                inputs += found
+            } else {
+                inputs.append(r)
+            }
+        }
+        var raster = inputs[0]
+        if mosaic {
+            guard let out else { throw CLIError("--mosaic needs --out STORE") }
+            let vrt = URL(fileURLWithPath: out).standardizedFileURL.path + ".mosaic.vrt"
+            do { _ = try RasterDataset.buildVRT(at: vrt, sources: inputs) } catch { throw CLIError("\(error)") }
+            raster = vrt
+        } else if inputs.count > 1 || rasters.contains(where: { FileManager.default.fileExists(atPath: $0, isDirectory: &isDirectory) && isDirectory.boolValue }) {
+            return try runBatch(inputs, options: options)
+        }
         var storeURL = out.map { URL(fileURLWithPath: $0, isDirectory: true) } ?? RasterEncoder.defaultStoreURL(for: raster)
         if WebMapRequest.isWebMap(raster) {
             // A web map: its area fetched once into STORE.source.tif, which then encodes as a file.
@@ -120,6 +144,50 @@ struct Encode: ParsableCommand {
         } else if !quiet {
             let state = summary.complete ? "complete" : "incomplete (other shards pending)"
             print("\(summary.storeURL.path): encoded \(summary.encoded), skipped \(summary.skipped) already done, \(summary.empty) empty; store \(state)")
+        }
+    }
+}
+
+extension Encode {
+    /// Several rasters, one store each (in `--out DIR` or beside each raster), with one progress.
+    func runBatch(_ inputs: [String], options: EncodeOptions) throws {
+        guard !inputs.contains(where: WebMapRequest.isWebMap), bbox == nil, zoom == nil, resolution == nil else {
+            throw CLIError("web maps are encoded one at a time")
+        }
+        guard Set(inputs.map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent }).count == inputs.count || out == nil else {
+            throw CLIError("two rasters have the same name: their stores in --out would clash")
+        }
+        let jobs = inputs.map { raster -> (raster: String, store: URL) in
+            let name = URL(fileURLWithPath: raster).deletingPathExtension().lastPathComponent + ".geosam2"
+            return (raster, out.map { URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent(name, isDirectory: true) }
+                ?? RasterEncoder.defaultStoreURL(for: raster))
+        }
+        if let out {
+            do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw CLIError("cannot create \(out): \(error.localizedDescription)")
+            }
+        }
+        guard ["auto", "json"].contains(progress) else { throw CLIError("--progress must be auto or json, got \(progress)") }
+        let encoderModel = try modelOptions.loadEncoderModel()
+        let json = progress == "json"
+        let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
+        let summaries = try RasterEncoder.run(batch: jobs, model: encoderModel, options: options) { p, i in
+            if json {
+                JSONLines.emit(p)
+            } else {
+                reporter.update(done: p.finished, total: p.total,
+                                detail: "raster \(i + 1)/\(jobs.count), encoded \(p.encoded), skipped \(p.skipped), empty \(p.empty)",
+                                rateCount: p.encoded, elapsed: p.elapsed)
+            }
+        }
+        reporter.finish()
+        for summary in summaries {
+            if json {
+                JSONLines.emit(["event": "done", "store": summary.storeURL.path, "encoded": summary.encoded, "skipped": summary.skipped,
+                                "empty": summary.empty, "complete": summary.complete])
+            } else if !quiet {
+                print("\(summary.storeURL.path): encoded \(summary.encoded), skipped \(summary.skipped), \(summary.empty) empty; store \(summary.complete ? "complete" : "incomplete")")
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GeoIO
 import XCTest
 @testable import GeoSegment
 
@@ -154,5 +155,46 @@ final class EncodeCommandTests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]
         XCTAssertEqual((json?["tiles"] as? [String: Int])?["done"], 1)
         XCTAssertEqual(json?["epsg"] as? Int, 32618)
+    }
+
+    /// Several rasters (a directory): one store each with one progress over all their tiles; the
+    /// same rasters with --mosaic: one store of their VRT mosaic.
+    func testADirectoryOfRastersEncodesOneStoreEachOrOneMosaic() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let inputs = dir.appendingPathComponent("inputs")
+        try FileManager.default.createDirectory(at: inputs, withIntermediateDirectories: true)
+        // Two neighbours of 900 × 700 px (2 m pixels): the second starts where the first ends.
+        for (k, name) in ["west", "east"].enumerated() {
+            try TestSupport.makeRaster(at: inputs.appendingPathComponent("\(name).tif").path, width: 900, height: 700,
+                                       geoTransform: GeoTransform(originX: 500_000 + Double(k) * 1800, pixelWidth: 2, originY: 5_000_000,
+                                                                  pixelHeight: -2)) { b, x, y in TestSupport.scene(b, x + k * 900, y) }
+        }
+        try Data("not a raster".utf8).write(to: inputs.appendingPathComponent("notes.txt"))
+        let stores = dir.appendingPathComponent("stores").path
+        let batch = try TestSupport.run(["encode", inputs.path, "--out", stores, "--progress", "json"] + TestSupport.microModelArguments)
+        XCTAssertEqual(batch.status, 0, batch.stderr)
+        let events = batch.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let progress = events.filter { $0["event"] as? String == "progress" }
+        XCTAssertEqual(Set(progress.compactMap { $0["total"] as? Int }), [2], "one total over both rasters' tiles")
+        XCTAssertEqual(progress.last?["done"] as? Int, 2)
+        XCTAssertEqual(events.filter { $0["event"] as? String == "done" }.count, 2)
+        for name in ["west", "east"] {
+            let store = try FeatureStore.open(URL(fileURLWithPath: stores).appendingPathComponent("\(name).geosam2"))
+            XCTAssertTrue(store.manifest.source.path.hasSuffix("\(name).tif"))
+            XCTAssertTrue(store.manifest.complete)
+        }
+        let mosaic = dir.appendingPathComponent("mosaic.geosam2")
+        let one = try TestSupport.run(["encode", inputs.path, "--mosaic", "--out", mosaic.path, "--quiet"] + TestSupport.microModelArguments)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let store = try FeatureStore.open(mosaic)
+        XCTAssertEqual(store.manifest.source.width, 1800)
+        XCTAssertEqual(store.manifest.source.height, 700)
+        XCTAssertTrue(store.manifest.source.path.hasSuffix("mosaic.geosam2.mosaic.vrt"))
+        let empty = dir.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        let none = try TestSupport.run(["encode", empty.path, "--out", stores] + TestSupport.microModelArguments)
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.stderr.contains("holds no raster"), none.stderr)
     }
 }
