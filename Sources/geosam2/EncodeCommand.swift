@@ -81,11 +81,7 @@ struct Encode: ParsableCommand {
         options.featureDType = dtype
         options.force = force
         options.crs = crs
-        if let shard {
-            let parts = shard.split(separator: "/").compactMap { Int($0) }
-            guard parts.count == 2 else { throw CLIError("--shard \(shard): expected K/N, e.g. 0/4") }
-            options.shard = (parts[0], parts[1])
-        }
+        options.shard = try shard.map(shardOption)
         guard !rasters.isEmpty else { throw CLIError("give a raster to encode") }
         var inputs: [String] = []
         var isDirectory: ObjCBool = false
@@ -112,9 +108,7 @@ struct Encode: ParsableCommand {
             // A web map: its area fetched once into STORE.source.tif, which then encodes as a file.
             guard let out else { throw CLIError("a web map needs --out STORE") }
             guard let bbox else { throw CLIError("a web map needs --bbox minx,miny,maxx,maxy (and --zoom for an XYZ template)") }
-            let v = try numbers(bbox, count: 4, what: "--bbox minx,miny,maxx,maxy")
-            let request = WebMapRequest(source: raster, box: MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3]), crs: crs,
-                                        zoom: zoom, resolution: resolution)
+            let request = WebMapRequest(source: raster, box: try boxOption(bbox), crs: crs, zoom: zoom, resolution: resolution)
             storeURL = URL(fileURLWithPath: out, isDirectory: true)
             let local = storeURL.standardizedFileURL.path + ".source.tif"
             let fetched = try request.materialize(to: local)

@@ -51,16 +51,8 @@ struct Generate: ParsableCommand {
             guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw CLIError("--levels \(levels): expected level numbers, e.g. 0,1") }
             options.levels = values.compactMap { $0 }
         }
-        let box = try bbox.map { text -> MapBox in
-            let v = try numbers(text, count: 4, what: "--bbox minx,miny,maxx,maxy")
-            guard v[0] < v[2], v[1] < v[3] else { throw CLIError("--bbox \(text): min must be below max") }
-            return MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3])
-        }
-        let share = try shard.map { text -> (index: Int, count: Int) in
-            let parts = text.split(separator: "/").compactMap { Int($0) }
-            guard parts.count == 2 else { throw CLIError("--shard \(text): expected K/N, e.g. 0/4") }
-            return (parts[0], parts[1])
-        }
+        let box = try bbox.map(boxOption)
+        let share = try shard.map(shardOption)
         let segmenter = try openSegmenter(store: store, model: model, config: config)
         let generatorRun = try RasterMaskGenerator(segmenter: segmenter, options: options)
         let reporter = ProgressReporter(quiet: quiet || progress == "json", label: "generate")
@@ -70,7 +62,7 @@ struct Generate: ParsableCommand {
                 var event: [String: Any] = ["event": p.merging ? "merging" : "progress", "done": p.finished, "total": p.total,
                                             "segmented": p.segmented, "elapsed_s": (p.elapsed * 1000).rounded() / 1000]
                 if let tile = p.lastTile { event["tile"] = tile }
-                if p.segmented > 0 { event["eta_s"] = (Double(p.total - p.finished) * p.elapsed / Double(p.segmented) * 10).rounded() / 10 }
+                if let eta = p.remainingSeconds { event["eta_s"] = (eta * 10).rounded() / 10 }
                 JSONLines.emit(event)
             } else if !p.merging {
                 reporter.update(done: p.finished, total: p.total, detail: p.lastTile ?? "starting", rateCount: p.segmented, elapsed: p.elapsed)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GeoIO
+import GeoSegment
 import Kernels
 import SAM2
 import TensorIO
@@ -159,6 +160,20 @@ func numbers(_ text: String, count: Int?, what: String) throws -> [Double] {
         throw CLIError("\(what): expected \(count.map(String.init) ?? "some") comma-separated numbers, got \"\(text)\"")
     }
     return values
+}
+
+/// `--shard K/N` as `(index: K, count: N)`.
+func shardOption(_ text: String) throws -> (index: Int, count: Int) {
+    let parts = text.split(separator: "/").compactMap { Int($0) }
+    guard parts.count == 2 else { throw CLIError("--shard \(text): expected K/N, e.g. 0/4") }
+    return (parts[0], parts[1])
+}
+
+/// `--bbox minx,miny,maxx,maxy` with min below max.
+func boxOption(_ text: String) throws -> MapBox {
+    let v = try numbers(text, count: 4, what: "--bbox minx,miny,maxx,maxy")
+    guard v[0] < v[2], v[1] < v[3] else { throw CLIError("--bbox \(text): min must be below max") }
+    return MapBox(minX: v[0], minY: v[1], maxX: v[2], maxY: v[3])
 }
 
 /// `geosam2 inspect`: which model a checkpoint holds.

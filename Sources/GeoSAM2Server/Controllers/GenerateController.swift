@@ -99,9 +99,9 @@ final class GenerateJobs: @unchecked Sendable {
     struct Job: Sendable {
         let id: Int
         var status: Status = .running
-        var finished = 0
         var total: Int
-        var segmented = 0
+        /// The run's last report (nil before its first).
+        var progress: GenerateProgress?
         var error: String?
         var objects: [SegmentedObject] = []
         var cancelRequested = false
@@ -112,13 +112,11 @@ final class GenerateJobs: @unchecked Sendable {
 
         var report: JSONValue {
             var members: [String: JSONValue] = [
-                "id": .integer(id), "status": .string(status.rawValue), "done": .integer(finished), "total": .integer(total),
-                "segmented": .integer(segmented), "elapsed_s": .number((elapsed * 10).rounded() / 10),
+                "id": .integer(id), "status": .string(status.rawValue), "done": .integer(progress?.finished ?? 0), "total": .integer(total),
+                "segmented": .integer(progress?.segmented ?? 0), "elapsed_s": .number((elapsed * 10).rounded() / 10),
                 "url": .string("/api/generate/\(id)"),
             ]
-            if status == .running, segmented > 0 {
-                members["eta_s"] = .number((Double(total - finished) * elapsed / Double(segmented) * 10).rounded() / 10)
-            }
+            if status == .running, let eta = progress?.remainingSeconds { members["eta_s"] = .number((eta * 10).rounded() / 10) }
             if let error { members["error"] = .string(error) }
             if status == .done {
                 members["objects"] = .integer(objects.count)
@@ -173,7 +171,7 @@ final class GenerateJobs: @unchecked Sendable {
             var found: [SegmentedObject] = []
             do {
                 _ = try generator.generate(workDirectory: work, bbox: request.view.box, crs: request.view.crs, polygonOptions: request.polygons,
-                                           progress: { p in self.update(job.id) { $0.finished = p.finished; $0.segmented = p.segmented } },
+                                           progress: { p in self.update(job.id) { $0.progress = p } },
                                            isCancelled: { self.isCancelRequested(job.id) }) { found.append($0) }
                 update(job.id) { $0.status = .done; $0.objects = found }
             } catch {

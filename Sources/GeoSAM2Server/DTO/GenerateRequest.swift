@@ -25,8 +25,7 @@ public struct GenerateRequest: Sendable, Equatable {
     /// - Throws: ``GeoSAM2ServerError`` (400) naming what is wrong.
     public static func parse(_ data: Data) throws -> GenerateRequest {
         let body = try JSONBody.object(data, keys: Set(["bbox", "crs"]).union(generatorKeys).union(polygonKeys))
-        let viewKeys = body.filter { $0.key == "bbox" || $0.key == "crs" }
-        let view = try ViewRequest.parse(try JSONEncoder().encode(JSONValue.object(viewKeys)))
+        let view = try ViewRequest.parse(members: body)
         guard view.box.maxX > view.box.minX, view.box.maxY > view.box.minY else {
             throw GeoSAM2ServerError.badRequest("bbox must have an area (minx < maxx and miny < maxy)")
         }
@@ -49,10 +48,9 @@ public struct GenerateRequest: Sendable, Equatable {
         if let v = try number("box_nms_thresh") { options.masks.boxNMSThreshold = v }
         if let v = try number("crop_nms_thresh") { options.cropNMSThreshold = v }
         if let v = try number("min_mask_region_area") { options.masks.minMaskRegionArea = v }
-        if body["use_m2m"] != nil { options.masks.useM2M = try JSONBody.flag(body, "use_m2m") }
-        if case .bool(let v)? = body["multimask_output"] { options.masks.multimaskOutput = v } else if body["multimask_output"] != nil && body["multimask_output"] != .null {
-            throw GeoSAM2ServerError.badRequest("multimask_output must be true or false")
-        }
+        options.masks.useM2M = try JSONBody.flag(body, "use_m2m")
+        // Absent or null keeps the official default (true).
+        if let value = body["multimask_output"], value != .null { options.masks.multimaskOutput = try JSONBody.flag(body, "multimask_output") }
         do { try options.validate() } catch { throw GeoSAM2ServerError.badRequest("\(error)") }
         let polygons = PolygonOptions(minArea: try JSONBody.amount(body, "min_area"), largestOnly: try JSONBody.flag(body, "largest_only"),
                                       simplify: try JSONBody.amount(body, "simplify"), fillHoles: try JSONBody.flag(body, "fill_holes"),

@@ -14,7 +14,11 @@ public struct ViewRequest: Sendable, Equatable {
     /// Parses and validates a request body.
     /// - Throws: ``GeoSAM2ServerError`` (400) naming what is wrong.
     public static func parse(_ data: Data) throws -> ViewRequest {
-        let body = try JSONBody.object(data, keys: ["bbox", "crs"])
+        try parse(members: try JSONBody.object(data, keys: ["bbox", "crs"]))
+    }
+
+    /// The `bbox` and `crs` members of a request body that holds them (and maybe more).
+    static func parse(members body: [String: JSONValue]) throws -> ViewRequest {
         guard case let .array(values)? = body["bbox"] else {
             throw GeoSAM2ServerError.badRequest("bbox must be [minx, miny, maxx, maxy]")
         }

@@ -19,8 +19,7 @@ extension RasterEncoder {
         var totals: [Int] = []
         for job in batch {
             let (store, _) = try rethrowing("\(job.raster)") { try prepare(raster: job.raster, store: job.store, model: model, options: options) }
-            let ordered = encodingOrder(of: store.manifest)
-            totals.append(options.shard.map { s in ordered.indices.filter { $0 % s.count == s.index }.count } ?? ordered.count)
+            totals.append(Shard.share(of: encodingOrder(of: store.manifest), options.shard).count)
         }
         let total = totals.reduce(0, +)
         let start = DispatchTime.now().uptimeNanoseconds

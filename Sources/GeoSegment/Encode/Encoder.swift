@@ -169,7 +169,7 @@ public enum RasterEncoder {
         let writerLock = try store.lockForWriting()
         defer { withExtendedLifetime(writerLock) {} }
         let ordered = encodingOrder(of: store.manifest)
-        let tiles = options.shard.map { shard in ordered.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element) } ?? ordered
+        let tiles = Shard.share(of: ordered, options.shard)
         var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
         let start = DispatchTime.now().uptimeNanoseconds
         progress(status)
@@ -213,9 +213,7 @@ public enum RasterEncoder {
             if options.levels == nil { options.levels = existing.levelCount }
             if options.overlap == nil { options.overlap = existing.encoding.overlap }
         }
-        if let shard = options.shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
-            throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
-        }
+        try Shard.validate(options.shard)
         let source = try RasterSource(path: raster, bands: options.bands, scale: options.scale, crs: options.crs)
         let planned = try plan(source: source, options: options, model: model)
 

@@ -170,34 +170,15 @@ public enum VectorExporter {
                                 _ produce: (_ add: (ObjectRecord) throws -> Void) throws -> Void) throws {
         _ = durableTransactions
         let format = format ?? VectorFormat(path: path)
-        let fm = FileManager.default
-        let url = URL(fileURLWithPath: path)
-        let scratch = url.deletingLastPathComponent().appendingPathComponent(".\(UUID().uuidString)", isDirectory: true)
-        try rethrowing("cannot write beside \(path)") { try fm.createDirectory(at: scratch, withIntermediateDirectories: true) }
-        defer { try? fm.removeItem(at: scratch) }
-        let copy = scratch.appendingPathComponent(url.lastPathComponent).path
-        try rethrowing("\(path)") {
-            // Scoped so that GDAL closes (and finishes writing) the file before it is moved.
-            try {
-                let dataset = try VectorDataset.create(driver: format.driver, path: copy)
-                let target = try targetLayer(in: dataset, name: layer, format: format, srs: srs)
-                let layerSRS = target.spatialReference
-                func add(_ record: ObjectRecord) throws {
-                    for feature in try Self.features(of: record, srs: srs, target: layerSRS) { _ = try target.add(feature) }
-                }
-                if format == .geopackage { try dataset.withTransaction { try produce(add) } } else { try produce(add) }
-                try dataset.flush()
-            }()
-        }
-        // Each file replaces its original atomically; sidecars the new dataset lacks go.
-        for (original, written) in zip(format.files(of: path), format.files(of: copy)) {
-            if fm.fileExists(atPath: written) {
-                if rename(written, original) != 0 {
-                    throw GeoSegmentError("cannot replace \(original): \(String(cString: strerror(errno)))")
-                }
-            } else if fm.fileExists(atPath: original) {
-                try rethrowing("cannot remove \(original)") { try fm.removeItem(atPath: original) }
+        try replaceAtomically(path, format: format, removingStale: true) { copy in
+            let dataset = try VectorDataset.create(driver: format.driver, path: copy)
+            let target = try targetLayer(in: dataset, name: layer, format: format, srs: srs)
+            let layerSRS = target.spatialReference
+            func add(_ record: ObjectRecord) throws {
+                for feature in try Self.features(of: record, srs: srs, target: layerSRS) { _ = try target.add(feature) }
             }
+            if format == .geopackage { try dataset.withTransaction { try produce(add) } } else { try produce(add) }
+            try dataset.flush()
         }
     }
 
@@ -328,25 +309,36 @@ public enum VectorExporter {
             }
             return
         }
+        try replaceAtomically(path, format: format, removingStale: false) { copy in
+            for (original, copied) in zip(format.files(of: path), format.files(of: copy)) where fm.fileExists(atPath: original) {
+                try rethrowing("cannot copy \(original)") { try fm.copyItem(atPath: original, toPath: copied) }
+            }
+            let dataset = exists ? try VectorDataset.open(copy, access: .update) : try VectorDataset.create(driver: format.driver, path: copy)
+            try body(dataset)
+            try dataset.flush()
+        }
+    }
+
+    /// Writes a dataset at a scratch path beside `path` (`write` gets that path and must leave
+    /// the dataset closed), then moves each of its files over the original, one atomic rename
+    /// each; the scratch directory goes whatever happens.
+    /// - Parameter removingStale: also remove the originals the new dataset lacks (a rewrite).
+    static func replaceAtomically(_ path: String, format: VectorFormat, removingStale: Bool, _ write: (String) throws -> Void) throws {
+        let fm = FileManager.default
         let url = URL(fileURLWithPath: path)
         let scratch = url.deletingLastPathComponent().appendingPathComponent(".\(UUID().uuidString)", isDirectory: true)
         try rethrowing("cannot write beside \(path)") { try fm.createDirectory(at: scratch, withIntermediateDirectories: true) }
         defer { try? fm.removeItem(at: scratch) }
         let copy = scratch.appendingPathComponent(url.lastPathComponent).path
-        for (original, copied) in zip(format.files(of: path), format.files(of: copy)) where fm.fileExists(atPath: original) {
-            try rethrowing("cannot copy \(original)") { try fm.copyItem(atPath: original, toPath: copied) }
-        }
-        try rethrowing("\(path)") {
-            // Scoped so that GDAL closes (and finishes writing) the copy before it is moved.
-            try {
-                let dataset = exists ? try VectorDataset.open(copy, access: .update) : try VectorDataset.create(driver: format.driver, path: copy)
-                try body(dataset)
-                try dataset.flush()
-            }()
-        }
-        for (original, copied) in zip(format.files(of: path), format.files(of: copy)) where fm.fileExists(atPath: copied) {
-            if rename(copied, original) != 0 {
-                throw GeoSegmentError("cannot replace \(original): \(String(cString: strerror(errno)))")
+        // `write` runs in a scope of its own, so GDAL closes (and finishes writing) the dataset before it is moved.
+        try rethrowing("\(path)") { try write(copy) }
+        for (original, written) in zip(format.files(of: path), format.files(of: copy)) {
+            if fm.fileExists(atPath: written) {
+                if rename(written, original) != 0 {
+                    throw GeoSegmentError("cannot replace \(original): \(String(cString: strerror(errno)))")
+                }
+            } else if removingStale, fm.fileExists(atPath: original) {
+                try rethrowing("cannot remove \(original)") { try fm.removeItem(atPath: original) }
             }
         }
     }

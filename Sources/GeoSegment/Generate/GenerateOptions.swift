@@ -44,4 +44,9 @@ public struct GenerateProgress: Sendable {
     public var elapsed: Double
     /// The phase: segmenting tiles, or merging and writing objects.
     public var merging: Bool
+
+    /// Seconds left at this run's rate of segmented tiles (nil before the first one).
+    public var remainingSeconds: Double? {
+        segmented > 0 ? Double(total - finished) * elapsed / Double(segmented) : nil
+    }
 }

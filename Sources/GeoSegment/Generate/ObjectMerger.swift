@@ -1,4 +1,5 @@
 import GeoIO
+import SAM2
 
 // Objects across tiles and levels (a GeoSAM2 extension of the official crop semantics; the
 // research note amg-spec.md §13.3 and large-objects.md describe the approach):
@@ -112,11 +113,12 @@ enum ObjectMerger {
         // 2. Cut masks inside a kept whole mask of another tile are its pieces.
         var pieces: [Int] = []
         for p in masks.indices where masks[p].cut {
-            let piece = try placed(masks[p].tile, masks[p].mask)
-            let area = Double(piece.area)
-            let covered = try index.overlapping(masks[p].box).contains { w in
-                guard keptWhole.contains(w), masks[w].tile != masks[p].tile, area > 0 else { return false }
-                return Double(piece.intersection(try placed(masks[w].tile, masks[w].mask))) >= options.containment * area
+            let wholes = index.overlapping(masks[p].box).filter { keptWhole.contains($0) && masks[$0].tile != masks[p].tile }
+            // The piece's runs are read only when a whole mask of another tile is near.
+            let piece = wholes.isEmpty ? nil : try placed(masks[p].tile, masks[p].mask)
+            let area = Double(piece?.area ?? 0)
+            let covered = try area > 0 && wholes.contains { w in
+                Double(piece?.intersection(try placed(masks[w].tile, masks[w].mask)) ?? 0) >= options.containment * area
             }
             if !covered { pieces.append(p) }
         }
@@ -190,15 +192,11 @@ struct BoxIndex {
 extension PixelBox {
     func intersects(_ o: PixelBox) -> Bool { minX < o.maxX && o.minX < maxX && minY < o.maxY && o.minY < maxY }
 
-    /// Box IoU with the official inclusive-box areas (no +1: a box is one pixel short per axis).
-    func iou(_ o: PixelBox) -> Float {
-        // Inclusive boxes as the official code sees them: max = last pixel.
-        let (a0, a1, a2, a3) = (Float(minX), Float(minY), Float(maxX - 1), Float(maxY - 1))
-        let (b0, b1, b2, b3) = (Float(o.minX), Float(o.minY), Float(o.maxX - 1), Float(o.maxY - 1))
-        let w = max(0, min(a2, b2) - max(a0, b0)), h = max(0, min(a3, b3) - max(a1, b1))
-        let inter = w * h
-        return inter / ((a2 - a0) * (a3 - a1) + (b2 - b0) * (b3 - b1) - inter)
-    }
+    /// The inclusive integer box `batched_mask_to_box` gives for this pixel-edge box (max = last pixel).
+    var inclusiveBox: MaskBox { MaskBox(x0: Int(minX), y0: Int(minY), x1: Int(maxX) - 1, y1: Int(maxY) - 1) }
+
+    /// Box IoU as the official NMS computes it, on the inclusive boxes.
+    func iou(_ o: PixelBox) -> Float { BoxNMS.iou(inclusiveBox, o.inclusiveBox) }
 }
 
 extension Array where Element == Int {

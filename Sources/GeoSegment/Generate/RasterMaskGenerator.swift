@@ -63,11 +63,7 @@ public final class RasterMaskGenerator: @unchecked Sendable {
             let pixels = box.flatMap { level.pixelBox($0.corners) }
             if box != nil, pixels == nil { continue }
             for t in level.tiles where segmenter.store.state(of: t) != .empty {
-                if let p = pixels {
-                    let w = PixelBox(minX: Double(t.window[0]), minY: Double(t.window[1]), maxX: Double(t.window[0] + t.window[2]),
-                                     maxY: Double(t.window[1] + t.window[3]))
-                    guard w.intersects(p) else { continue }
-                }
+                if let p = pixels, !PixelBox(window: t.window).intersects(p) { continue }
                 result.append(t)
             }
         }
@@ -162,12 +158,10 @@ public final class RasterMaskGenerator: @unchecked Sendable {
                          progress: ((GenerateProgress) -> Void)? = nil, isCancelled: () -> Bool = { false },
                          emit: (SegmentedObject) throws -> Void) throws -> GenerateSummary {
         try polygonOptions.validate()
-        if let shard, !(shard.count >= 1 && (0..<shard.count).contains(shard.index)) {
-            throw GeoSegmentError("--shard K/N needs 0 ≤ K < N")
-        }
+        try Shard.validate(shard)
         let all = try tiles(meeting: bbox, crs: crs)
         try prepareWorkDirectory(dir, fresh: fresh)
-        let mine = shard.map { s in all.enumerated().filter { $0.offset % s.count == s.index }.map(\.element) } ?? all
+        let mine = Shard.share(of: all, shard)
         var summary = GenerateSummary(tiles: mine.count, segmented: 0, resumed: 0)
         let start = Date()
         func report(_ finished: Int, _ last: String?, merging: Bool = false) {
@@ -204,9 +198,8 @@ public final class RasterMaskGenerator: @unchecked Sendable {
         var kept: [TileMask] = []
         for cut in [false, true] {
             let group = masks.filter { $0.cut == cut }
-            // Inclusive integer boxes, as `batched_mask_to_box` gives them.
-            let boxes = group.map { MaskBox(x0: Int($0.box.minX), y0: Int($0.box.minY), x1: Int($0.box.maxX) - 1, y1: Int($0.box.maxY) - 1) }
-            kept += BoxNMS.keep(boxes: boxes, scores: group.map(\.score), threshold: options.masks.boxNMSThreshold).map { group[$0] }
+            kept += BoxNMS.keep(boxes: group.map(\.box.inclusiveBox), scores: group.map(\.score),
+                                threshold: options.masks.boxNMSThreshold).map { group[$0] }
         }
         return TileMasks(tile: tile.id, level: tile.levelIndex, window: tile.window, masks: kept)
     }
@@ -222,14 +215,14 @@ public final class RasterMaskGenerator: @unchecked Sendable {
                 throw GeoSegmentError("part file of tile \(tile.id) describes another tile; pass --fresh to start over")
             }
             let f = 1 << part.level
-            let (cx, cy) = (Double(tile.window[0]) + Double(tile.window[2]) / 2, Double(tile.window[1]) + Double(tile.window[3]) / 2)
+            let c = PixelBox(window: tile.window).centre
             for (i, m) in part.masks.enumerated() {
-                let (bx, by) = ((m.box.minX + m.box.maxX) / 2, (m.box.minY + m.box.maxY) / 2)
+                let b = m.box.centre
                 summaries.append(MaskSummary(
                     tile: t, mask: i, level: part.level, factor: f,
                     box: PixelBox(minX: m.box.minX * Double(f), minY: m.box.minY * Double(f), maxX: m.box.maxX * Double(f),
                                   maxY: m.box.maxY * Double(f)),
-                    score: m.score, cut: m.cut, centreDistance: ((bx - cx) * (bx - cx) + (by - cy) * (by - cy)).squareRoot() * Double(f)))
+                    score: m.score, cut: m.cut, centreDistance: ((b.x - c.x) * (b.x - c.x) + (b.y - c.y) * (b.y - c.y)).squareRoot() * Double(f)))
             }
         }
         let windows = tiles.map(\.window)

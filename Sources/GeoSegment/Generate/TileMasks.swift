@@ -64,22 +64,17 @@ struct TileMasks: Sendable {
             throw GeoSegmentError("not a generate part file")
         }
         let body = bytes.count - 4
-        let stored = bytes[body..<bytes.count].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
-        guard bytes.withUnsafeBytes({ CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }) == stored else {
+        func uint32(at offset: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * UInt32($1)) } }
+        guard bytes.withUnsafeBytes({ CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }) == uint32(at: body) else {
             throw GeoSegmentError("part file checksum mismatch")
         }
         var position = Self.magic.count
-        func readUInt32() throws -> UInt32 {
-            guard position + 4 <= body else { throw GeoSegmentError("part file truncated") }
-            defer { position += 4 }
-            return (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[position + $1]) << (8 * UInt32($1)) }
-        }
         func readInt32s(_ count: Int) throws -> [Int32] {
             guard count >= 0, position + 4 * count <= body else { throw GeoSegmentError("part file truncated") }
             defer { position += 4 * count }
-            return (0..<count).map { i in Int32(bitPattern: (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[position + 4 * i + $1]) << (8 * UInt32($1)) }) }
+            return (0..<count).map { Int32(bitPattern: uint32(at: position + 4 * $0)) }
         }
-        let length = Int(try readUInt32())
+        let length = Int(UInt32(bitPattern: try readInt32s(1)[0]))
         guard position + length <= body else { throw GeoSegmentError("part file truncated") }
         let header = try JSONDecoder().decode(Header.self, from: Data(bytes[position..<(position + length)]))
         position += length
@@ -117,12 +112,7 @@ struct AutomaticTileMasks: TileMaskSource {
     let edgeTolerance: Double
 
     func masks(of tile: StoreManifest.TileEntry, on level: PyramidLevel) throws -> [TileMask] {
-        if segmenter.store.state(of: tile) == .pending {
-            guard let onDemand = segmenter.onDemand else {
-                throw GeoSegmentError("tile \(tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
-            }
-            try onDemand.ensureEncoded(tile)
-        }
+        _ = try segmenter.encodeIfPending(tile)
         switch segmenter.store.state(of: tile) {
         case .empty: return []
         case .pending: throw GeoSegmentError("tile \(tile.id) is not encoded")

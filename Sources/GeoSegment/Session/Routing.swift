@@ -67,6 +67,13 @@ struct PixelBox: Sendable, Equatable {
     var centre: Coordinate { Coordinate(x: (minX + maxX) / 2, y: (minY + maxY) / 2) }
 }
 
+extension PixelBox {
+    /// A tile's window `[x, y, width, height]` as a box.
+    init(window w: [Int]) {
+        self.init(minX: Double(w[0]), minY: Double(w[1]), maxX: Double(w[0] + w[2]), maxY: Double(w[1] + w[3]))
+    }
+}
+
 /// The rules of routing and escalation, in one place.
 enum Routing {
     /// The margin around a prompt's extent, in level pixels: SAM's masks reach a little past a
@@ -98,8 +105,8 @@ extension PyramidLevel {
     func bestTile(holding box: PixelBox, usable: (StoreManifest.TileEntry) -> Bool) -> StoreManifest.TileEntry? {
         let c = box.centre
         func distance(_ t: StoreManifest.TileEntry) -> Double {
-            let tx = Double(t.window[0]) + Double(t.window[2]) / 2, ty = Double(t.window[1]) + Double(t.window[3]) / 2
-            return (tx - c.x) * (tx - c.x) + (ty - c.y) * (ty - c.y)
+            let tc = PixelBox(window: t.window).centre
+            return (tc.x - c.x) * (tc.x - c.x) + (tc.y - c.y) * (tc.y - c.y)
         }
         return tiles.filter { box.lies(in: $0) && usable($0) }.min { distance($0) < distance($1) }
     }

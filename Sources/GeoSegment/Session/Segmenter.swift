@@ -213,23 +213,29 @@ public final class Segmenter: @unchecked Sendable {
         // A pending tile encoded on demand may turn out to hold only nodata: route again, without it.
         for _ in 0..<8 {
             var chosen = try candidateRoute(prompt, extent: extent, from: first)
+            chosen.encodedOnDemand = try encodeIfPending(chosen.tile)
             switch store.state(of: chosen.tile) {
             case .done: return chosen
+            case .empty where chosen.encodedOnDemand: continue
             case .empty: throw GeoSegmentError("the prompts fall on tile \(chosen.tile.id), which holds only nodata")
-            case .pending:
-                guard let onDemand else {
-                    throw GeoSegmentError("tile \(chosen.tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
-                }
-                try onDemand.ensureEncoded(chosen.tile)
-                chosen.encodedOnDemand = true
-                switch store.state(of: chosen.tile) {
-                case .done: return chosen
-                case .empty: continue
-                case .pending: throw GeoSegmentError("tile \(chosen.tile.id) is not encoded yet (its file was moved away while serving)")
-                }
+            case .pending: throw GeoSegmentError("tile \(chosen.tile.id) is not encoded yet (its file was moved away while serving)")
             }
         }
         throw GeoSegmentError("the prompts fall on tiles that hold only nodata")
+    }
+
+    /// Encodes a pending tile with the on-demand encoder (waiting for it); true when it did.
+    /// Throws for a pending tile when nothing fills the store, or when it stays pending.
+    func encodeIfPending(_ tile: StoreManifest.TileEntry) throws -> Bool {
+        guard store.state(of: tile) == .pending else { return false }
+        guard let onDemand else {
+            throw GeoSegmentError("tile \(tile.id) is not encoded yet; run `geosam2 encode` to finish the store")
+        }
+        try onDemand.ensureEncoded(tile)
+        guard store.state(of: tile) != .pending else {
+            throw GeoSegmentError("tile \(tile.id) is not encoded yet (its file was moved away while serving)")
+        }
+        return true
     }
 
     /// The tile `route` wants, encoded or not.

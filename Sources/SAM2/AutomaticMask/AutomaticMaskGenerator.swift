@@ -122,7 +122,7 @@ public struct AutomaticMaskGenerator: Sendable {
             }
         }
         if options.useM2M { candidates = try refined(candidates, prepared: prepared) }
-        return try filtered(candidates, width: prepared.originalWidth, height: prepared.originalHeight)
+        return filtered(candidates, width: prepared.originalWidth, height: prepared.originalHeight)
     }
 
     /// `refine_with_m2m`: every mask decoded again from its own point and its clamped
@@ -134,11 +134,8 @@ public struct AutomaticMaskGenerator: Sendable {
         for start in stride(from: 0, to: candidates.count, by: options.pointsPerBatch) {
             let chunk = candidates[start..<min(start + options.pointsPerBatch, candidates.count)]
             let prompts = chunk.map { c in
-                var input = c.logits
-                // Parity: the predictor's returned `low_res_masks` are clamped to ±32.
-                let p = input.mutablePointer
-                for i in 0..<input.count { p[i] = min(max(p[i], -32), 32) }
-                return Prompt(points: [PointPrompt(x: c.point.x, y: c.point.y, label: 1)], maskInput: input)
+                // Parity: the mask input is the predictor's returned `low_res_masks`, clamped to ±32.
+                Prompt(points: [PointPrompt(x: c.point.x, y: c.point.y, label: 1)], maskInput: SAM2Model.clampedLowResolution(c.logits))
             }
             let decoded = try model.decodeLogits(prepared, prompts: prompts, multimask: false)
             for (c, d) in zip(chunk, decoded) {
@@ -151,7 +148,7 @@ public struct AutomaticMaskGenerator: Sendable {
 
     /// The IoU filter, the stability score and filter, the box and the runs, mask by mask over
     /// the cores; the batch's order is kept.
-    func filtered(_ candidates: [Candidate], width w: Int, height h: Int) throws -> [AutomaticMask] {
+    func filtered(_ candidates: [Candidate], width w: Int, height h: Int) -> [AutomaticMask] {
         // Parity: a float32 tensor compared with a Python float is compared in float32, and
         // mask_threshold ± offset is summed in double before the cast.
         let iouThreshold = Float(options.predictedIoUThreshold)
@@ -197,20 +194,24 @@ public enum BoxNMS {
     public static func keep(boxes: [MaskBox], scores: [Float], threshold: Double) -> [Int] {
         precondition(boxes.count == scores.count)
         let order = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-        let b = boxes.map { (Float($0.x0), Float($0.y0), Float($0.x1), Float($0.y1)) }
-        let areas = b.map { ($0.2 - $0.0) * ($0.3 - $0.1) }
         var suppressed = [Bool](repeating: false, count: boxes.count)
         var kept: [Int] = []
         for (position, i) in order.enumerated() where !suppressed[i] {
             kept.append(i)
             for j in order[(position + 1)...] where !suppressed[j] {
-                let w = max(0, min(b[i].2, b[j].2) - max(b[i].0, b[j].0))
-                let h = max(0, min(b[i].3, b[j].3) - max(b[i].1, b[j].1))
-                let inter = w * h
-                let iou = inter / (areas[i] + areas[j] - inter)
-                if Double(iou) > threshold { suppressed[j] = true }
+                if Double(iou(boxes[i], boxes[j])) > threshold { suppressed[j] = true }
             }
         }
         return kept
+    }
+
+    /// torchvision's box IoU of two inclusive boxes, in float32: areas without +1, and
+    /// inter / ((areaA + areaB) − inter), so 0/0 (two degenerate boxes) is NaN.
+    public static func iou(_ a: MaskBox, _ b: MaskBox) -> Float {
+        let (a0, a1, a2, a3) = (Float(a.x0), Float(a.y0), Float(a.x1), Float(a.y1))
+        let (b0, b1, b2, b3) = (Float(b.x0), Float(b.y0), Float(b.x1), Float(b.y1))
+        let w = max(0, min(a2, b2) - max(a0, b0)), h = max(0, min(a3, b3) - max(a1, b1))
+        let inter = w * h
+        return inter / ((a2 - a0) * (a3 - a1) + (b2 - b0) * (b3 - b1) - inter)
     }
 }

@@ -32,20 +32,6 @@ public struct AutomaticMaskOptions: Sendable, Equatable, Codable {
 
     public init() {}
 
-    /// The options of the official notebook's "tuned" generator that apply to one crop
-    /// (`crop_n_layers = 1` and its downscale factor need the encoder again and are left out).
-    public static var notebookTuned: AutomaticMaskOptions {
-        var o = AutomaticMaskOptions()
-        o.pointsPerSide = 64
-        o.pointsPerBatch = 128
-        o.predictedIoUThreshold = 0.7
-        o.stabilityScoreThreshold = 0.92
-        o.stabilityScoreOffset = 0.7
-        o.minMaskRegionArea = 25
-        o.useM2M = true
-        return o
-    }
-
     /// Rejects values the official code would fail on or that make no sense.
     public func validate() throws {
         // Parity: the official constructor asserts that exactly one of the two is given.

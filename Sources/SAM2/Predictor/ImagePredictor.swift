@@ -91,10 +91,15 @@ extension SAM2Model {
             if ok { masks = fast }
         }
         let finalMasks = masks ?? Transforms.upsample(logits, height: h, width: w).toArray().map { $0 > 0 ? UInt8(1) : 0 }  // strict `>`
+        return Prediction(masks: finalMasks, scores: scores, lowResolutionLogits: clampedLowResolution(logits), width: w, height: h)
+    }
+
+    /// The low-resolution logits as the predictor returns them (`low_res_masks`): clamped to ±32.
+    static func clampedLowResolution(_ logits: Tensor) -> Tensor {
         var clamped = logits
         let c = clamped.mutablePointer
         for i in 0..<clamped.count { c[i] = min(max(c[i], -32), 32) }
-        return Prediction(masks: finalMasks, scores: scores, lowResolutionLogits: clamped, width: w, height: h)
+        return clamped
     }
 
     /// Lays the features out for fast repeated decoding and precomputes the first decoder

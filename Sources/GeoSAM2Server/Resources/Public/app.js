@@ -233,18 +233,23 @@
     if (withHover && state.hover && state.mode !== 'box') {
       points.push([state.hover.x, state.hover.y, state.mode === 'bg' ? 0 : 1]);
     }
-    const body = { points, box: state.box };
-    const minArea = parseFloat($('min-area').value);
-    const simplify = parseFloat($('simplify').value);
-    if (minArea > 0) body.min_area = minArea;
-    if (simplify > 0) body.simplify = simplify;
+    const body = addPolygonOptions({ points, box: state.box });
     if ($('largest-only').checked) body.largest_only = true;
-    if ($('fill-holes').checked) body.fill_holes = true;
-    if ($('regularize').checked) body.regularize = true;
     if ($('multimask').checked) {
       body.multimask = true;
       if (state.candidate !== undefined && state.candidate !== null) body.candidate = state.candidate;
     }
+    return body;
+  }
+
+  // The panel's polygon options every request shares (min area, simplify, fill holes, regularize).
+  function addPolygonOptions(body) {
+    const minArea = parseFloat($('min-area').value);
+    const simplify = parseFloat($('simplify').value);
+    if (minArea > 0) body.min_area = minArea;
+    if (simplify > 0) body.simplify = simplify;
+    if ($('fill-holes').checked) body.fill_holes = true;
+    if ($('regularize').checked) body.regularize = true;
     return body;
   }
 
@@ -446,12 +451,7 @@
     if (pointsPerSide > 0) body.points_per_side = pointsPerSide;
     if (iou >= 0) body.pred_iou_thresh = iou;
     if (stability >= 0) body.stability_score_thresh = stability;
-    const minArea = parseFloat($('min-area').value);
-    const simplify = parseFloat($('simplify').value);
-    if (minArea > 0) body.min_area = minArea;
-    if (simplify > 0) body.simplify = simplify;
-    if ($('fill-holes').checked) body.fill_holes = true;
-    if ($('regularize').checked) body.regularize = true;
+    addPolygonOptions(body);
     try {
       state.generate = await api('/api/generate', {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
