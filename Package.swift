@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "geosam2",
             dependencies: [
-                "SAM2", "GeoIO", "TensorIO", "GeoSegment", "GeoSAM2Server",
+                "SAM2", "GeoIO", "TensorIO", "Kernels", "GeoSegment", "GeoSAM2Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

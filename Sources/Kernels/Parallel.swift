@@ -12,13 +12,13 @@ import Synchronization
 /// each cost about 0.6 ms of its 10.
 public enum Parallel {
     /// The number of workers used for splitting.
-    public static let workerCount: Int = max(1, ProcessInfoCores.count)
+    public static let workerCount: Int = CPUAllowance.current.cores
 
     /// Calls `body` on disjoint, contiguous sub-ranges of `0..<count`, concurrently when the work
     /// is large enough to be worth it.
     public static func forEachChunk(_ count: Int, minimumChunk: Int, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
-        let chunks = min(workerCount, max(1, count / max(minimumChunk, 1)))
+        let chunks = min(workerCount, workerLimit, max(1, count / max(minimumChunk, 1)))
         if chunks <= 1 || inSerialRegion {
             body(0..<count)
             return
@@ -56,20 +56,16 @@ extension Parallel {
         }
     }
 
+    /// Runs `body` with its splits spread over at most `workers` cores, for callers that run several
+    /// such bodies at once on shares of the machine (tiles in flight, each on a few cores).
+    public static func withWorkers<Result>(_ workers: Int, _ body: () throws -> Result) rethrows -> Result {
+        try $workerLimit.withValue(max(1, workers)) { try body() }
+    }
+
     /// Set inside ``serially(_:)`` (per thread: workers of an outer split start without it).
     @TaskLocal static var inSerialRegion = false
-}
-
-/// Cores available to this process.
-enum ProcessInfoCores {
-    static var count: Int {
-        #if os(Linux)
-        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return n > 0 ? Int(n) : 1
-        #else
-        return 1
-        #endif
-    }
+    /// Set inside ``withWorkers(_:_:)``.
+    @TaskLocal static var workerLimit = Int.max
 }
 
 #if canImport(Glibc)

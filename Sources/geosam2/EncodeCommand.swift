@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GeoIO
 import GeoSegment
+import Kernels
 import SAM2
 
 /// `geosam2 encode`: a raster into a feature store.
@@ -56,6 +57,12 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("CRS to assume when the raster has a geotransform but no CRS; for a web map, the CRS of --bbox.", valueName: "crs"))
     var crs: String?
 
+    @Option(name: .long, help: "Cores to use (default: the ones this process may use — its CPU affinity and cgroup quota, so a Slurm allocation or a Kubernetes CPU limit — or GEOSAM2_THREADS).")
+    var threads: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Tiles encoded at once, each on a share of the cores (default: 1 up to 7 cores, else one per 4 cores).", valueName: "K"))
+    var tilesInFlight: Int?
+
     @Flag(name: .long, help: "Replace a store made with other parameters.")
     var force = false
 
@@ -68,6 +75,8 @@ struct Encode: ParsableCommand {
     var progress: String = "auto"
 
     func run() throws {
+        if let threads, threads < 1 { throw CLIError("--threads must be at least 1, got \(threads)") }
+        if let tilesInFlight, tilesInFlight < 1 { throw CLIError("--tiles-in-flight must be at least 1, got \(tilesInFlight)") }
         var options = EncodeOptions()
         if let bands { options.bands = try numbers(bands, count: nil, what: "--bands").map { Int($0) } }
         options.stretch = try StretchMode(parsing: stretch)
@@ -121,9 +130,13 @@ struct Encode: ParsableCommand {
 
         guard ["auto", "json"].contains(progress) else { throw CLIError("--progress must be auto or json, got \(progress)") }
         let encoderModel = try modelOptions.loadEncoderModel()
+        let split = try concurrency(for: encoderModel)
+        options.concurrency = split
         let json = progress == "json"
         let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
+        var announced = false
         let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
+            announce(split, once: &announced)
             if json {
                 JSONLines.emit(p)
             } else {
@@ -143,6 +156,26 @@ struct Encode: ParsableCommand {
 }
 
 extension Encode {
+    /// `--threads` and `--tiles-in-flight` as a split of the cores, for the model's width.
+    func concurrency(for model: EncoderModel) throws -> EncodeConcurrency {
+        let cores = threads ?? CPUAllowance.current.cores
+        let split = try EncodeConcurrency.automatic(cores: cores, tilesInFlight: tilesInFlight, embedDim: model.model.configuration.embedDim)
+        // Tiles are read one window at a time and each block once: a small block cache is enough,
+        // and GDAL's default (5 % of the memory) would grow with the raster.
+        if ProcessInfo.processInfo.environment["GDAL_CACHEMAX"] == nil { GDAL.setConfigOption("GDAL_CACHEMAX", "64") }
+        return split
+    }
+
+    /// The split, said once when the tiles start (after the store is planned, so that a bad input
+    /// stays a one-line error).
+    func announce(_ split: EncodeConcurrency, once said: inout Bool) {
+        guard !said, !quiet, progress != "json" else { return }
+        said = true
+        let cores = threads ?? CPUAllowance.current.cores
+        let source = threads != nil ? "--threads" : CPUAllowance.current.limitedBy
+        FileHandle.standardError.write(Data("encode: \(cores) core\(cores == 1 ? "" : "s") (\(source)), \(split)\n".utf8))
+    }
+
     /// Several rasters, one store each (in `--out DIR` or beside each raster), with one progress.
     func runBatch(_ inputs: [String], options: EncodeOptions) throws {
         guard !inputs.contains(where: WebMapRequest.isWebMap), bbox == nil, zoom == nil, resolution == nil else {
@@ -163,9 +196,14 @@ extension Encode {
         }
         guard ["auto", "json"].contains(progress) else { throw CLIError("--progress must be auto or json, got \(progress)") }
         let encoderModel = try modelOptions.loadEncoderModel()
+        var options = options
+        let split = try concurrency(for: encoderModel)
+        options.concurrency = split
         let json = progress == "json"
         let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
+        var announced = false
         let summaries = try RasterEncoder.run(batch: jobs, model: encoderModel, options: options) { p, i in
+            announce(split, once: &announced)
             if json {
                 JSONLines.emit(p)
             } else {

@@ -5,6 +5,47 @@ import XCTest
 
 /// `geosam2 encode`, `verify` and `info` as a user runs them.
 final class EncodeCommandTests: XCTestCase {
+    /// The cores `encode` uses follow what the scheduler allows: an affinity mask (`taskset`, as
+    /// Slurm's task binding sets one) and a cgroup CPU quota (a Kubernetes CPU limit; a real
+    /// cgroup v1 `cpu` hierarchy here, when this machine lets the test make one).
+    func testCoresFollowTheSchedulersAllowance() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 600, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        func encode(_ launcher: [String], environment: [String: String] = [:]) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: launcher[0])
+            process.arguments = Array(launcher.dropFirst()) + [TestSupport.executable.path, "encode", raster, "--out",
+                                                               dir.appendingPathComponent("\(UUID().uuidString).geosam2").path] + TestSupport.microModelArguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            let err = Pipe()
+            process.standardError = err
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, text)
+            return text.split(separator: "\n").first.map(String.init) ?? ""
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        XCTAssertEqual(try encode(["/usr/bin/env"], environment: ["GEOSAM2_THREADS": "3"]),
+                       "encode: 3 cores (GEOSAM2_THREADS), 3 tiles in flight × 1 core")
+        guard cores >= 2 else { throw XCTSkip("one CPU: nothing to narrow") }
+        XCTAssertEqual(try encode(["/usr/bin/taskset", "-c", "0"]), "encode: 1 core (affinity), 1 tile in flight × 1 core")
+        XCTAssertEqual(try encode(["/usr/bin/env"], environment: ["GEOSAM2_THREADS": "2"]).hasPrefix("encode: 2 cores"), true)
+
+        let group = "/sys/fs/cgroup/cpu/geosam2-test-\(getpid())"
+        guard (try? FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)) != nil else {
+            throw XCTSkip("no writable cgroup v1 cpu hierarchy on this machine")
+        }
+        defer { rmdir(group) }
+        try "100000".write(toFile: group + "/cpu.cfs_quota_us", atomically: false, encoding: .utf8)
+        // The shell joins the cgroup, then becomes geosam2 (`exec` keeps the pid).
+        let line = try encode(["/bin/sh", "-c", "echo $$ > \(group)/cgroup.procs && exec \"$0\" \"$@\""])
+        XCTAssertEqual(line, "encode: 1 core (cgroup quota), 1 tile in flight × 1 core")
+    }
+
     func testKilledEncodeResumesToTheSameStore() throws {
         let dir = try TestSupport.temporaryDirectory()
         let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 3000, height: 1100) { b, x, y in

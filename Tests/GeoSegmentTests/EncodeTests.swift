@@ -191,6 +191,90 @@ final class EncodeTests: XCTestCase {
         for key in a.keys { XCTAssertEqual(a[key], b[key], "\(key) differs") }
     }
 
+    func testAutomaticConcurrencyRunsATilePerCoreWithinMemory() throws {
+        let gib = 1 << 30
+        func split(_ cores: Int, tiles: Int? = nil, dim: Int = 96, memory: Int? = 64 * gib) throws -> [Int] {
+            let c = try EncodeConcurrency.automatic(cores: cores, tilesInFlight: tiles, embedDim: dim, availableMemory: memory)
+            return [c.tilesInFlight, c.coresPerTile]
+        }
+        XCTAssertEqual(try split(1), [1, 1])
+        XCTAssertEqual(try split(2), [2, 1])
+        XCTAssertEqual(try split(12), [12, 1])
+        XCTAssertEqual(try split(64), [16, 4], "at most 16 tiles; the cores shared out")
+        XCTAssertEqual(try split(2, tiles: 1), [1, 2])
+        XCTAssertEqual(try split(32, memory: 2 * gib), [3, 10], "half of 2 GiB at 320 MiB a tile")
+        XCTAssertEqual(try split(32, dim: 144, memory: 2 * gib), [2, 16], "a wider trunk needs more per tile")
+        XCTAssertEqual(try split(8, memory: 100 << 20), [1, 8], "always one tile")
+        XCTAssertEqual(try split(8, memory: nil), [8, 1])
+        XCTAssertThrowsError(try EncodeConcurrency(tilesInFlight: 0, coresPerTile: 1))
+    }
+
+    /// Tiles in flight (each on a share of the cores) and one tile at a time on one or all cores
+    /// write the same bytes: every tile's arithmetic is the same whatever runs beside it.
+    func testTilesInFlightWriteTheSameBytesAsOneTileAtATime() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        // 3×2 tiles, the middle column without valid pixels (empty tiles come from the reader).
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 3072, height: 1100, nodata: 0) { b, x, y in
+            (1024..<2048).contains(x) ? 0 : TestSupport.scene(b, x, y)
+        }
+        var stores: [[String: Data]] = []
+        for (tiles, cores) in [(1, 1), (1, 2), (3, 1), (2, 2), (5, 1)] {  // 5 in flight: two readers
+            let store = dir.appendingPathComponent("\(tiles)x\(cores).geosam2")
+            var options = EncodeOptions()
+            (options.levels, options.overlap) = (0, 0)
+            options.concurrency = try EncodeConcurrency(tilesInFlight: tiles, coresPerTile: cores)
+            var seen: [EncodeProgress] = []
+            let summary = try RasterEncoder.run(raster: raster, store: store, model: try TestSupport.microModel(), options: options) { seen.append($0) }
+            XCTAssertTrue(summary.complete)
+            XCTAssertEqual([summary.encoded, summary.empty], [4, 2], "\(tiles)×\(cores)")
+            XCTAssertEqual(seen.map(\.finished), Array(0...6), "one report per tile, on the calling thread")
+            XCTAssertEqual(Set(seen.compactMap(\.lastTile)).count, 6)
+            stores.append(try TestSupport.contents(of: store))
+        }
+        for other in stores.dropFirst() {
+            XCTAssertEqual(other.keys.sorted(), stores[0].keys.sorted())
+            for key in other.keys where key != "manifest.json" { XCTAssertEqual(other[key], stores[0][key], "\(key) differs") }
+        }
+    }
+
+    /// Pixels that cannot be read stop the run with a one-line error (a mosaic whose right-hand
+    /// source went missing, as a network share or a bucket can); the tiles finished before stay,
+    /// byte for byte what a clean run writes, and once the source is back a rerun completes the store.
+    func testAReadErrorStopsTheRunAndKeepsFinishedTiles() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let transform = GeoTransform(originX: 500_000, pixelWidth: 2, originY: 5_000_000, pixelHeight: -2)
+        let left = try TestSupport.makeRaster(at: dir.appendingPathComponent("left.tif").path, width: 2048, height: 1100,
+                                              geoTransform: transform) { b, x, y in TestSupport.scene(b, x, y) }
+        let right = try TestSupport.makeRaster(at: dir.appendingPathComponent("right.tif").path, width: 152, height: 1100,
+                                               geoTransform: transform.translated(byPixelsX: 2048, y: 0)) { b, x, y in TestSupport.scene(b, x + 2048, y) }
+        let mosaic = dir.appendingPathComponent("mosaic.vrt").path
+        _ = try RasterDataset.buildVRT(at: mosaic, sources: [left, right])
+        // 8-bit as is: planning reads no pixel, so the run meets the missing source at its third tile.
+        let reference = dir.appendingPathComponent("reference.geosam2"), store = dir.appendingPathComponent("mosaic.geosam2")
+        _ = try encode(mosaic, into: reference) { $0.stretch = .none }
+        let aside = right + ".aside"
+        try FileManager.default.moveItem(atPath: right, toPath: aside)
+        XCTAssertThrowsError(try encode(mosaic, into: store) {
+            $0.stretch = .none
+            $0.concurrency = try? EncodeConcurrency(tilesInFlight: 2, coresPerTile: 1)
+        }) { error in
+            XCTAssertEqual("\(error)".split(separator: "\n").count, 1, "\(error)")
+            XCTAssertTrue("\(error)".contains("right.tif"), "\(error)")
+        }
+        let expected = try TestSupport.contents(of: reference)
+        let partial = try TestSupport.contents(of: store).filter { $0.key.hasPrefix("/tiles/") }
+        XCTAssertFalse(partial.keys.contains("/tiles/r0000_c0002.safetensors"), "the tile over the missing source")
+        XCTAssertTrue(partial.keys.allSatisfy { $0.contains("_c0000") || $0.contains("_c0001") }, "\(partial.keys.sorted())")
+        for (key, data) in partial { XCTAssertEqual(data, expected[key], "\(key) differs from a clean run") }
+
+        try FileManager.default.moveItem(atPath: aside, toPath: right)
+        let summary = try encode(mosaic, into: store) { $0.stretch = .none }
+        XCTAssertTrue(summary.complete)
+        XCTAssertEqual(summary.skipped, partial.count)
+        let resumed = try TestSupport.contents(of: store)
+        for (key, data) in expected where key.hasPrefix("/tiles/") { XCTAssertEqual(resumed[key], data, "\(key) differs") }
+    }
+
     /// A scene raster encoded twice: with the default feature dtype, and with `dtype`.
     func encodeTwice(width: Int, height: Int, defaultAnd dtype: String) throws -> (FeatureStore, FeatureStore) {
         let dir = try TestSupport.temporaryDirectory()
@@ -365,3 +449,4 @@ final class EncodeTests: XCTestCase {
         XCTAssertEqual(try FeatureStore.open(storeURL).manifest.levelCount, 1)
     }
 }
+

@@ -20,6 +20,9 @@ int gs_has_avx512(void);
 /// A spin-wait hint (`pause`): lets the other hardware thread of the core run while one waits.
 void gs_cpu_relax(void);
 
+/// CPUs in this process's affinity mask (`sched_getaffinity`), or 0 when it cannot be read.
+int gs_affinity_cpu_count(void);
+
 /// Width of one packed weight panel (output features per panel).
 enum { GS_PANEL = 32 };
 

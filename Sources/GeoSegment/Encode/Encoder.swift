@@ -26,6 +26,9 @@ public struct EncodeOptions: Sendable {
     public var force = false
     /// A CRS to assume when the raster has a geotransform but no CRS.
     public var crs: String?
+    /// Tiles in flight and cores per tile; nil: ``EncodeConcurrency/automatic(cores:tilesInFlight:embedDim:availableMemory:)``
+    /// for the cores and memory this process may use.
+    public var concurrency: EncodeConcurrency?
 
     public init() {}
 }
@@ -170,21 +173,7 @@ public enum RasterEncoder {
         defer { withExtendedLifetime(writerLock) {} }
         let ordered = encodingOrder(of: store.manifest)
         let tiles = Shard.share(of: ordered, options.shard)
-        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
-        let start = DispatchTime.now().uptimeNanoseconds
-        progress(status)
-        for entry in tiles {
-            switch store.state(of: entry) {
-            case .done, .empty:
-                status.skipped += 1
-            case .pending:
-                if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
-            }
-            status.finished += 1
-            status.lastTile = entry.id
-            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            progress(status)
-        }
+        let status = try encodeTiles(tiles, from: source, into: store, model: model, concurrency: options.concurrency, progress: progress)
         let complete = try store.finalizeIfComplete()
         return EncodeSummary(storeURL: storeURL, encoded: status.encoded, skipped: status.skipped, empty: status.empty, complete: complete)
     }
@@ -292,23 +281,39 @@ extension RasterEncoder {
         let writerLock = try store.lockForWriting()
         defer { withExtendedLifetime(writerLock) {} }
         try store.setAside(tiles)
-        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
-        let start = DispatchTime.now().uptimeNanoseconds
-        progress(status)
-        for id in tiles {
+        let entries = try tiles.map { id in
             guard let entry = store.tile(id: id) else { throw GeoSegmentError("no tile \(id) in \(store.url.path)") }
-            if try encode(entry, from: source, into: store, model: model) { status.encoded += 1 } else { status.empty += 1 }
-            status.finished += 1
-            status.lastTile = id
-            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            progress(status)
+            return entry
         }
+        let status = try encodeTiles(entries, from: source, into: store, model: model, concurrency: nil, progress: progress)
         return EncodeSummary(storeURL: store.url, encoded: status.encoded, skipped: 0, empty: status.empty,
                              complete: try store.finalizeIfComplete())
     }
 }
 
 extension RasterEncoder {
+    /// Encodes (or skips, when done or empty) `tiles` through ``TilePipeline``, reporting after
+    /// each tile; returns the final counts.
+    static func encodeTiles(_ tiles: [StoreManifest.TileEntry], from source: RasterSource, into store: FeatureStore,
+                            model: EncoderModel, concurrency: EncodeConcurrency?,
+                            progress: (EncodeProgress) -> Void) throws -> EncodeProgress {
+        var status = EncodeProgress(total: tiles.count, finished: 0, encoded: 0, skipped: 0, empty: 0, lastTile: nil, elapsed: 0)
+        let start = DispatchTime.now().uptimeNanoseconds
+        progress(status)
+        try TilePipeline.run(tiles, from: source, openSource: source.reopened, into: store, model: model, concurrency: concurrency ?? .automatic(embedDim: model.model.configuration.embedDim)) { id, outcome in
+            switch outcome {
+            case .encoded: status.encoded += 1
+            case .empty: status.empty += 1
+            case .skipped: status.skipped += 1
+            }
+            status.finished += 1
+            status.lastTile = id
+            status.elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            progress(status)
+        }
+        return status
+    }
+
     /// Encodes one tile of any level with the store's stretch and tile size (or marks it empty
     /// when no pixel is valid); returns whether features were written.
     static func encode(_ entry: StoreManifest.TileEntry, from source: RasterSource, into store: FeatureStore,

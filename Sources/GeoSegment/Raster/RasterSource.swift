@@ -67,6 +67,11 @@ public final class RasterSource {
                                                        y: Double(original.height) / Double(grid.height))
     }
 
+    /// The same raster opened again, with the same bands, scale and CRS: a handle for another thread.
+    public func reopened() throws -> RasterSource {
+        try RasterSource(path: path, bands: bands.rgb, scale: scale, crs: try spatialReference.map { srs in try rethrowing { try srs.wkt } })
+    }
+
     public var width: Int { grid.width }
     public var height: Int { grid.height }
 
@@ -83,11 +88,16 @@ public final class RasterSource {
         var values: [Int: [Float]] = [:]
         var valid = [Bool](repeating: true, count: bw * bh)
         try rethrowing("\(path)") {
-            for b in bands.sourceBands {
-                let band = try grid.band(b)
-                let v = try band.read(window: window, bufferWidth: bw, bufferHeight: bh, resampling: resampling)
+            // All bands in one read: each block of a pixel-interleaved raster is decompressed once,
+            // whatever the block cache holds (a level-3 tile's window is 8192² pixels).
+            let sourceBands = bands.sourceBands
+            let all: [Float] = try grid.read(bands: sourceBands, window: window, bufferWidth: bw, bufferHeight: bh,
+                                             resampling: resampling, as: Float.self)
+            let plane = bw * bh
+            for (k, b) in sourceBands.enumerated() {
+                let v = Array(all[k * plane..<(k + 1) * plane])
                 // The mask's average as a fraction, so one valid pixel of a large block still counts.
-                let m: [Float] = try band.readMask(window: window, bufferWidth: bw, bufferHeight: bh, resampling: resampling)
+                let m: [Float] = try grid.band(b).readMask(window: window, bufferWidth: bw, bufferHeight: bh, resampling: resampling)
                 for i in 0..<valid.count where !(m[i] > 0) || !v[i].isFinite { valid[i] = false }
                 values[b] = v
             }
