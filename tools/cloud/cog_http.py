@@ -4,7 +4,9 @@ A loopback HTTP server that honours Range requests (and logs every range it send
 with GDAL's COG driver; `geosam2 encode /vsicurl/http://127.0.0.1:PORT/scene.tif` must give a store
 whose tile files equal, byte for byte, those of `geosam2 encode scene.tif`, and it must read the
 file in ranges: no request without a Range header, and no more bytes in all than the file holds
-(GDAL's block cache keeps what the stretch and the pyramid levels read again).
+(GDAL's block cache keeps what the stretch and the pyramid levels read again). The same file as
+an S3 object (`/vsis3/bucket/scene.tif`, path-style, at AWS_S3_ENDPOINT on loopback, signed with
+test credentials) must give the same tiles, every request signed (AWS SigV4) and ranged.
 
     python3 tools/cloud/cog_http.py --binary .build/release/geosam2
 """
@@ -16,7 +18,8 @@ MICRO = ROOT / "Tests/SAM2Tests/Fixtures/tiny/micro"
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves one file with Range support; records (method, range) of every request."""
+    """Serves one file (as /scene.tif, and as the object /bucket/scene.tif) with Range support;
+    records (method, range, path, Authorization) of every request."""
     path_on_disk = None
     log = []
     lock = threading.Lock()
@@ -25,14 +28,14 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _send(self, head):
-        if self.path.split("?")[0] != "/scene.tif":
+        header = self.headers.get("Range")
+        with self.lock:
+            self.log.append((self.command, header, self.path.split("?")[0], self.headers.get("Authorization")))
+        if self.path.split("?")[0] not in ("/scene.tif", "/bucket/scene.tif"):
             self.send_error(404)
             return
         data = Path(self.path_on_disk).read_bytes()
         size = len(data)
-        header = self.headers.get("Range")
-        with self.lock:
-            self.log.append((self.command, header))
         if header:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
             if not m:
@@ -102,7 +105,7 @@ def main():
             if local.returncode == 0 and remote.returncode == 0:
                 a, b = tile_digests(tmp / "local.geosam2"), tile_digests(tmp / "remote.geosam2")
                 check("the same tiles, byte for byte", a == b and len(a) > 1, f"{len(a)} local, {len(b)} remote tile files")
-            gets = [r for m, r in RangeHandler.log if m == "GET"]
+            gets = [r for m, r, _, _ in RangeHandler.log if m == "GET"]
             check("every read is a range request", gets and all(r is not None for r in gets),
                   f"{sum(r is None for r in gets)} of {len(gets)} without Range")
             sent = 0
@@ -119,6 +122,22 @@ def main():
                                    capture_output=True, text=True, env=env)
             check("a rerun over HTTP resumes the finished store", again.returncode == 0, again.stderr.strip()[-300:])
             print(f"     (rerun: {len(RangeHandler.log) - before} requests)")
+            # The same COG as an S3 object, through GDAL's usual settings for an S3-compatible store.
+            s3_env = dict(env, AWS_S3_ENDPOINT=f"127.0.0.1:{server.server_address[1]}", AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE",
+                          AWS_ACCESS_KEY_ID="GEOSAM2TESTKEY", AWS_SECRET_ACCESS_KEY="geosam2-test-secret", AWS_REGION="us-east-1")
+            before = len(RangeHandler.log)
+            s3 = subprocess.run([args.binary, "encode", "/vsis3/bucket/scene.tif", "--out", str(tmp / "s3.geosam2"), "--quiet"] + model,
+                                capture_output=True, text=True, env=s3_env)
+            check("encode over /vsis3/ (an S3-compatible endpoint)", s3.returncode == 0, s3.stderr.strip()[-300:])
+            if local.returncode == 0 and s3.returncode == 0:
+                a, b = tile_digests(tmp / "local.geosam2"), tile_digests(tmp / "s3.geosam2")
+                check("the S3 store has the same tiles, byte for byte", a == b, f"{len(b)} tile files")
+            s3_requests = RangeHandler.log[before:]
+            s3_gets = [r for r in s3_requests if r[0] == "GET"]
+            check("every S3 request is signed and every read ranged",
+                  s3_gets and all((auth or "").startswith("AWS4-HMAC-SHA256 Credential=GEOSAM2TESTKEY/") for _, _, _, auth in s3_requests)
+                  and all(rng for _, rng, _, _ in s3_gets) and all(path == "/bucket/scene.tif" for _, _, path, _ in s3_gets),
+                  f"{len(s3_requests)} requests")
             # A URL that does not exist: one line, non-zero.
             missing = subprocess.run([args.binary, "encode", url.replace("scene.tif", "none.tif"), "--out", str(tmp / "x.geosam2"),
                                       "--quiet"] + model, capture_output=True, text=True, env=env)
