@@ -267,17 +267,25 @@ public enum AcceleratedOps {
 
     /// One head of attention on the calling thread (`gs_attention_head`); `scratch` holds
     /// `attentionScratchCount` floats.
+    /// With `bfloat16` (requires `Accelerated.hasBFloat16`), the two products take bf16 operands
+    /// with fp32 accumulation (`gs_attention_head_bf16`); `scratch` must then be sized for it.
     public static func attentionHead(
         q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int, v: UnsafePointer<Float>, vStride: Int,
         into out: UnsafeMutablePointer<Float>, outStride: Int, queryCount: Int, keyCount: Int, headDim: Int,
-        scratch: UnsafeMutablePointer<Float>
+        scratch: UnsafeMutablePointer<Float>, bfloat16: Bool = false
     ) {
-        gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim,
-                          1 / Float(headDim).squareRoot(), scratch)
+        let scale = 1 / Float(headDim).squareRoot()
+        if bfloat16 {
+            gs_attention_head_bf16(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
+        } else {
+            gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
+        }
     }
 
-    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int) -> Int {
-        gs_attention_scratch_count(queryCount, keyCount, headDim)
+    /// Floats of scratch `attentionHead` needs (for the bf16 kernel when `bfloat16`).
+    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, bfloat16: Bool = false) -> Int {
+        bfloat16 ? gs_attention_bf16_scratch_count(queryCount, keyCount, headDim)
+            : gs_attention_scratch_count(queryCount, keyCount, headDim)
     }
 
     /// Layer norm of `rows` rows on the calling thread.

@@ -365,4 +365,58 @@ final class AcceleratedKernelsTests: XCTestCase {
             assertClose(y, expected, tolerance: 0.01 * Float(k).squareRoot() + 1e-3, "bf16 linear \(rows)×\(k)→\(n)")
         }
     }
+
+    /// The bf16 flash attention against a double-precision emulation of its rounding: q·scale, k,
+    /// v and the softmax weights rounded to bf16 (nearest even), everything else exact. With one
+    /// key block (≤ 384 keys) the weights are rounded exactly as the kernel does, so only fp32
+    /// accumulation and the exp polynomial differ; longer runs rescale partial sums, so they are
+    /// held to the bf16 error instead. Odd key counts and head dims exercise the zero padding of
+    /// the pairs.
+    func testBFloat16FlashAttentionMatchesItsEmulation() throws {
+        try XCTSkipUnless(Accelerated.hasBFloat16, "no AVX512_BF16 on this CPU")
+        func bf16(_ x: Float) -> Double {
+            let bits = x.bitPattern
+            return Double(Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000))
+        }
+        for (nq, nk, heads, hd) in [(9, 31, 2, 8), (49, 196, 1, 96), (64, 64, 1, 96), (16, 64, 2, 56), (5, 7, 1, 3), (33, 37, 1, 7),
+                                    (40, 900, 2, 72)] {
+            let width = heads * hd
+            let q = randomTensor([nq, width], seed: UInt64(nq), scale: 2), k = randomTensor([nk, width], seed: UInt64(nk + 1), scale: 2)
+            let v = randomTensor([nk, width], seed: UInt64(nk + 2))
+            let (qp, kp, vp) = (q.pointer, k.pointer, v.pointer)
+            func attention(bfloat16: Bool) -> [Float] {
+                var result = [Float](repeating: 0, count: nq * width)
+                result.withUnsafeMutableBufferPointer { op in
+                    Attention.batched(
+                        q: qp, qStride: width, qBatchStride: 0, k: kp, kStride: width, kBatchStride: 0,
+                        v: vp, vStride: width, vBatchStride: 0, into: op.baseAddress!, outStride: width,
+                        outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd, bfloat16: bfloat16)
+                }
+                return result
+            }
+            let (out, exact) = (attention(bfloat16: true), attention(bfloat16: false))
+            let scale = 1 / Float(hd).squareRoot()
+            var emulated = [Float](repeating: 0, count: nq * width)
+            for h in 0..<heads {
+                for i in 0..<nq {
+                    var scores = (0..<nk).map { j in
+                        (0..<hd).reduce(0.0) { $0 + bf16(q[flat: i * width + h * hd + $1] * scale) * bf16(k[flat: j * width + h * hd + $1]) }
+                    }
+                    let m = scores.max() ?? 0
+                    scores = scores.map { Foundation.exp($0 - m) }
+                    let sum = scores.reduce(0, +)
+                    for d in 0..<hd {
+                        let o = (0..<nk).reduce(0.0) { $0 + bf16(Float(scores[$1])) * bf16(v[flat: $1 * width + h * hd + d]) }
+                        emulated[i * width + h * hd + d] = Float(o / sum)
+                    }
+                }
+            }
+            let oneBlock = nk <= 384
+            assertClose(out, emulated, tolerance: oneBlock ? 2e-5 : 1e-2, "bf16 attention nq \(nq) nk \(nk) hd \(hd)")
+            // And it is the reduced-precision kernel: about bf16's error away from fp32.
+            let differences = zip(out, exact).map { abs($0 - $1) }
+            XCTAssertGreaterThan(differences.max() ?? 0, 1e-5, "nq \(nq) nk \(nk): identical to fp32")
+            XCTAssertLessThan(differences.max() ?? 0, 2e-2, "nq \(nq) nk \(nk): too far from fp32")
+        }
+    }
 }

@@ -119,6 +119,14 @@ size_t gs_attention_scratch_count(long nq, long nk, long hd);
 void gs_attention_head(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
                        float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
 
+/// `gs_attention_head` with bf16 products and fp32 accumulation (q·scale, k, the softmax weights
+/// and v rounded to bf16 nearest even; scores, softmax and output in fp32), for the
+/// reduced-precision encoder. `scratch` must hold `gs_attention_bf16_scratch_count(nq, nk, hd)`
+/// floats. Requires `gs_has_avx512_bf16()`.
+size_t gs_attention_bf16_scratch_count(long nq, long nk, long hd);
+void gs_attention_head_bf16(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
+                            float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
+
 /// Exact GELU `0.5·x·(1 + erf(x/√2))` in place.
 void gs_gelu(float *x, long count);
 
