@@ -77,14 +77,20 @@ public struct SAM2Model: Sendable {
         try encode(image, precision: .float32)
     }
 
-    /// `encode` with a choice of arithmetic precision for the image encoder; `.bfloat16` is an
-    /// opt-in speed/accuracy trade-off (see `EncoderPrecision`).
+    /// `encode` with a choice of arithmetic precision for the image encoder (see
+    /// `EncoderPrecision`); `.bfloat16` falls back to fp32 on a CPU without AVX512_BF16.
     public func encode(_ image: RGBImage, precision: EncoderPrecision) throws -> ImageFeatures {
+        try encode(image, bfloat16Plan: precision == .bfloat16 ? .standard : nil)
+    }
+
+    /// `encode` with an explicit choice of bf16 products per trunk block (nil: fp32), for
+    /// measuring where the reduced precision's error comes from.
+    public func encode(_ image: RGBImage, bfloat16Plan plan: BFloat16Plan?) throws -> ImageFeatures {
         let s0: Tensor, s1: Tensor
         var embedding: Tensor
         if let foldedS0, let foldedS1 {
             // Levels 0 and 1 of the pyramid only feed conv_s0/conv_s1 in the image predictor.
-            let stages = imageEncoder.trunk(Transforms.preprocess(image), precision: precision)
+            let stages = imageEncoder.trunk(Transforms.preprocess(image), plan: plan)
             s0 = foldedS0(stages[0])
             s1 = foldedS1(stages[1])
             embedding = imageEncoder.neck.level2(stages)

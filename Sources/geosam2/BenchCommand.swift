@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
         var features: ImageFeatures?
         for _ in 0..<max(encodeRuns, 1) {
             _ = clock.lap()
-            features = try model.encode(image, precision: modelOptions.encoderPrecision())
+            features = try modelOptions.encode(image, with: model)
             encodes.append(clock.lap())
         }
         guard let features else { return }
@@ -99,7 +99,7 @@ extension Bench {
         } else {
             picture = try RGBImage(width: 1024, height: 1024, pixels: syntheticScene(width: 1024, height: 1024))
         }
-        let prepared = try model.prepare(try model.encode(picture, precision: modelOptions.encoderPrecision()))
+        let prepared = try model.prepare(try modelOptions.encode(picture, with: model))
         let options = try generator.options
         let points = options.normalizedPoints.prefix(options.pointsPerBatch).map {
             Prompt(points: [PointPrompt(x: Float($0.x * Double(picture.width)), y: Float($0.y * Double(picture.height)), label: 1)])

@@ -60,7 +60,7 @@ struct Encode: ParsableCommand {
     @Option(name: .long, help: "Cores to use (default: the ones this process may use — its CPU affinity and cgroup quota, so a Slurm allocation or a Kubernetes CPU limit — or GEOSAM2_THREADS).")
     var threads: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Tiles encoded at once, each on a share of the cores (default: 1 up to 7 cores, else one per 4 cores).", valueName: "K"))
+    @Option(name: .long, help: ArgumentHelp("Tiles encoded at once, each on a share of the cores (default: one per core, at most 16 and no more than half the available memory holds).", valueName: "K"))
     var tilesInFlight: Int?
 
     @Flag(name: .long, help: "Replace a store made with other parameters.")
@@ -91,6 +91,8 @@ struct Encode: ParsableCommand {
         options.force = force
         options.crs = crs
         options.shard = try shard.map(shardOption)
+        // auto: a resumed store keeps its own precision, a new one gets bf16 where the CPU has it.
+        if modelOptions.precision.lowercased() != "auto" { options.precision = try modelOptions.encoderPrecision() }
         guard !rasters.isEmpty else { throw CLIError("give a raster to encode") }
         var inputs: [String] = []
         var isDirectory: ObjCBool = false
@@ -135,8 +137,9 @@ struct Encode: ParsableCommand {
         let json = progress == "json"
         let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
         var announced = false
+        let precision = try RasterEncoder.precision(for: storeURL, options: options)
         let summary = try RasterEncoder.run(raster: raster, store: storeURL, model: encoderModel, options: options) { p in
-            announce(split, once: &announced)
+            announce(split, precision, once: &announced)
             if json {
                 JSONLines.emit(p)
             } else {
@@ -168,12 +171,12 @@ extension Encode {
 
     /// The split, said once when the tiles start (after the store is planned, so that a bad input
     /// stays a one-line error).
-    func announce(_ split: EncodeConcurrency, once said: inout Bool) {
+    func announce(_ split: EncodeConcurrency, _ precision: EncoderPrecision, once said: inout Bool) {
         guard !said, !quiet, progress != "json" else { return }
         said = true
         let cores = threads ?? CPUAllowance.current.cores
         let source = threads != nil ? "--threads" : CPUAllowance.current.limitedBy
-        FileHandle.standardError.write(Data("encode: \(cores) core\(cores == 1 ? "" : "s") (\(source)), \(split)\n".utf8))
+        FileHandle.standardError.write(Data("encode: \(cores) core\(cores == 1 ? "" : "s") (\(source)), \(split), \(precision.rawValue)\n".utf8))
     }
 
     /// Several rasters, one store each (in `--out DIR` or beside each raster), with one progress.
@@ -202,8 +205,9 @@ extension Encode {
         let json = progress == "json"
         let reporter = ProgressReporter(quiet: quiet || json, label: "encode")
         var announced = false
+        let precision = try options.precision ?? RasterEncoder.precision(for: jobs[0].store, options: options)
         let summaries = try RasterEncoder.run(batch: jobs, model: encoderModel, options: options) { p, i in
-            announce(split, once: &announced)
+            announce(split, precision, once: &announced)
             if json {
                 JSONLines.emit(p)
             } else {

@@ -18,16 +18,34 @@ struct ModelOptions: ParsableArguments {
     var preset: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Image-encoder precision: fp32 (default) or bf16 (opt-in, faster on CPUs with AVX512_BF16, about 1 % feature error).",
+        "Image-encoder precision: auto (default: bf16 where the CPU has AVX512_BF16, else fp32), fp32 (exact: parity with the official code), or bf16.",
         valueName: "precision"))
-    var precision: String = "fp32"
+    var precision: String = "auto"
 
+    @Option(name: .customLong("bf16-plan"), help: ArgumentHelp(
+        "Study only: bf16 products per trunk block, BLOCKS:OPS;… (OPS from q, a, p, m).", visibility: .private))
+    var bfloat16Plan: String?
+
+    /// The precision `--precision` asks for, `auto` resolved for this CPU.
     func encoderPrecision() throws -> EncoderPrecision {
+        let chosen: EncoderPrecision
         switch precision.lowercased() {
-        case "fp32", "float32": return .float32
-        case "bf16", "bfloat16": return .bfloat16
-        default: throw CLIError("unknown precision \(precision); choose fp32 or bf16")
+        case "auto": return .automatic
+        case "fp32", "float32": chosen = .float32
+        case "bf16", "bfloat16": chosen = .bfloat16
+        default: throw CLIError("unknown precision \(precision); choose auto, fp32 or bf16")
         }
+        guard chosen.isAvailable else { throw CLIError("--precision bf16 needs a CPU with AVX512_BF16; this one has none (use fp32)") }
+        return chosen
+    }
+
+    /// Encodes `picture` at the chosen precision (or the study's `--bf16-plan`).
+    func encode(_ picture: RGBImage, with model: SAM2Model) throws -> ImageFeatures {
+        if let bfloat16Plan {
+            guard let plan = BFloat16Plan(parsing: bfloat16Plan) else { throw CLIError("--bf16-plan \(bfloat16Plan): not BLOCKS:OPS;…") }
+            return try model.encode(picture, bfloat16Plan: plan)
+        }
+        return try model.encode(picture, precision: try encoderPrecision())
     }
 
     func configuration() throws -> SAM2Configuration? {

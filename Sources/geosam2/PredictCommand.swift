@@ -47,7 +47,7 @@ struct Predict: ParsableCommand {
     @Flag(name: .long, help: "Segment everything: the official automatic mask generator on the whole image.")
     var automatic = false
 
-    @Option(name: .customLong("features-from"), help: ArgumentHelp("Decode from these features instead of encoding (with --automatic).", valueName: "dir"))
+    @Option(name: .customLong("features-from"), help: ArgumentHelp("Decode from these features (a --features output) instead of encoding.", valueName: "dir"))
     var featuresFrom: String?
 
     @OptionGroup(title: "Automatic mask generator (with --automatic)") var generator: AutomaticMaskArguments
@@ -57,11 +57,10 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         if automatic { return try runAutomatic() }
-        guard featuresFrom == nil else { throw CLIError("--features-from needs --automatic") }
         let prompt = try makePrompt()
         let model = try modelOptions.loadModel()
         let picture = try readImage()
-        let imageFeatures = try model.encode(picture, precision: modelOptions.encoderPrecision())
+        let imageFeatures = try features(of: picture, model: model)
         let prediction = try model.predict(imageFeatures, prompt: prompt, multimask: multimask)
 
         let dir = URL(fileURLWithPath: out, isDirectory: true)
@@ -88,20 +87,7 @@ struct Predict: ParsableCommand {
         let options = try generator.options
         let model = try modelOptions.loadModel()
         let picture = try readImage()
-        let imageFeatures: ImageFeatures
-        if let featuresFrom {
-            let dir = URL(fileURLWithPath: featuresFrom, isDirectory: true)
-            func read(_ name: String) throws -> Tensor {
-                var t = try NumPy.read(dir.appendingPathComponent(name))
-                if t.shape.first == 1 { t.reshape(Array(t.shape.dropFirst())) }  // the official [1, C, H, W]
-                return t
-            }
-            imageFeatures = try ImageFeatures(imageEmbedding: read("image_embed.npy"), highResolutionS0: read("high_res_feat_s0.npy"),
-                                              highResolutionS1: read("high_res_feat_s1.npy"), originalWidth: picture.width,
-                                              originalHeight: picture.height)
-        } else {
-            imageFeatures = try model.encode(picture, precision: modelOptions.encoderPrecision())
-        }
+        let imageFeatures = try features(of: picture, model: model)
         let masks = try AutomaticMaskGenerator(model: model, options: options).generate(try model.prepare(imageFeatures))
         let records: [[String: Any]] = masks.map { m in
             [
@@ -123,6 +109,21 @@ struct Predict: ParsableCommand {
         } catch {
             throw CLIError("cannot write \(out)/masks.json: \(error.localizedDescription)")
         }
+    }
+
+    /// The picture's features: encoded, or read from `--features-from` (a `--features` output or
+    /// the official arrays), so several prompts can be decoded against one encoding.
+    func features(of picture: RGBImage, model: SAM2Model) throws -> ImageFeatures {
+        guard let featuresFrom else { return try modelOptions.encode(picture, with: model) }
+        let dir = URL(fileURLWithPath: featuresFrom, isDirectory: true)
+        func read(_ name: String) throws -> Tensor {
+            var t = try NumPy.read(dir.appendingPathComponent(name))
+            if t.shape.first == 1 { t.reshape(Array(t.shape.dropFirst())) }  // the official [1, C, H, W]
+            return t
+        }
+        return try ImageFeatures(imageEmbedding: read("image_embed.npy"), highResolutionS0: read("high_res_feat_s0.npy"),
+                                 highResolutionS1: read("high_res_feat_s1.npy"), originalWidth: picture.width,
+                                 originalHeight: picture.height)
     }
 
     func makePrompt() throws -> Prompt {

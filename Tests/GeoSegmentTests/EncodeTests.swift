@@ -98,7 +98,8 @@ final class EncodeTests: XCTestCase {
         // The stored features are what the model computes for the tile image.
         let source = try RasterSource(path: raster, bands: nil)
         let (pixels, _, _) = try source.readTile(Tile(row: 0, column: 1, x: 1024, y: 0, width: 1024, height: 1024), size: 1024, stretch: m.encoding.stretch)
-        let direct = try TestSupport.microModel().model.encode(try RGBImage(width: 1024, height: 1024, pixels: pixels))
+        let direct = try TestSupport.microModel().model.encode(try RGBImage(width: 1024, height: 1024, pixels: pixels),
+                                                               precision: m.model.precision)
         let relative = features.imageEmbedding.maxAbsDifference(direct.imageEmbedding) / direct.imageEmbedding.standardDeviation()
         XCTAssertLessThan(relative, 1e-3, "16-bit storage keeps features within 1e-3·std")
     }
@@ -367,6 +368,53 @@ final class EncodeTests: XCTestCase {
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q12" }) { error in
             XCTAssertTrue("\(error)".contains("--dtype must be one of q16z, q16, f16, f32"), "\(error)")
         }
+    }
+
+    /// A new store records the precision chosen for this CPU; a resumed one keeps its own unless
+    /// another is asked for, which is refused like any other parameter; tiles follow the store's
+    /// precision; stores from before the field read as fp32.
+    func testStoresRecordTheirEncoderPrecision() throws {
+        let dir = try TestSupport.temporaryDirectory()
+        let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 1100, height: 500) { b, x, y in
+            TestSupport.scene(b, x, y)
+        }
+        let storeURL = dir.appendingPathComponent("r.geosam2")
+        XCTAssertFalse(try encode(raster, into: storeURL) { $0.shard = (0, 2) }.complete)
+        XCTAssertEqual(try FeatureStore.open(storeURL).manifest.model.encoderPrecision, EncoderPrecision.automatic)
+        XCTAssertEqual(EncoderPrecision.automatic, Accelerated.hasBFloat16 ? .bfloat16 : .float32)
+        let other: EncoderPrecision = EncoderPrecision.automatic == .float32 ? .bfloat16 : .float32
+        if other.isAvailable {
+            XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.precision = other }) { error in
+                XCTAssertTrue("\(error)".contains("different the encoder precision"), "\(error)")
+            }
+        }
+        XCTAssertTrue(try encode(raster, into: storeURL).complete)
+
+        // Both tiles are what the model computes at the store's precision.
+        let store = try FeatureStore.open(storeURL)
+        let source = try RasterSource(path: raster, bands: nil)
+        for entry in store.manifest.tiles {
+            let tile = Tile(row: entry.row, column: entry.column, x: entry.window[0], y: entry.window[1], width: entry.window[2],
+                            height: entry.window[3])
+            let (pixels, _, _) = try source.readTile(tile, size: 1024, stretch: store.manifest.encoding.stretch)
+            let model = try TestSupport.microModel().model
+            let image = try RGBImage(width: 1024, height: 1024, pixels: pixels)
+            let stored = try store.loadFeatures(entry)
+            let (same, fp32) = (try model.encode(image, precision: .automatic), try model.encode(image, precision: .float32))
+            let spread = same.imageEmbedding.standardDeviation()
+            XCTAssertLessThan(stored.imageEmbedding.maxAbsDifference(same.imageEmbedding) / spread, 1e-3, entry.id)
+            if EncoderPrecision.automatic == .bfloat16 {
+                XCTAssertGreaterThan(same.imageEmbedding.maxAbsDifference(fp32.imageEmbedding) / spread, 1e-5, "bf16 is not fp32")
+            }
+        }
+
+        // A manifest without the field (before 0.4) is an fp32 store.
+        let text = try String(contentsOf: storeURL.appendingPathComponent("manifest.json"), encoding: .utf8)
+        let old = text.split(separator: "\n").filter { !$0.contains("\"encoderPrecision\"") }.joined(separator: "\n")
+        XCTAssertNotEqual(old, text)
+        let manifest = try StoreManifest.decode(Data(old.utf8), from: "manifest.json")
+        XCTAssertNil(manifest.model.encoderPrecision)
+        XCTAssertEqual(manifest.model.precision, .float32)
     }
 
     func testNewStoresOverlapBy128AndResumedStoresKeepTheirOverlap() throws {

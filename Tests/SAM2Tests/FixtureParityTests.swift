@@ -119,7 +119,26 @@ final class FixtureParityTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(checked, 3, "fixture has too few cases")
     }
 
-    /// The opt-in bf16 encoder stays close to fp32 (it is not held to the fp32 parity tolerances).
+    /// `.float32` is bit-for-bit the encoder the parity suite was verified with: a CRC-32C of the
+    /// fixture's three feature maps, recorded from the fp32 path before the reduced-precision
+    /// work (any change to the fp32 arithmetic — blocking, fusion order, kernels — changes it).
+    /// The AVX-512 kernels only: the portable path goes through OpenBLAS.
+    func testFloat32EncoderIsBitForBitUnchanged() throws {
+        try XCTSkipUnless(Accelerated.isAvailable, "portable kernels")
+        let (root, manifest) = try fixture()
+        let m = try XCTUnwrap(manifest.models.first)
+        let image = try XCTUnwrap(manifest.images.first)
+        let features = try loadModel(root, m).encode(try loadImage(root, image), precision: .float32)
+        var crc: UInt32 = 0
+        for map in [features.imageEmbedding, features.highResolutionS0, features.highResolutionS1] {
+            let scalars = map.toArray().map { $0.bitPattern.littleEndian }
+            scalars.withUnsafeBytes { crc = CRC32C.checksum($0, continuing: crc) }
+        }
+        XCTAssertEqual(String(crc, radix: 16), "3ac9a4b4", "the fp32 encoder's output changed")
+    }
+
+    /// The bf16 encoder stays close to fp32 (it is not held to the fp32 parity tolerances; the
+    /// parity cases hold it to masks and IoU predictions: tools/parity/precision_fidelity.py).
     func testBFloat16EncoderAgreesWithFloat32() throws {
         try XCTSkipUnless(Accelerated.hasBFloat16, "no AVX512_BF16 on this CPU")
         let (root, manifest) = try fixture()

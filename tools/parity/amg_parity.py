@@ -165,7 +165,7 @@ def main():
                 theirs = generator.generate(img)
                 official_s = time.perf_counter() - start
                 out = os.path.join(tmp, f"ours{t}-{name}")
-                cmd = [args.binary, "predict", "--automatic", "--model", args.checkpoint, "--image", png, "--features-from", feats,
+                cmd = [args.binary, "predict", "--automatic", "--model", args.checkpoint, "--precision", "fp32", "--image", png, "--features-from", feats,
                        "--out", out] + our_args(params, args.points_per_side)
                 start = time.perf_counter()
                 r = subprocess.run(cmd, capture_output=True, text=True)

@@ -5,7 +5,7 @@
 
 For every case in DIR/manifest.json this runs
 
-    geosam2 predict --model M.pt --image IMG [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]
+    geosam2 predict --model M.pt --image IMG --precision fp32 [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]
                     [--mask-input NPY] [--multimask] [--config CONFIG.json] --features --out TMP
 
 (--config only for custom models, i.e. the unit-test fixture), loads TMP/{low_res_logits,
@@ -44,6 +44,9 @@ def build_command(binary, ref, model, case_dir, case):
         "predict",
         "--model", os.path.join(ref, model["checkpoint"]),
         "--image", os.path.join(ref, case["image"]),
+        # Parity is the fp32 encoder's (the default picks bf16 on CPUs that have it); a later
+        # --precision (--extra) overrides this one.
+        "--precision", "fp32",
     ]
     for x, y, label in case["points"]:
         cmd += ["--point", f"{fmt_num(x)},{fmt_num(y)},{int(label)}"]

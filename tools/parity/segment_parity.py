@@ -75,7 +75,7 @@ def pyramid_cases(args, predictor, work):
     ulx, uly = ORIGIN
     run(["gdal_translate", "-q", "-a_srs", "EPSG:32633", "-a_ullr", str(ulx), str(uly), str(ulx + w * RES), str(uly - h * RES), png, tif])
     store = os.path.join(work, "pyramid.geosam2")
-    run([args.binary, "encode", tif, "--model", args.checkpoint, "--stretch", "none", "--levels", "2", "--out", store, "--quiet"])
+    run([args.binary, "encode", tif, "--model", args.checkpoint, "--precision", "fp32", "--stretch", "none", "--levels", "2", "--out", store, "--quiet"])
     manifest = json.load(open(os.path.join(store, "manifest.json")))
     tiles = {t["id"]: t for level in manifest.get("levels", []) for t in level["tiles"]}
     tiles.update({t["id"]: t for t in manifest["tiles"]})
@@ -185,7 +185,7 @@ def main():
         ulx, uly = ORIGIN
         run(["gdal_translate", "-q", "-a_srs", "EPSG:32633", "-a_ullr", str(ulx), str(uly), str(ulx + w * RES), str(uly - h * RES), png, tif])
         store = os.path.join(work, f"{name}.geosam2")
-        run([args.binary, "encode", tif, "--model", args.checkpoint, "--stretch", "none", "--levels", "0", "--out", store, "--quiet"])
+        run([args.binary, "encode", tif, "--model", args.checkpoint, "--precision", "fp32", "--stretch", "none", "--levels", "0", "--out", store, "--quiet"])
         manifest = json.load(open(os.path.join(store, "manifest.json")))
 
         # Objects: points at pixel centres and in between, foreground and background, a box, a box

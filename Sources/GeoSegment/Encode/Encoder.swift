@@ -29,6 +29,9 @@ public struct EncodeOptions: Sendable {
     /// Tiles in flight and cores per tile; nil: ``EncodeConcurrency/automatic(cores:tilesInFlight:embedDim:availableMemory:)``
     /// for the cores and memory this process may use.
     public var concurrency: EncodeConcurrency?
+    /// The image encoder's precision; nil: the store's own when resuming, else
+    /// `EncoderPrecision.automatic` (bf16 where the CPU has AVX512_BF16).
+    public var precision: EncoderPrecision?
 
     public init() {}
 }
@@ -122,7 +125,7 @@ public enum RasterEncoder {
                             tileSize: size, overlap: overlap,
                             featureDType: options.featureDType ?? FeatureDType.q16z.rawValue),
             model: .init(preset: model.preset, checkpointSHA256: model.checkpointSHA256, configuration: model.model.configuration,
-                         checkpointPath: model.checkpointPath),
+                         checkpointPath: model.checkpointPath, encoderPrecision: options.precision ?? .automatic),
             tiles: tiles, levels: levels.isEmpty ? nil : levels, complete: false, tileChecksum: StoreManifest.currentTileChecksum)
     }
 
@@ -184,6 +187,20 @@ public enum RasterEncoder {
         (manifest.levels ?? []).reversed().flatMap(\.tiles) + manifest.tiles
     }
 
+    /// The precision a run encodes `storeURL` in: `options.precision`, else the existing store's,
+    /// else `EncoderPrecision.automatic`; an error when this CPU cannot run it.
+    public static func precision(for storeURL: URL, options: EncodeOptions) throws -> EncoderPrecision {
+        var precision = options.precision ?? .automatic
+        if options.precision == nil, FeatureStore.exists(at: storeURL), let existing = try? FeatureStore.open(storeURL) {
+            precision = existing.manifest.model.precision
+            guard precision.isAvailable else { _ = try existing.precision(); return precision }
+        }
+        guard precision.isAvailable else {
+            throw GeoSegmentError("--precision \(precision.rawValue) needs a CPU with AVX512_BF16; this one has none (use fp32)")
+        }
+        return precision
+    }
+
     /// Opens the store for a raster (resuming one made with the same inputs, adding levels when
     /// asked, replacing it with `force`) or creates it, without encoding anything; returns it with
     /// the raster opened as the store reads it.
@@ -202,6 +219,7 @@ public enum RasterEncoder {
             if options.levels == nil { options.levels = existing.levelCount }
             if options.overlap == nil { options.overlap = existing.encoding.overlap }
         }
+        options.precision = try precision(for: storeURL, options: options)
         try Shard.validate(options.shard)
         let source = try RasterSource(path: raster, bands: options.bands, scale: options.scale, crs: options.crs)
         let planned = try plan(source: source, options: options, model: model)
@@ -328,7 +346,7 @@ extension RasterEncoder {
             return false
         }
         let image = try rethrowing { try RGBImage(width: size, height: size, pixels: pixels) }
-        let features = try rethrowing("tile \(entry.id)") { try model.model.encode(image) }
+        let features = try rethrowing("tile \(entry.id)") { try model.model.encode(image, precision: try store.precision()) }
         try store.writeFeatures(features, validity: validCount < valid.count ? valid : nil, for: entry)
         return true
     }

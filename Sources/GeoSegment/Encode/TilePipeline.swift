@@ -104,6 +104,7 @@ enum TilePipeline {
         let shared = Shared()
         let size = store.manifest.encoding.tileSize
         let stretch = store.manifest.encoding.stretch
+        let precision = try store.precision()
         let wanted = min(entries.count, (concurrency.tilesInFlight + tilesPerReader - 1) / tilesPerReader)
         var readers = [ReaderSource(source: source)]
         while readers.count < wanted { readers.append(ReaderSource(source: try openSource())) }
@@ -182,7 +183,7 @@ enum TilePipeline {
                     shared.condition.unlock()
                     do {
                         let features = try Parallel.withWorkers(concurrency.coresPerTile) {
-                            try rethrowing("tile \(next.entry.id)") { try model.model.encode(next.image) }
+                            try rethrowing("tile \(next.entry.id)") { try model.model.encode(next.image, precision: precision) }
                         }
                         try store.writeFeatures(features, validity: next.validity, for: next.entry)
                         record(next.entry.id, .encoded)

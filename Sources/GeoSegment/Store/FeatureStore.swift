@@ -301,6 +301,16 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
+    /// The precision the store's tiles are encoded in, refusing one this CPU cannot run (a bf16
+    /// store resumed or encoded on demand on a CPU without AVX512_BF16).
+    public func precision() throws -> EncoderPrecision {
+        let precision = manifest.model.precision
+        guard precision.isAvailable else {
+            throw GeoSegmentError("\(url.path) is encoded in \(precision.rawValue), which needs a CPU with AVX512_BF16; this one has none (encode it anew with --precision fp32 --force)")
+        }
+        return precision
+    }
+
     /// Removes temporary files a killed run left behind.
     func removeLeftovers(olderThan age: TimeInterval = 600) {
         // Only old ones: a younger one may be another process's write in progress (a shard, or a

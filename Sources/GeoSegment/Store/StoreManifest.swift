@@ -63,6 +63,12 @@ public struct StoreManifest: Sendable, Equatable, Codable {
         /// of the store's identity: the same file elsewhere resumes the same store. Absent in
         /// stores from before 0.2.
         public var checkpointPath: String?
+        /// The image encoder's arithmetic precision (absent in stores from before 0.4: fp32).
+        /// Part of the identity: a store's tiles all come from one precision.
+        public var encoderPrecision: EncoderPrecision?
+
+        /// `encoderPrecision`, fp32 for older stores.
+        public var precision: EncoderPrecision { encoderPrecision ?? .float32 }
     }
 
     public struct TileEntry: Sendable, Equatable, Codable {
@@ -152,6 +158,7 @@ public struct StoreManifest: Sendable, Equatable, Codable {
     var identity: Identity {
         var model = model
         model.checkpointPath = nil
+        model.encoderPrecision = model.precision
         return Identity(source: source, encoding: encoding, model: model, tiles: tiles.map(\.id))
     }
 
@@ -180,6 +187,9 @@ public struct StoreManifest: Sendable, Equatable, Codable {
             d.append("the raster (\(other.source.path) vs \(source.path))")
         }
         if model.checkpointSHA256 != other.model.checkpointSHA256 { d.append("the model checkpoint") }
+        if model.precision != other.model.precision {
+            d.append("the encoder precision (\(other.model.precision.rawValue) vs \(model.precision.rawValue))")
+        }
         if encoding.bands != other.encoding.bands { d.append("the bands (\(other.encoding.bands.rgb) vs \(encoding.bands.rgb))") }
         if encoding.stretch != other.encoding.stretch { d.append("the stretch") }
         if encoding.scale != other.encoding.scale { d.append("the scale") }

@@ -229,18 +229,24 @@ struct Hiera: Sendable {
     }
 
     /// Runs the trunk on a normalised `[3, 1024, 1024]` image.
-    /// - Parameter precision: `.bfloat16` runs the blocks' linear layers in bf16 (fast path only).
+    /// - Parameter plan: the bf16 products per block (nil: fp32; the fast path only).
     /// - Returns: the output of every stage, channels-last, highest resolution first.
-    func callAsFunction(_ image: Tensor, precision: EncoderPrecision = .float32) -> [Tensor] {
+    func callAsFunction(_ image: Tensor, plan: BFloat16Plan? = nil) -> [Tensor] {
         let layout = Convolution.Layout.channelsFirst(channels: 3, height: image.shape[1], width: image.shape[2])
         var x = Convolution.conv2d(image, layout: layout, weight: patchEmbedWeight, bias: patchEmbedBias, stride: 4, padding: 3,
                                    packed: patchEmbedPacked)
         x += positionEmbedding
         var outputs: [Tensor] = []
         let ends = Set(configuration.stageEnds)
+        // 1-based stage of each stage's first block.
+        let starts = Dictionary(uniqueKeysWithValues: ([-1] + configuration.stageEnds.dropLast()).enumerated().map { ($1 + 1, $0 + 1) })
         let fast = Accelerated.isAvailable
         for (i, block) in blocks.enumerated() {
-            if fast { block.fast(&x, precision: precision) } else { x = block(x) }
+            if fast {
+                block.fast(&x, reduced: plan?.operations(block: i, windowSize: block.windowSize, startsStage: starts[i]) ?? [])
+            } else {
+                x = block(x)
+            }
             if ends.contains(i) { outputs.append(x) }
         }
         return outputs
