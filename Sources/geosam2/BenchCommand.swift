@@ -24,6 +24,7 @@ struct Bench: ParsableCommand {
     @OptionGroup(title: "With --automatic") var generator: AutomaticMaskArguments
 
     func run() throws {
+        MemoryPolicy.retainFreedMemory()  // as encode does
         if let store {
             try benchSegment(store)
             return

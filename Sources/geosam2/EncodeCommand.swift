@@ -75,6 +75,7 @@ struct Encode: ParsableCommand {
     var progress: String = "auto"
 
     func run() throws {
+        MemoryPolicy.retainFreedMemory()  // tile after tile: reuse the heap, no fresh page faults
         if let threads, threads < 1 { throw CLIError("--threads must be at least 1, got \(threads)") }
         if let tilesInFlight, tilesInFlight < 1 { throw CLIError("--tiles-in-flight must be at least 1, got \(tilesInFlight)") }
         var options = EncodeOptions()

@@ -4,6 +4,20 @@ import XCTest
 /// The tensor storage rule (`Tensor`'s doc comment): aligned storage, copy on write, views that
 /// keep their storage alive, and the view-based kernel calls against plain loops.
 final class TensorStorageTests: XCTestCase {
+    /// Under `MemoryPolicy.retainFreedMemory` (encode's setting) a freed large tensor's memory is
+    /// reused and tensors still start zeroed where they promise to.
+    func testRetainedMemoryIsReusedAndTensorsStillStartZeroed() throws {
+        #if os(Linux)
+        XCTAssertTrue(MemoryPolicy.retainFreedMemory(), "glibc refused the setting")
+        #endif
+        var big = Tensor(shape: [64, 1024, 1024])  // 256 MB: beyond glibc's largest mmap threshold
+        big.mutablePointer.update(repeating: 7, count: big.count)
+        big = Tensor(shape: [0])
+        let again = Tensor(shape: [64, 1024, 1024])
+        let p = again.pointer
+        XCTAssertTrue((0..<again.count).allSatisfy { p[$0] == 0 }, "a new tensor must be zeroed even on reused memory")
+    }
+
     func testStorageIsAlignedForAVX512() {
         for count in [0, 1, 3, 17, 4096, 100_003] {
             let t = Tensor(shape: [count], repeating: 1)

@@ -23,6 +23,10 @@ void gs_cpu_relax(void);
 /// CPUs in this process's affinity mask (`sched_getaffinity`), or 0 when it cannot be read.
 int gs_affinity_cpu_count(void);
 
+/// Makes glibc keep freed memory for reuse (no mmap for large blocks, no heap trimming); returns
+/// 1 if set, 0 where the C library is not glibc.
+int gs_retain_freed_memory(void);
+
 /// Width of one packed weight panel (output features per panel).
 enum { GS_PANEL = 32 };
 
