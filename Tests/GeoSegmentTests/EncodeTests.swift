@@ -161,7 +161,7 @@ final class EncodeTests: XCTestCase {
         let before = try TestSupport.contents(of: storeURL)
 
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.bands = [3, 2, 1] }) { error in
-            XCTAssertTrue("\(error)".contains("different the bands"), "\(error)")
+            XCTAssertTrue("\(error)".contains("differ from this encode in the bands"), "\(error)")
         }
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.stretch = .minMax })
         XCTAssertEqual(try TestSupport.contents(of: storeURL), before, "a refused run must not touch the store")
@@ -363,7 +363,7 @@ final class EncodeTests: XCTestCase {
         XCTAssertTrue(resumed.complete)
         XCTAssertEqual(try FeatureStore.open(storeURL).manifest.encoding.featureDType, "q16")
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q16z" }) { error in
-            XCTAssertTrue("\(error)".contains("different the feature dtype"), "\(error)")
+            XCTAssertTrue("\(error)".contains("differ from this encode in the feature dtype"), "\(error)")
         }
         XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.featureDType = "q12" }) { error in
             XCTAssertTrue("\(error)".contains("--dtype must be one of q16z, q16, f16, f32"), "\(error)")
@@ -385,7 +385,7 @@ final class EncodeTests: XCTestCase {
         let other: EncoderPrecision = EncoderPrecision.automatic == .float32 ? .bfloat16 : .float32
         if other.isAvailable {
             XCTAssertThrowsError(try encode(raster, into: storeURL) { $0.precision = other }) { error in
-                XCTAssertTrue("\(error)".contains("different the encoder precision"), "\(error)")
+                XCTAssertTrue("\(error)".contains("differ from this encode in the encoder precision"), "\(error)")
             }
         }
         XCTAssertTrue(try encode(raster, into: storeURL).complete)

@@ -248,7 +248,7 @@ public enum RasterEncoder {
                 }
                 store = try FeatureStore.create(at: storeURL, manifest: planned)
             } else {
-                throw GeoSegmentError("\(storeURL.path) holds features made with different \(differences.joined(separator: ", ")); use --force to replace them or --out for another store")
+                throw GeoSegmentError("\(storeURL.path) holds features that differ from this encode in \(differences.joined(separator: ", ")); use --force to replace them or --out for another store")
             }
         } else {
             store = try FeatureStore.create(at: storeURL, manifest: planned)
