@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def main():
     p.add_argument("--model", required=True, help="checkpoint (.pt)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--store", help="feature store made with --model (default: an 8-tile sample store made here, more tiles than the segmenter caches)")
+    p.add_argument("--a-args", default="", help="extra `geosam2 bench` arguments for A (e.g. '--precision fp32' for a build from before --precision auto)")
+    p.add_argument("--b-args", default="", help="extra `geosam2 bench` arguments for B")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
@@ -81,7 +84,8 @@ def main():
         order += ["a", "b"] if r % 2 == 0 else ["b", "a"]
     for side in order:
         binary = args.a if side == "a" else args.b
-        run = bench(binary, ["--model", args.model, "--encode-runs", "3", "--decode-runs", "60"])
+        extra = shlex.split(args.a_args if side == "a" else args.b_args)
+        run = bench(binary, ["--model", args.model, "--encode-runs", "3", "--decode-runs", "60", *extra])
         run["store"] = bench(binary, ["--model", args.model, "--store", store, "--encode-runs", "1", "--decode-runs", "60"])
         runs[side].append(run)
         print(f"  {side}: encode {run['encode_median_s'] * 1000:.0f} ms, decode p50 {run['decode_p50_ms']:.2f} ms, "
@@ -96,12 +100,12 @@ def main():
         ma, mb = statistics.median(a) * factor, statistics.median(b) * factor
         rows.append({"metric": label, "unit": unit, "a": ma, "b": mb, "ratio": mb / ma if ma else None})
     header = {"date": datetime.date.today().isoformat(), "cpu": cpu_description(), "rounds": args.rounds,
-              "a": args.a, "b": args.b, "model": args.model}
+              "a": f"{args.a} {args.a_args}".strip(), "b": f"{args.b} {args.b_args}".strip(), "model": args.model}
     if args.json:
         print(json.dumps({**header, "rows": rows}, indent=1))
         return
     print(f"{header['date']}, {header['cpu']}")
-    print(f"A = {args.a}\nB = {args.b}\nmedians of {args.rounds} alternating rounds (A B, B A, …), each a median of its own runs")
+    print(f"A = {header['a']}\nB = {header['b']}\nmedians of {args.rounds} alternating rounds (A B, B A, …), each a median of its own runs")
     print(f"{'metric':40} {'A':>10} {'B':>10} {'B/A':>6}")
     for row in rows:
         print(f"{row['metric']:40} {row['a']:8.2f} {row['unit']} {row['b']:8.2f} {row['unit']} {row['ratio']:6.3f}")
