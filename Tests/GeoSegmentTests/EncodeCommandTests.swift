@@ -1,5 +1,6 @@
 import Foundation
 import GeoIO
+import SAM2
 import XCTest
 @testable import GeoSegment
 
@@ -29,10 +30,12 @@ final class EncodeCommandTests: XCTestCase {
             return text.split(separator: "\n").first.map(String.init) ?? ""
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
+        // The line ends with the precision `auto` chose on this CPU (bf16 or fp32).
+        let precision = EncoderPrecision.automatic.rawValue
         XCTAssertEqual(try encode(["/usr/bin/env"], environment: ["GEOSAM2_THREADS": "3"]),
-                       "encode: 3 cores (GEOSAM2_THREADS), 3 tiles in flight × 1 core")
+                       "encode: 3 cores (GEOSAM2_THREADS), 3 tiles in flight × 1 core, \(precision)")
         guard cores >= 2 else { throw XCTSkip("one CPU: nothing to narrow") }
-        XCTAssertEqual(try encode(["/usr/bin/taskset", "-c", "0"]), "encode: 1 core (affinity), 1 tile in flight × 1 core")
+        XCTAssertEqual(try encode(["/usr/bin/taskset", "-c", "0"]), "encode: 1 core (affinity), 1 tile in flight × 1 core, \(precision)")
         XCTAssertEqual(try encode(["/usr/bin/env"], environment: ["GEOSAM2_THREADS": "2"]).hasPrefix("encode: 2 cores"), true)
 
         let group = "/sys/fs/cgroup/cpu/geosam2-test-\(getpid())"
@@ -43,7 +46,7 @@ final class EncodeCommandTests: XCTestCase {
         try "100000".write(toFile: group + "/cpu.cfs_quota_us", atomically: false, encoding: .utf8)
         // The shell joins the cgroup, then becomes geosam2 (`exec` keeps the pid).
         let line = try encode(["/bin/sh", "-c", "echo $$ > \(group)/cgroup.procs && exec \"$0\" \"$@\""])
-        XCTAssertEqual(line, "encode: 1 core (cgroup quota), 1 tile in flight × 1 core")
+        XCTAssertEqual(line, "encode: 1 core (cgroup quota), 1 tile in flight × 1 core, \(precision)")
     }
 
     func testKilledEncodeResumesToTheSameStore() throws {
