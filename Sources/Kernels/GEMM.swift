@@ -8,6 +8,11 @@ public enum GEMM {
     /// Large products are split by rows of `C` over the cores, each part a single-threaded OpenBLAS
     /// call: OpenBLAS's own threads busy-wait between calls and fight the other kernels' workers,
     /// which cost more than a third of the encoder's time when they were left on.
+    ///
+    /// The parts are fixed row blocks (`rowBlock`), whatever the number of cores: OpenBLAS's
+    /// result for a row depends on the rows of its call (its edge kernels accumulate in another
+    /// order), so splitting by core count made the features depend on the cores — a store encoded
+    /// by shards or tiles in flight on different shares of a machine differed from one run's.
     public static func multiply(
         _ a: UnsafePointer<Float>, transposeA: Bool = false, lda: Int,
         _ b: UnsafePointer<Float>, transposeB: Bool = false, ldb: Int,
@@ -16,18 +21,31 @@ public enum GEMM {
     ) {
         guard m > 0, n > 0 else { return }
         _ = singleThreadedBLAS
-        let work = m * n * max(k, 1)
-        // Below ~4 MFLOP a split costs more in synchronisation than it gains.
-        let minimumRows = max(8, 2_000_000 / max(n * max(k, 1), 1))
-        if work < 2_000_000 || m < 2 * minimumRows {
+        let rows = rowBlock(m: m, n: n, k: k)
+        if rows >= m {
             sgemm(a, transposeA, lda, b, transposeB, ldb, c, ldc, m, n, k, alpha, beta)
             return
         }
-        Parallel.forEachChunk(m, minimumChunk: minimumRows) { rows in
-            // Row block of op(A): rows of A, or columns when A is transposed.
-            let aBlock = transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda
-            sgemm(aBlock, transposeA, lda, b, transposeB, ldb, c + rows.lowerBound * ldc, ldc, rows.count, n, k, alpha, beta)
+        let blocks = (m + rows - 1) / rows
+        Parallel.forEachChunk(blocks, minimumChunk: 1) { range in
+            for block in range {
+                let lower = block * rows, count = min(rows, m - lower)
+                // Row block of op(A): rows of A, or columns when A is transposed.
+                let aBlock = transposeA ? a + lower : a + lower * lda
+                sgemm(aBlock, transposeA, lda, b, transposeB, ldb, c + lower * ldc, ldc, count, n, k, alpha, beta)
+            }
         }
+    }
+
+    /// The rows of `C` per OpenBLAS call in `multiply`: a function of the shape alone, so that
+    /// every row is computed by the same call on one core or many. At least ~4 MFLOP a call (below
+    /// that a split costs more in synchronisation than it gains), a multiple of 16 rows, and at
+    /// most 64 calls; `m` (one call) for smaller products.
+    static func rowBlock(m: Int, n: Int, k: Int) -> Int {
+        let minimumRows = max(8, 2_000_000 / max(n * max(k, 1), 1))
+        if m * n * max(k, 1) < 2_000_000 || m < 2 * minimumRows { return m }
+        let roundedUp = { (rows: Int) in (rows + 15) / 16 * 16 }
+        return max(roundedUp(minimumRows), roundedUp((m + 63) / 64))
     }
 
     @inline(__always)

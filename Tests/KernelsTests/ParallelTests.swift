@@ -64,4 +64,37 @@ final class ParallelTests: XCTestCase {
         XCTAssertEqual(two.flatMap { Array($0) }, Array(0..<100), "the chunks cover the range once, in order")
         XCTAssertEqual(Parallel.withWorkers(0) { chunks(10) }, [0..<10], "at least one worker")
     }
+
+    /// A product gives the same bits on one core or all of them: `GEMM.multiply` splits into
+    /// blocks fixed by the shape, because OpenBLAS's result for a row depends on the rows of its
+    /// call (before, a store encoded by tiles in flight differed from one encoded a tile at a time
+    /// on the portable path).
+    func testProductsDoNotDependOnTheWorkerCount() {
+        var generator = SystemRandomNumberGenerator()
+        for (m, n, k) in [(4096, 288, 96), (16384, 96, 96), (1000, 768, 192), (256, 2304, 768)] {
+            let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            func product(workers: Int) -> [Float] {
+                var c = [Float](repeating: 0, count: m * n)
+                Parallel.withWorkers(workers) {
+                    a.withUnsafeBufferPointer { a in
+                        w.withUnsafeBufferPointer { w in
+                            c.withUnsafeMutableBufferPointer { c in
+                                GEMM.multiply(a.baseAddress!, lda: k, w.baseAddress!, transposeB: true, ldb: k,
+                                              into: c.baseAddress!, ldc: n, m: m, n: n, k: k)
+                            }
+                        }
+                    }
+                }
+                return c
+            }
+            let one = product(workers: 1)
+            XCTAssertEqual(product(workers: 2), one, "[\(m), \(k)]·[\(k), \(n)] on 2 workers")
+            XCTAssertEqual(product(workers: 3), one, "[\(m), \(k)]·[\(k), \(n)] on 3 workers")
+            let rows = GEMM.rowBlock(m: m, n: n, k: k)
+            XCTAssertLessThanOrEqual((m + rows - 1) / rows, 64, "at most 64 calls")
+        }
+        XCTAssertEqual(GEMM.rowBlock(m: 4, n: 65536, k: 32), 4, "a few rows stay one call")
+        XCTAssertEqual(GEMM.rowBlock(m: 4096, n: 288, k: 96) % 16, 0)
+    }
 }
