@@ -26,14 +26,11 @@ public enum GEMM {
             sgemm(a, transposeA, lda, b, transposeB, ldb, c, ldc, m, n, k, alpha, beta)
             return
         }
-        let blocks = (m + rows - 1) / rows
-        Parallel.forEachChunk(blocks, minimumChunk: 1) { range in
-            for block in range {
-                let lower = block * rows, count = min(rows, m - lower)
-                // Row block of op(A): rows of A, or columns when A is transposed.
-                let aBlock = transposeA ? a + lower : a + lower * lda
-                sgemm(aBlock, transposeA, lda, b, transposeB, ldb, c + lower * ldc, ldc, count, n, k, alpha, beta)
-            }
+        Parallel.forEachItem((m + rows - 1) / rows) { block in
+            let lower = block * rows, count = min(rows, m - lower)
+            // Row block of op(A): rows of A, or columns when A is transposed.
+            let aBlock = transposeA ? a + lower : a + lower * lda
+            sgemm(aBlock, transposeA, lda, b, transposeB, ldb, c + lower * ldc, ldc, count, n, k, alpha, beta)
         }
     }
 

@@ -72,21 +72,12 @@ final class ParallelTests: XCTestCase {
     func testProductsDoNotDependOnTheWorkerCount() {
         var generator = SystemRandomNumberGenerator()
         for (m, n, k) in [(4096, 288, 96), (16384, 96, 96), (1000, 768, 192), (256, 2304, 768)] {
-            let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }
-            let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            let a = Tensor(shape: [m, k], scalars: (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) })
+            let w = Tensor(shape: [n, k], scalars: (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) })
             func product(workers: Int) -> [Float] {
-                var c = [Float](repeating: 0, count: m * n)
-                Parallel.withWorkers(workers) {
-                    a.withUnsafeBufferPointer { a in
-                        w.withUnsafeBufferPointer { w in
-                            c.withUnsafeMutableBufferPointer { c in
-                                GEMM.multiply(a.baseAddress!, lda: k, w.baseAddress!, transposeB: true, ldb: k,
-                                              into: c.baseAddress!, ldc: n, m: m, n: n, k: k)
-                            }
-                        }
-                    }
-                }
-                return c
+                var c = Tensor(shape: [m, n], scalars: [Float](repeating: 0, count: m * n))
+                Parallel.withWorkers(workers) { GEMM.multiply(a.matrix, w.matrix.transposed, into: c.mutableMatrix()) }
+                return c.toArray()
             }
             let one = product(workers: 1)
             XCTAssertEqual(product(workers: 2), one, "[\(m), \(k)]·[\(k), \(n)] on 2 workers")
