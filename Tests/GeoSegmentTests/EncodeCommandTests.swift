@@ -100,7 +100,10 @@ final class EncodeCommandTests: XCTestCase {
         let raster = try TestSupport.makeRaster(at: dir.appendingPathComponent("r.tif").path, width: 2100, height: 600) { b, x, y in
             TestSupport.scene(b, x, y)
         }
-        let result = try TestSupport.run(["encode", raster, "--out", dir.appendingPathComponent("s.geosam2").path, "--progress", "json"] + TestSupport.microModelArguments)
+        // One tile in flight: progress comes in the order tiles finish, which is the order they
+        // start (coarsest first) only when one tile runs at a time.
+        let result = try TestSupport.run(["encode", raster, "--out", dir.appendingPathComponent("s.geosam2").path, "--progress", "json",
+                                          "--tiles-in-flight", "1"] + TestSupport.microModelArguments)
         XCTAssertEqual(result.status, 0, result.stderr)
         XCTAssertEqual(result.stderr, "", "nothing but JSON, and on stdout")
         let events = try result.stdout.split(separator: "\n").map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }

@@ -16,6 +16,11 @@ masks,image_embed,high_res_feat_s0,high_res_feat_s1}.npy and TMP/scores.json, an
     IoU scores       max |diff|                  <= --tolerance          (1e-3)
     each feature map max |diff| / std(reference) <= --feature-tolerance  (1e-3)
 
+Each image is encoded once, by its first case (the one that checks the features); its other
+cases decode from those features (--features-from, exact float32 arrays) instead of --features,
+so every case still checks the decoder while the suite encodes each (model, image) once.
+--encode-every-case encodes for every case as before.
+
 Prints one row per case, then exactly "N passed, M failed"; exits 1 on any failure.
 Needs only numpy (no torch/sam2).
 """
@@ -73,7 +78,8 @@ def max_abs_diff(a, b, what):
 
 
 def check_case(out_dir, ref_case_dir, ref_feats):
-    """Returns (metrics, errors); a metric is missing when its output could not be compared."""
+    """Returns (metrics, errors); a metric is missing when its output could not be compared or
+    (features, with ref_feats None) was checked by the case that encoded the image."""
     m, errors = {}, []
 
     def attempt(key, fn):
@@ -116,7 +122,8 @@ def check_case(out_dir, ref_case_dir, ref_feats):
     attempt("logit", logit)
     attempt("mask", mask)
     attempt("iou", iou)
-    attempt("feat", feat)
+    if ref_feats is not None:  # None: the case decoded from an earlier case's features
+        attempt("feat", feat)
     return m, errors
 
 
@@ -140,6 +147,8 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--extra", default="",
                     help="arguments appended to every predict command (shell-quoted), e.g. '--precision bf16'")
+    ap.add_argument("--encode-every-case", action="store_true",
+                    help="encode the image for every case instead of once per (model, image)")
     ap.add_argument("--summary-json", help="also write each case's measures to this JSON file")
     args = ap.parse_args()
 
@@ -166,12 +175,15 @@ def main():
         print(f"reference {ref} (sam2 {manifest['versions'].get('sam2')}, "
               f"torch {manifest['versions'].get('torch')}); tolerances: logits/IoU "
               f"{args.tolerance:g}, masks >= {args.mask_agreement:g}%, features "
-              f"{args.feature_tolerance:g}*std")
+              f"{args.feature_tolerance:g}*std"
+              + ("" if args.encode_every_case else
+                 " (on each image's first case; its other cases decode from those features)"))
         print(header)
         print("-" * len(header))
     passed = failed = 0
     summary = []
     feat_cache = {}
+    encoded = {}  # features key -> the output directory of the case that encoded it
     t_start = time.perf_counter()
     for c in selected:
         model = models[c["model"]]
@@ -179,7 +191,10 @@ def main():
         with open(os.path.join(case_dir, "case.json")) as f:
             case = json.load(f)
         out_dir = os.path.join(tmp_root, c["dir"])
-        cmd = build_command(binary, ref, model, case_dir, case) + shlex.split(args.extra) + ["--features", "--out", out_dir]
+        fkey = c["features"]
+        reuse = None if args.encode_every_case else encoded.get(fkey)
+        source = ["--features-from", reuse] if reuse else ["--features"]
+        cmd = build_command(binary, ref, model, case_dir, case) + shlex.split(args.extra) + source + ["--out", out_dir]
         if args.dry_run:
             print(shlex.join(cmd))
             continue
@@ -194,13 +209,17 @@ def main():
             if r.returncode != 0:
                 tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
                 problems.append(f"exit {r.returncode}: " + " | ".join(tail))
+            elif reuse:
+                m, errors = check_case(out_dir, case_dir, None)
+                problems += errors
             else:
-                fkey = c["features"]
                 if fkey not in feat_cache:
                     feat_cache = {fkey: {n: np.load(os.path.join(ref, fkey, f"{n}.npy"))
                                          for n in FEATURES}}
                 m, errors = check_case(out_dir, case_dir, feat_cache[fkey])
                 problems += errors
+                if not errors:
+                    encoded[fkey] = out_dir
         except subprocess.TimeoutExpired:
             problems.append(f"timeout after {args.timeout:g}s")
         except (OSError, ValueError, KeyError) as e:
