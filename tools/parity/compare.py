@@ -209,16 +209,13 @@ def main():
             if r.returncode != 0:
                 tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
                 problems.append(f"exit {r.returncode}: " + " | ".join(tail))
-            elif reuse:
-                m, errors = check_case(out_dir, case_dir, None)
-                problems += errors
             else:
-                if fkey not in feat_cache:
+                if not reuse and fkey not in feat_cache:
                     feat_cache = {fkey: {n: np.load(os.path.join(ref, fkey, f"{n}.npy"))
                                          for n in FEATURES}}
-                m, errors = check_case(out_dir, case_dir, feat_cache[fkey])
+                m, errors = check_case(out_dir, case_dir, None if reuse else feat_cache[fkey])
                 problems += errors
-                if not errors:
+                if not reuse and not errors:
                     encoded[fkey] = out_dir
         except subprocess.TimeoutExpired:
             problems.append(f"timeout after {args.timeout:g}s")
