@@ -6,16 +6,22 @@ import Glibc
 import Darwin
 #endif
 
-/// Whether the hand-written AVX-512 kernels (`CKernels`) are used.
+/// Which hand-written kernels (`CKernels`) are used.
 ///
-/// They are used when the CPU has AVX-512 F/DQ/BW/VL, unless the environment variable
-/// `GEOSAM2_PORTABLE_KERNELS=1` asks for the portable paths (OpenBLAS and plain Swift), which the
-/// tests use to check both.
+/// The AVX-512 kernels run when the CPU has AVX-512 F/DQ/BW/VL. Without them the portable paths run
+/// (OpenBLAS for the products), with their elementwise work (GELU, exp, layer norm, softmax) on
+/// the AVX2 kernels where the CPU has AVX2 and FMA. The environment variable
+/// `GEOSAM2_PORTABLE_KERNELS` overrides the choice, which the tests use to check every path: `1`
+/// for the portable paths in plain Swift, `avx2` for the portable paths with the AVX2 kernels.
 public enum Accelerated {
-    public static let isAvailable: Bool = {
-        if let v = getenv("GEOSAM2_PORTABLE_KERNELS"), String(cString: v) == "1" { return false }
-        return gs_has_avx512() != 0
-    }()
+    /// Whether the AVX-512 kernels are used.
+    public static let isAvailable: Bool = portableOverride != "1" && portableOverride != "avx2" && gs_has_avx512() != 0
+
+    /// Whether the portable paths use the AVX2 elementwise kernels (`gs_…_avx2`). Read only where
+    /// `isAvailable` is false: the AVX-512 kernels come first.
+    public static let hasAVX2: Bool = portableOverride != "1" && gs_has_avx2_fma() != 0
+
+    private static let portableOverride: String? = getenv("GEOSAM2_PORTABLE_KERNELS").map { String(cString: $0) }
 }
 
 /// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the AVX-512

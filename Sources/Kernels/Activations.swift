@@ -17,6 +17,13 @@ public enum Activations {
             }
             return
         }
+        if Accelerated.hasAVX2 {
+            // The same erf on eight lanes (`gs_erf256`): the same bits as the AVX-512 kernel.
+            Parallel.forEachChunk(count, minimumChunk: 65536) { range in
+                gs_gelu_avx2(x + range.lowerBound, range.count)
+            }
+            return
+        }
         Parallel.forEachChunk(count, minimumChunk: 16384) { range in
             for i in range {
                 let v = x[i]

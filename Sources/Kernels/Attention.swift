@@ -70,27 +70,27 @@ public enum Attention {
     ) {
         guard batches > 0, heads > 0, queryCount > 0 else { return }
         let scale = 1 / Float(headDim).squareRoot()
-        if !Accelerated.isAvailable {
-            Parallel.forEachChunk(batches, minimumChunk: 1) { range in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(queryCount * keyCount, 1))
-                defer { scores.deallocate() }
-                for b in range {
-                    for h in 0..<heads {
-                        let offset = h * headDim
-                        let (qb, kb, vb) = (q + b * qBatchStride + offset, k + b * kBatchStride + offset, v + b * vBatchStride + offset)
-                        let ob = out + b * outBatchStride + offset
-                        GEMM.sgemm(qb, false, qStride, kb, true, kStride, scores, keyCount, queryCount, keyCount, headDim, scale, 0)
-                        softmaxRows(scores, rows: queryCount, columns: keyCount)
-                        GEMM.sgemm(scores, false, keyCount, vb, false, vStride, ob, outStride, queryCount, headDim, keyCount, 1, 0)
-                    }
-                }
-            }
-            return
-        }
         let pairs = batches * heads
         // Tiny problems (the decoder's few tokens) are not worth waking a second core.
         let work = pairs * queryCount * keyCount * headDim
         let minimumChunk = work < 400_000 ? pairs : 1
+        if !Accelerated.isAvailable {
+            // Split over (group, head) pairs, not groups alone: global attention is one group, and
+            // its heads would all run on one core. Each pair's arithmetic is the same either way.
+            Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(queryCount * keyCount, 1))
+                defer { scores.deallocate() }
+                for pair in range {
+                    let (b, offset) = (pair / heads, pair % heads * headDim)
+                    let (qb, kb, vb) = (q + b * qBatchStride + offset, k + b * kBatchStride + offset, v + b * vBatchStride + offset)
+                    let ob = out + b * outBatchStride + offset
+                    GEMM.sgemm(qb, false, qStride, kb, true, kStride, scores, keyCount, queryCount, keyCount, headDim, scale, 0)
+                    softmaxRows(scores, rows: queryCount, columns: keyCount)
+                    GEMM.sgemm(scores, false, keyCount, vb, false, vStride, ob, outStride, queryCount, headDim, keyCount, 1, 0)
+                }
+            }
+            return
+        }
         Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
             let reduced = bfloat16 && Accelerated.hasBFloat16
             let count = AcceleratedOps.attentionScratchCount(queryCount: queryCount, keyCount: keyCount, headDim: headDim,
@@ -113,6 +113,10 @@ public enum Attention {
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
         if Accelerated.isAvailable {
             gs_softmax_rows(x, rows, columns, columns)
+            return
+        }
+        if Accelerated.hasAVX2 {
+            gs_softmax_rows_avx2(x, rows, columns, columns)
             return
         }
         for r in 0..<rows {

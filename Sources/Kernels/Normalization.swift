@@ -17,6 +17,12 @@ public enum Normalization {
             }
             return
         }
+        if Accelerated.hasAVX2 {
+            Parallel.forEachChunk(rows, minimumChunk: max(64, 16384 / max(channels, 1))) { range in
+                gs_layer_norm_avx2(x + range.lowerBound * channels, range.count, channels, weight, bias, eps)
+            }
+            return
+        }
         Parallel.forEachChunk(rows, minimumChunk: 64) { range in
             for r in range {
                 let row = x + r * channels

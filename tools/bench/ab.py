@@ -29,7 +29,7 @@ def cpu_description():
             key, value = (s.strip() for s in line.split(":", 1))
             info.setdefault(key, value)
     flags = set(info.get("flags", "").split())
-    used = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "sse4_2") if f in flags]
+    used = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx2", "fma") if f in flags]
     return (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
             f"{os.cpu_count()} logical CPUs, flags used: {' '.join(used) or 'none'}")
 

@@ -1,11 +1,13 @@
 #ifndef GEOSAM2_CKERNELS_H
 #define GEOSAM2_CKERNELS_H
 
-// Hand-written AVX-512 kernels for the hot loops of the encoder and decoder.
+// Hand-written AVX-512 kernels for the hot loops of the encoder and decoder, and AVX2 versions
+// of the elementwise ones for CPUs without AVX-512.
 //
-// Every entry point is compiled for AVX-512 with a function-level target attribute, so the
-// package needs no special compiler flags; callers must check `gs_has_avx512()` first and fall
-// back to the portable Swift/OpenBLAS paths when it returns 0. Matrices are row-major.
+// Every entry point is compiled for its instruction set with a function-level target attribute,
+// so the package needs no special compiler flags; callers must check `gs_has_avx512()` (or
+// `gs_has_avx2_fma()` for the `_avx2` functions) first and fall back to the portable
+// Swift/OpenBLAS paths when it returns 0. Matrices are row-major.
 
 #include <stddef.h>
 #include <stdint.h>
@@ -146,6 +148,17 @@ void gs_layer_norm_stats(float *x, long rows, long channels, const float *weight
 
 /// Softmax of each row in place.
 void gs_softmax_rows(float *x, long rows, long columns, long ld);
+
+/// 1 when the CPU supports AVX2 and FMA (checked once), else 0: the `_avx2` kernels below, for
+/// CPUs without AVX-512 (matrix products stay with OpenBLAS there).
+int gs_has_avx2_fma(void);
+
+/// `gs_gelu`, `gs_exp`, `gs_layer_norm` and `gs_softmax_rows` on AVX2 with FMA. GELU and exp give
+/// the AVX-512 kernels' bits; layer norm and softmax sum in another order.
+void gs_gelu_avx2(float *x, long count);
+void gs_exp_avx2(float *x, long count);
+void gs_layer_norm_avx2(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
+void gs_softmax_rows_avx2(float *x, long rows, long columns, long ld);
 
 /// Dequantises 16-bit feature codes stored channel-major (`[channels][plane]`) into floats laid
 /// out channels-last (`out[p·channels + c]`), for pixels `[p_begin, p_end)`: value =
