@@ -55,17 +55,16 @@ GS_INLINE_AVX2 float gs_max8(__m256 v) {
 /// exact powers of two in range for every n of the clamped input (−126…128), so the product is
 /// rounded once, as `scalef` rounds it.
 GS_INLINE_AVX2 __m256 gs_exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(GS_EXP_LOWEST)), _mm256_set1_ps(GS_EXP_HIGHEST));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(GS_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(GS_LN2_HIGH), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(GS_LN2_LOW), r);
+    __m256 p = _mm256_set1_ps(GS_EXP_P5);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(GS_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(GS_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(GS_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(GS_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(GS_EXP_P0));
     __m256 r2 = _mm256_mul_ps(r, r);
     __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_cvtps_epi32(n);

@@ -14,21 +14,34 @@ GS_INLINE __mmask16 gs_lanes(long n) {
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1u);
 }
 
+/// The Cephes single-precision exp: the clamp, ln 2 in two parts for the reduction, and the
+/// polynomial's coefficients (highest first). Shared by `gs_exp512` and the AVX2 `gs_exp256`.
+#define GS_EXP_LOWEST (-87.3f)
+#define GS_EXP_HIGHEST 88.7f
+#define GS_LOG2E 1.44269504088896341f
+#define GS_LN2_HIGH 0.693359375f
+#define GS_LN2_LOW (-2.12194440e-4f)
+#define GS_EXP_P5 1.9875691500e-4f
+#define GS_EXP_P4 1.3981999507e-3f
+#define GS_EXP_P3 8.3334519073e-3f
+#define GS_EXP_P2 4.1665795894e-2f
+#define GS_EXP_P1 1.6666665459e-1f
+#define GS_EXP_P0 5.0000001201e-1f
+
 /// exp(x) with the Cephes single-precision polynomial (≈1 ulp on the reduced range), scaled by
 /// 2ⁿ with `scalef`. Inputs below −87.3 give ≈1e−38 rather than 0, which is harmless where it
 /// is used (softmax weights relative to the row maximum, erf tails).
 GS_INLINE __m512 gs_exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(GS_EXP_LOWEST)), _mm512_set1_ps(GS_EXP_HIGHEST));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(GS_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(GS_LN2_HIGH), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(GS_LN2_LOW), r);
+    __m512 p = _mm512_set1_ps(GS_EXP_P5);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(GS_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(GS_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(GS_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(GS_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(GS_EXP_P0));
     __m512 r2 = _mm512_mul_ps(r, r);
     __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(y, n);
