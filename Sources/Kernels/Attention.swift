@@ -75,6 +75,7 @@ public enum Attention {
         let work = pairs * queryCount * keyCount * headDim
         let minimumChunk = work < 400_000 ? pairs : 1
         if !Accelerated.isAvailable {
+            _ = GEMM.singleThreadedBLAS  // concurrent sgemm calls below: OpenBLAS must not start its own threads
             // Split over (group, head) pairs, not groups alone: global attention is one group, and
             // its heads would all run on one core. Each pair's arithmetic is the same either way.
             Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
