@@ -114,21 +114,11 @@ GS_INLINE_AVX2 __m256 gs_gelu256(__m256 v) {
 }
 
 GS_TARGET_AVX2 void gs_gelu_avx2(float *x, long count) {
-    long i = 0;
-    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(x + i, gs_gelu256(_mm256_loadu_ps(x + i)));
-    if (i < count) {
-        __m256i m = gs_lanes8(count - i);
-        _mm256_maskstore_ps(x + i, m, gs_gelu256(_mm256_maskload_ps(x + i, m)));
-    }
+    for (long i = 0; i < count; i += 8) gs_store8(x, i, count, gs_gelu256(gs_load8(x, i, count)));
 }
 
 GS_TARGET_AVX2 void gs_exp_avx2(float *x, long count) {
-    long i = 0;
-    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(x + i, gs_exp256(_mm256_loadu_ps(x + i)));
-    if (i < count) {
-        __m256i m = gs_lanes8(count - i);
-        _mm256_maskstore_ps(x + i, m, gs_exp256(_mm256_maskload_ps(x + i, m)));
-    }
+    for (long i = 0; i < count; i += 8) gs_store8(x, i, count, gs_exp256(gs_load8(x, i, count)));
 }
 
 GS_TARGET_AVX2 void gs_layer_norm_avx2(float *x, long rows, long channels, const float *weight, const float *bias,

@@ -22,6 +22,12 @@ public enum Accelerated {
     public static let hasAVX2: Bool = portableOverride != "1" && gs_has_avx2_fma() != 0
 
     private static let portableOverride: String? = getenv("GEOSAM2_PORTABLE_KERNELS").map { String(cString: $0) }
+
+    /// The vectorised kernel of an elementwise operation for this process: `avx512` where the
+    /// AVX-512 kernels run, else `avx2` where the portable paths have it, else nil (plain Swift).
+    public static func elementwise<Kernel>(avx512: Kernel, avx2: Kernel) -> Kernel? {
+        isAvailable ? avx512 : (hasAVX2 ? avx2 : nil)
+    }
 }
 
 /// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the AVX-512

@@ -10,17 +10,11 @@ import Darwin
 public enum Activations {
     /// Exact GELU, `0.5·x·(1 + erf(x/√2))`, as `nn.GELU()` with `approximate='none'`.
     public static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        if Accelerated.isAvailable {
-            // Vectorised table-driven erf, within 6e-8 of erf (`gs_erf512`).
+        // Vectorised table-driven erf, within 6e-8 of erf (`gs_erf512`, and `gs_erf256` on eight
+        // lanes: the same bits).
+        if let kernel = Accelerated.elementwise(avx512: gs_gelu, avx2: gs_gelu_avx2) {
             Parallel.forEachChunk(count, minimumChunk: 65536) { range in
-                gs_gelu(x + range.lowerBound, range.count)
-            }
-            return
-        }
-        if Accelerated.hasAVX2 {
-            // The same erf on eight lanes (`gs_erf256`): the same bits as the AVX-512 kernel.
-            Parallel.forEachChunk(count, minimumChunk: 65536) { range in
-                gs_gelu_avx2(x + range.lowerBound, range.count)
+                kernel(x + range.lowerBound, range.count)
             }
             return
         }

@@ -75,7 +75,6 @@ public enum Attention {
         let work = pairs * queryCount * keyCount * headDim
         let minimumChunk = work < 400_000 ? pairs : 1
         if !Accelerated.isAvailable {
-            _ = GEMM.singleThreadedBLAS  // concurrent sgemm calls below: OpenBLAS must not start its own threads
             // Split over (group, head) pairs, not groups alone: global attention is one group, and
             // its heads would all run on one core. Each pair's arithmetic is the same either way.
             Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
@@ -112,12 +111,8 @@ public enum Attention {
 
     /// Softmax over each row of a `[rows, columns]` matrix, in place.
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        if Accelerated.isAvailable {
-            gs_softmax_rows(x, rows, columns, columns)
-            return
-        }
-        if Accelerated.hasAVX2 {
-            gs_softmax_rows_avx2(x, rows, columns, columns)
+        if let kernel = Accelerated.elementwise(avx512: gs_softmax_rows, avx2: gs_softmax_rows_avx2) {
+            kernel(x, rows, columns, columns)
             return
         }
         for r in 0..<rows {

@@ -20,7 +20,6 @@ public enum GEMM {
         m: Int, n: Int, k: Int, alpha: Float = 1, beta: Float = 0
     ) {
         guard m > 0, n > 0 else { return }
-        _ = singleThreadedBLAS
         let rows = rowBlock(m: m, n: n, k: k)
         if rows >= m {
             sgemm(a, transposeA, lda, b, transposeB, ldb, c, ldc, m, n, k, alpha, beta)
@@ -50,12 +49,14 @@ public enum GEMM {
         _ a: UnsafePointer<Float>, _ transposeA: Bool, _ lda: Int, _ b: UnsafePointer<Float>, _ transposeB: Bool, _ ldb: Int,
         _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ beta: Float
     ) {
+        _ = singleThreadedBLAS
         cblas_sgemm(
             CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
             blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
 
-    /// Parallelism is ours (see `multiply`): OpenBLAS runs one thread per call.
+    /// Parallelism is ours (see `multiply`): OpenBLAS runs one thread per call. Set by `sgemm`,
+    /// which every OpenBLAS product passes through, callers that split work themselves included.
     static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
 
     /// A fully connected layer on a row-major `[rows, inFeatures]` matrix:

@@ -11,15 +11,9 @@ public enum Normalization {
         _ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
     ) {
-        if Accelerated.isAvailable {
+        if let kernel = Accelerated.elementwise(avx512: gs_layer_norm, avx2: gs_layer_norm_avx2) {
             Parallel.forEachChunk(rows, minimumChunk: max(64, 16384 / max(channels, 1))) { range in
-                gs_layer_norm(x + range.lowerBound * channels, range.count, channels, weight, bias, eps)
-            }
-            return
-        }
-        if Accelerated.hasAVX2 {
-            Parallel.forEachChunk(rows, minimumChunk: max(64, 16384 / max(channels, 1))) { range in
-                gs_layer_norm_avx2(x + range.lowerBound * channels, range.count, channels, weight, bias, eps)
+                kernel(x + range.lowerBound * channels, range.count, channels, weight, bias, eps)
             }
             return
         }
