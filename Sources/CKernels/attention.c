@@ -15,7 +15,7 @@
 // 4096×4096 score matrix; the packed key block and the value rows it reads stay in L2 while every
 // query block runs over them.
 
-enum { QB = 32, KT = 12, KB = 384 };
+enum { QB = GS_ATTENTION_QB, KT = GS_ATTENTION_KT, KB = GS_ATTENTION_KB };
 
 size_t gs_attention_scratch_count(long nq, long nk, long hd) {
     (void)nk;

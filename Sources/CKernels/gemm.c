@@ -10,7 +10,7 @@
 // 12×32 tile of y in 24 zmm registers and broadcasts x straight from its rows (packing x was
 // measured slower: with few panels, as in the 384→96 MLP layers, the copy is not amortised).
 
-enum { MR = 12, KC = 256, MC = 192 };
+enum { MR = 12, KC = GS_GEMM_KC, MC = 192 };
 
 int gs_has_avx512(void) {
     static int cached = -1;

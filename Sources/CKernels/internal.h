@@ -9,6 +9,16 @@
 #define GS_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 #define GS_INLINE static inline __attribute__((always_inline)) GS_TARGET
 
+/// The k block of the packed fp32 GEMM (gemm.c, gemm_avx2.c). Each block's products are summed
+/// from zero and then added to the output, so the block is part of the arithmetic: both
+/// instruction sets use this one to give the same bits.
+enum { GS_GEMM_KC = 256 };
+
+/// The flash attention's blocking (attention.c, attention_avx2.c): queries per block (the scratch
+/// layout), keys per packed tile, and keys per block, where the online softmax rescales (part of
+/// the arithmetic, like GS_GEMM_KC).
+enum { GS_ATTENTION_QB = 32, GS_ATTENTION_KT = 12, GS_ATTENTION_KB = 384 };
+
 /// Mask of the first `n` lanes (n in 0...16).
 GS_INLINE __mmask16 gs_lanes(long n) {
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1u);

@@ -8,18 +8,24 @@ import Darwin
 
 /// Which hand-written kernels (`CKernels`) are used.
 ///
-/// The AVX-512 kernels run when the CPU has AVX-512 F/DQ/BW/VL. Without them the portable paths run
-/// (OpenBLAS for the products), with their elementwise work (GELU, exp, layer norm, softmax) on
-/// the AVX2 kernels where the CPU has AVX2 and FMA. The environment variable
-/// `GEOSAM2_PORTABLE_KERNELS` overrides the choice, which the tests use to check every path: `1`
-/// for the portable paths in plain Swift, `avx2` for the portable paths with the AVX2 kernels.
+/// The AVX-512 kernels run when the CPU has AVX-512 F/DQ/BW/VL. Without them, a CPU with AVX2 and
+/// FMA runs the encoder's kernels in their AVX2 versions (the packed GEMM, the flash attention,
+/// layer norm, GELU: the same arithmetic, so the same features) and the decoder on the portable
+/// paths (OpenBLAS for the products) with their elementwise work on AVX2; older CPUs run the
+/// portable paths in plain Swift. The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
+/// the choice, which the tests use to check every path: `avx2` for what CPUs with AVX2 but no
+/// AVX-512 run, `1` for plain Swift and OpenBLAS.
 public enum Accelerated {
     /// Whether the AVX-512 kernels are used.
     public static let isAvailable: Bool = portableOverride != "1" && portableOverride != "avx2" && gs_has_avx512() != 0
 
-    /// Whether the portable paths use the AVX2 elementwise kernels (`gs_…_avx2`). Read only where
-    /// `isAvailable` is false: the AVX-512 kernels come first.
+    /// Whether the AVX2 kernels (`gs_…_avx2`) are there for what has no AVX-512 kernel to run.
+    /// Read only where `isAvailable` is false: the AVX-512 kernels come first.
     public static let hasAVX2: Bool = portableOverride != "1" && gs_has_avx2_fma() != 0
+
+    /// Whether the packed-weight GEMM (`PackedWeight`) and the flash attention run, on AVX-512 or
+    /// on AVX2: what the fast encoder (`MultiScaleBlock.fast`) needs. Both give the same bits.
+    public static let hasPackedKernels: Bool = isAvailable || hasAVX2
 
     private static let portableOverride: String? = getenv("GEOSAM2_PORTABLE_KERNELS").map { String(cString: $0) }
 
@@ -30,8 +36,8 @@ public enum Accelerated {
     }
 }
 
-/// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the AVX-512
-/// GEMM streams through (`gs_pack_weight`).
+/// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the packed
+/// GEMM streams through (`gs_pack_weight`). Its products need `Accelerated.hasPackedKernels`.
 public struct PackedWeight: Sendable {
     public let outFeatures: Int
     public let inFeatures: Int
@@ -81,6 +87,10 @@ public struct PackedWeight: Sendable {
 
     var panelCount: Int { (outFeatures + Self.panelWidth - 1) / Self.panelWidth }
 
+    /// The packed GEMM of this CPU: AVX-512, or its AVX2 version (the same bits).
+    private static let gemm = Accelerated.isAvailable ? gs_gemm_packed : gs_gemm_packed_avx2
+    private static let gemmTransposed = Accelerated.isAvailable ? gs_gemm_packed_transposed : gs_gemm_packed_transposed_avx2
+
     /// Output features per packed panel: the row stride of the blocks `applyPacked` hands out.
     public static let panelWidth = Int(GS_PANEL)
 
@@ -104,7 +114,7 @@ public struct PackedWeight: Sendable {
                         // Panel q is a [rows, 32] block and the kernel writes feature j of row i at
                         // y[i·ldy + j]: point it 32·q floats before the block.
                         let block = y + q * rows * panel - q * panel
-                        gs_gemm_packed(x + r.lowerBound * xStride, xStride, 1, pb, nil, block + r.lowerBound * panel, panel,
+                        Self.gemm(x + r.lowerBound * xStride, xStride, 1, pb, nil, block + r.lowerBound * panel, panel,
                                        r.count, n, k, q, q + 1, 0)
                     }
                 }
@@ -122,7 +132,7 @@ public struct PackedWeight: Sendable {
         let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
-            gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
+            Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
         }
     }
 
@@ -140,7 +150,7 @@ public struct PackedWeight: Sendable {
             Parallel.forEachChunk(rows, minimumChunk: minimum) { r in
                 // Chunks start on multiples of 12 rows except possibly the first, which is fine:
                 // the kernel handles any row offset.
-                gs_gemm_packed_transposed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound, yStride,
+                Self.gemmTransposed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound, yStride,
                                           r.count, n, k, 0, panelCount)
             }
         }
@@ -165,16 +175,16 @@ public struct PackedWeight: Sendable {
             guard let pb = p.baseAddress else { return }
             let work = rows * n * max(k, 1)
             if work < 1_000_000 {
-                gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
+                Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
             } else if rows >= 96 {
                 // Row blocks: each worker streams all panels over its own rows.
                 Parallel.forEachChunk(rows, minimumChunk: 48) { r in
-                    gs_gemm_packed(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
+                    Self.gemm(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
                                    yStride, r.count, n, k, 0, panelCount, add)
                 }
             } else {
                 Parallel.forEachChunk(panelCount, minimumChunk: 1) { panels in
-                    gs_gemm_packed(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k,
+                    Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k,
                                    panels.lowerBound, panels.upperBound, add)
                 }
             }
@@ -219,7 +229,7 @@ extension PackedWeight {
 }
 
 /// Small entry points into the AVX-512 kernels for callers outside this module. Each requires
-/// `Accelerated.isAvailable`.
+/// `Accelerated.isAvailable`, except where it says `Accelerated.hasPackedKernels` (AVX2 as well).
 public enum AcceleratedOps {
     /// Dequantises 16-bit codes stored channel-major (`[channels][plane]`) into `out`, laid out
     /// channels-last (`out[p·channels + c]`), for the pixels `pixels`: value = Float(q)·scale[c] +
@@ -277,7 +287,8 @@ public enum AcceleratedOps {
         }
     }
 
-    /// One head of attention on the calling thread (`gs_attention_head`); `scratch` holds
+    /// One head of attention on the calling thread (`gs_attention_head`, or its AVX2 version with
+    /// the same bits; requires `Accelerated.hasPackedKernels`); `scratch` holds
     /// `attentionScratchCount` floats.
     /// With `bfloat16` (requires `Accelerated.hasBFloat16`), the two products take bf16 operands
     /// with fp32 accumulation (`gs_attention_head_bf16`); `scratch` must then be sized for it.
@@ -289,8 +300,10 @@ public enum AcceleratedOps {
         let scale = 1 / Float(headDim).squareRoot()
         if bfloat16 {
             gs_attention_head_bf16(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
-        } else {
+        } else if Accelerated.isAvailable {
             gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
+        } else {
+            gs_attention_head_avx2(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
         }
     }
 
@@ -300,10 +313,11 @@ public enum AcceleratedOps {
             : gs_attention_scratch_count(queryCount, keyCount, headDim)
     }
 
-    /// Layer norm of `rows` rows on the calling thread.
+    /// Layer norm of `rows` rows on the calling thread (AVX-512, or AVX2 with the same bits).
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
                                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) {
-        gs_layer_norm(x, rows, channels, weight, bias, eps)
+        (Accelerated.isAvailable ? gs_layer_norm : gs_layer_norm_avx2)(x, rows, channels, weight, bias, eps)
     }
 
     /// The tail of `Convolution.transposedConv2x2` done as one GEMM (`gs_convt2x2_epilogue`):

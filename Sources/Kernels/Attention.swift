@@ -15,7 +15,7 @@ import Darwin
 public enum Attention {
     /// One attention over `queryCount` queries and `keyCount` keys, for every head.
     /// - Parameter scores: scratch of at least `queryCount · keyCount` floats (unused by the
-    ///   AVX-512 path, which needs no score matrix).
+    ///   flash kernels, which need no score matrix).
     public static func scaledDotProduct(
         q: UnsafePointer<Float>, qStride: Int,
         k: UnsafePointer<Float>, kStride: Int,
@@ -25,7 +25,7 @@ public enum Attention {
         scores: UnsafeMutablePointer<Float>
     ) {
         let scale = 1 / Float(headDim).squareRoot()
-        if Accelerated.isAvailable {
+        if Accelerated.hasPackedKernels {
             batched(q: q, qStride: qStride, qBatchStride: 0, k: k, kStride: kStride, kBatchStride: 0,
                     v: v, vStride: vStride, vBatchStride: 0, into: out, outStride: outStride, outBatchStride: 0,
                     batches: 1, queryCount: queryCount, keyCount: keyCount, heads: heads, headDim: headDim)
@@ -59,8 +59,9 @@ public enum Attention {
 
     /// Attention for `batches` independent groups (windows) of `queryCount` queries and
     /// `keyCount` keys, every head, with the groups `…BatchStride` floats apart. Runs the
-    /// (group, head) pairs in parallel; uses the flash-style AVX-512 kernel when available, with
-    /// bf16 products and fp32 accumulation when `bfloat16` is set and the CPU has AVX512_BF16.
+    /// (group, head) pairs in parallel; uses the flash-style kernel (AVX-512 or AVX2) when
+    /// available, with bf16 products and fp32 accumulation when `bfloat16` is set and the CPU has
+    /// AVX512_BF16.
     public static func batched(
         q: UnsafePointer<Float>, qStride: Int, qBatchStride: Int,
         k: UnsafePointer<Float>, kStride: Int, kBatchStride: Int,
@@ -74,7 +75,7 @@ public enum Attention {
         // Tiny problems (the decoder's few tokens) are not worth waking a second core.
         let work = pairs * queryCount * keyCount * headDim
         let minimumChunk = work < 400_000 ? pairs : 1
-        if !Accelerated.isAvailable {
+        if !Accelerated.hasPackedKernels {
             // Split over (group, head) pairs, not groups alone: global attention is one group, and
             // its heads would all run on one core. Each pair's arithmetic is the same either way.
             Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in

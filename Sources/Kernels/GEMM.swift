@@ -94,14 +94,14 @@ public enum GEMM {
     }
 
     /// `y = x · Wᵀ + b` on tensors: `x` is `[..., in]`, `weight` `[out, in]`, `bias` `[out]`.
-    /// - Parameter packed: `weight` packed for the AVX-512 kernel; used when given and available.
+    /// - Parameter packed: `weight` packed for the packed GEMM; used when given and available.
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, packed: PackedWeight? = nil) -> Tensor {
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
         let rows = x.count / max(inFeatures, 1)
         // Every element is written below (bias copy or beta = 0), so no zero-fill.
         var out = Tensor(unsafeUninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
-        if let packed, Accelerated.isAvailable {
+        if let packed, Accelerated.hasPackedKernels {
             precondition(packed.outFeatures == outFeatures && packed.inFeatures == inFeatures, "linear: packed weight mismatch")
             packed.apply(x.pointer, rows: rows, xStride: inFeatures, bias: bias?.pointer, into: out.mutablePointer, yStride: outFeatures)
         } else {

@@ -63,7 +63,7 @@ public struct SAM2Model: Sendable {
         maskDecoder = try MaskDecoder(reader.scoped("sam_mask_decoder"), dimension: d)
         noMemoryEmbedding = try reader.load("no_mem_embed", [1, 1, d])
         densePositionalEncoding = promptEncoder.positionEmbedding.dense(size: SAM2Configuration.embeddingSize)
-        if Accelerated.isAvailable {
+        if Accelerated.hasPackedKernels {  // the fast encoder's; the portable path stays the reference
             foldedS0 = imageEncoder.neck.composed(level: 0, with: maskDecoder.convS0)
             foldedS1 = imageEncoder.neck.composed(level: 1, with: maskDecoder.convS1)
         } else {

@@ -3,10 +3,11 @@ import Foundation
 import XCTest
 @testable import Kernels
 
-/// The AVX2 elementwise kernels (the portable paths' GELU, exp, layer norm and softmax on CPUs
-/// without AVX-512), called directly so that they are checked on every CPU with AVX2, AVX-512 ones
-/// included: against double-precision references, at lengths with every tail of eight lanes; and
-/// GELU and exp against the AVX-512 kernels bit for bit where those run.
+/// The AVX2 kernels (what CPUs without AVX-512 run: the packed GEMM, the flash attention, GELU, exp,
+/// layer norm and softmax), called directly so that they are checked on every CPU with AVX2,
+/// AVX-512 ones included: against double-precision references, at shapes with every tail of the
+/// 6-row and 8-lane tiles; and all but softmax against the AVX-512 kernels bit for bit where those
+/// run, which makes the features of the two paths the same.
 final class AVX2KernelsTests: XCTestCase {
     override func setUpWithError() throws {
         try XCTSkipUnless(gs_has_avx2_fma() != 0, "no AVX2/FMA on this CPU")
@@ -81,6 +82,125 @@ final class AVX2KernelsTests: XCTestCase {
             y.withUnsafeMutableBufferPointer { gs_layer_norm_avx2($0.baseAddress!, 33, channels, wp, bp, 1e-6) }
             let ref = ReferenceKernels.layerNorm(x.toArray(), channels: channels, weight: w.toArray(), bias: b.toArray(), eps: 1e-6)
             assertClose(y, ref, tolerance: 2e-5, "layerNorm \(channels)")
+            if gs_has_avx512() != 0 {
+                var wide = x.toArray()
+                wide.withUnsafeMutableBufferPointer { gs_layer_norm($0.baseAddress!, 33, channels, wp, bp, 1e-6) }
+                XCTAssertEqual(y.map(\.bitPattern), wide.map(\.bitPattern), "layerNorm \(channels): the AVX-512 kernel's bits")
+            }
+        }
+    }
+
+    /// `gs_gemm_packed_avx2` on the packed weights: rows that are not multiples of 6 (and fewer
+    /// than 6), widths that end inside either half of a panel, k beyond one 256 block, a transposed
+    /// operand, bias or none, accumulation and GELU; against the double-precision product and,
+    /// where AVX-512 runs, against `gs_gemm_packed` bit for bit.
+    func testPackedGEMMMatchesReferenceAndTheAVX512Kernel() {
+        let shapes = [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 300, 70), (7, 600, 64), (200, 16, 17), (5, 513, 41), (6, 1, 8)]
+        for (rows, k, n) in shapes {
+            let x = randomTensor([rows, k], seed: UInt64(rows * 7 + k), scale: 2)
+            let w = randomTensor([n, k], seed: UInt64(n * 3 + k)), bias = randomTensor([n], seed: UInt64(n))
+            var packed = [Float](repeating: .nan, count: gs_packed_count(n, k))
+            let (wp, bp) = (w.pointer, bias.pointer)
+            packed.withUnsafeMutableBufferPointer { gs_pack_weight(wp, k, n, k, $0.baseAddress!) }
+            var wt = [Float](repeating: 0, count: k * n)
+            for o in 0..<n { for i in 0..<k { wt[i * n + o] = w[flat: o * k + i] } }
+            let product = ReferenceKernels.matrixProduct(x.toArray(), wt, m: rows, n: n, k: k)
+            let initial = randomTensor([rows, n + 3], seed: 9).toArray()  // y has 3 padding columns per row
+            for (flags, withBias, transposed) in [(0, true, false), (0, false, false), (Int32(GS_ACC), true, false),
+                                                  (Int32(GS_GELU), true, false), (Int32(GS_ACC | GS_GELU), false, true)] {
+                // The transposed operand: x stored [k, rows], element (r, t) at r + t·rows.
+                let xt = transposed ? (0..<(k * rows)).map { x[flat: ($0 % rows) * k + $0 / rows] } : x.toArray()
+                let (xs, xk) = transposed ? (1, rows) : (k, 1)
+                func run(_ kernel: GEMMKernel) -> [Float] {
+                    var y = initial
+                    packed.withUnsafeBufferPointer { pw in
+                        xt.withUnsafeBufferPointer { xb in
+                            y.withUnsafeMutableBufferPointer {
+                                kernel(xb.baseAddress!, xs, xk, pw.baseAddress!, withBias ? bp : nil, $0.baseAddress!, n + 3, rows, n, k,
+                                       0, (n + 31) / 32, flags)
+                            }
+                        }
+                    }
+                    return y
+                }
+                let y = run(gs_gemm_packed_avx2)
+                let label = "\(rows)×\(k)→\(n) flags \(flags) bias \(withBias) transposed \(transposed)"
+                for r in 0..<rows {
+                    for o in 0..<n {
+                        var e = product[r * n + o] + (withBias ? bias[flat: o] : 0) + (flags & Int32(GS_ACC) != 0 ? initial[r * (n + 3) + o] : 0)
+                        if flags & Int32(GS_GELU) != 0 { e = ReferenceKernels.gelu(e) }
+                        XCTAssertEqual(y[r * (n + 3) + o], e, accuracy: 3e-5 * Float(k).squareRoot() * max(1, abs(e)), label)
+                    }
+                    for o in n..<(n + 3) { XCTAssertEqual(y[r * (n + 3) + o], initial[r * (n + 3) + o], "padding written: \(label)") }
+                }
+                if gs_has_avx512() != 0 {
+                    XCTAssertEqual(y.map(\.bitPattern), run(gs_gemm_packed).map(\.bitPattern), "the AVX-512 kernel's bits: \(label)")
+                }
+            }
+        }
+    }
+
+    typealias GEMMKernel = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                           UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Int, Int, Int32) -> Void
+
+    /// `gs_gemm_packed_transposed_avx2`: output feature j of row r at `y[j·ldy + r]`, on a panel
+    /// range that starts past the first panel; the AVX-512 kernel's bits where it runs.
+    func testTransposedPackedGEMMMatchesReference() {
+        for (rows, k, n) in [(13, 300, 70), (5, 19, 33), (24, 96, 64)] {
+            let x = randomTensor([rows, k], seed: UInt64(rows + k)), w = randomTensor([n, k], seed: UInt64(n + 5))
+            let bias = randomTensor([n], seed: 3)
+            var packed = [Float](repeating: 0, count: gs_packed_count(n, k))
+            let (xp, wp, bp) = (x.pointer, w.pointer, bias.pointer)
+            packed.withUnsafeMutableBufferPointer { gs_pack_weight(wp, k, n, k, $0.baseAddress!) }
+            func run(_ kernel: @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                               UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Int, Int) -> Void) -> [Float] {
+                var y = [Float](repeating: -7, count: n * (rows + 2))
+                packed.withUnsafeBufferPointer { pw in
+                    y.withUnsafeMutableBufferPointer { kernel(xp, k, 1, pw.baseAddress!, bp, $0.baseAddress!, rows + 2, rows, n, k, 1, (n + 31) / 32) }
+                }
+                return y
+            }
+            let y = run(gs_gemm_packed_transposed_avx2)
+            for j in 0..<n {
+                for r in 0..<(rows + 2) {
+                    let value = y[j * (rows + 2) + r]
+                    if j < 32 || r >= rows { XCTAssertEqual(value, -7, "outside the panels or rows asked for: (\(j), \(r))"); continue }
+                    var e = Double(bias[flat: j])
+                    for t in 0..<k { e += Double(x[flat: r * k + t]) * Double(w[flat: j * k + t]) }
+                    XCTAssertEqual(Double(value), e, accuracy: 3e-5 * Double(k).squareRoot(), "transposed \(rows)×\(k)→\(n)")
+                }
+            }
+            if gs_has_avx512() != 0 {
+                XCTAssertEqual(y.map(\.bitPattern), run(gs_gemm_packed_transposed).map(\.bitPattern), "the AVX-512 kernel's bits")
+            }
+        }
+    }
+
+    /// `gs_attention_head_avx2` for query blocks of every width (1…4 vectors of 8), keys beyond one
+    /// 384-key block and head dims that are no multiple of the tiles; the AVX-512 kernel's bits
+    /// where it runs.
+    func testFlashAttentionMatchesReferenceAndTheAVX512Kernel() {
+        for (nq, nk, hd) in [(9, 31, 8), (49, 196, 96), (16, 64, 56), (40, 900, 72), (5, 7, 3), (100, 8, 16), (23, 400, 13), (64, 385, 96)] {
+            let q = randomTensor([nq, hd], seed: UInt64(nq), scale: 2), k = randomTensor([nk, hd], seed: UInt64(nk + 1), scale: 2)
+            let v = randomTensor([nk, hd], seed: UInt64(nk + 2))
+            let (qp, kp, vp) = (q.pointer, k.pointer, v.pointer)
+            let scale = 1 / Float(hd).squareRoot()
+            func run(_ kernel: @convention(c) (UnsafePointer<Float>?, Int, UnsafePointer<Float>?, Int, UnsafePointer<Float>?, Int,
+                                               UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Float, UnsafeMutablePointer<Float>?) -> Void)
+                -> [Float] {
+                var out = [Float](repeating: 0, count: nq * hd)
+                var scratch = [Float](repeating: .nan, count: gs_attention_scratch_count(nq, nk, hd))
+                out.withUnsafeMutableBufferPointer { op in
+                    scratch.withUnsafeMutableBufferPointer { kernel(qp, hd, kp, hd, vp, hd, op.baseAddress!, hd, nq, nk, hd, scale, $0.baseAddress!) }
+                }
+                return out
+            }
+            let out = run(gs_attention_head_avx2)
+            let expected = ReferenceKernels.attention(q: q.toArray(), k: k.toArray(), v: v.toArray(), queries: nq, keys: nk, heads: 1, headDim: hd)
+            assertClose(out, expected, tolerance: 2e-6 * Float(hd).squareRoot() + 1e-6, "attention nq \(nq) nk \(nk) hd \(hd)")
+            if gs_has_avx512() != 0 {
+                XCTAssertEqual(out.map(\.bitPattern), run(gs_attention_head).map(\.bitPattern), "the AVX-512 kernel's bits: nq \(nq) nk \(nk) hd \(hd)")
+            }
         }
     }
 

@@ -3,13 +3,19 @@ import Foundation
 import XCTest
 @testable import Kernels
 
-/// The AVX-512 kernels against the plain reference oracles, at shapes that hit every tail:
-/// row counts that are not multiples of the 12-row micro-kernel, output widths that are not
-/// multiples of the 32-wide panels, k beyond one 256 block, key counts beyond one 384-key
-/// online-softmax block, head dims that are not multiples of 8.
+/// The accelerated kernels against the plain reference oracles, at shapes that hit every tail:
+/// row counts that are not multiples of the 12-row (AVX-512) or 6-row (AVX2) micro-kernel, output
+/// widths that are not multiples of the 32-wide panels, k beyond one 256 block, key counts beyond
+/// one 384-key online-softmax block, head dims that are not multiples of 8. The packed GEMM and
+/// the flash attention run on AVX-512 or AVX2 (`GEOSAM2_PORTABLE_KERNELS=avx2` tests the latter
+/// on any CPU); the rest need AVX-512.
 final class AcceleratedKernelsTests: XCTestCase {
     override func setUpWithError() throws {
-        try XCTSkipUnless(Accelerated.isAvailable, "no AVX-512 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
+        try XCTSkipUnless(Accelerated.hasPackedKernels, "no AVX-512 or AVX2 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
+    }
+
+    func requireAVX512() throws {
+        try XCTSkipUnless(Accelerated.isAvailable, "an AVX-512 kernel: no AVX-512 on this CPU (or GEOSAM2_PORTABLE_KERNELS is set)")
     }
 
     func referenceLinear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
@@ -105,7 +111,8 @@ final class AcceleratedKernelsTests: XCTestCase {
     /// Feature codes, channel-major, to floats channels-last: bit for bit the plain loop, for signed
     /// codes at an odd byte offset and for byte planes, with channel and pixel counts that are not
     /// multiples of 16.
-    func testDequantizeTransposeIsThePlainLoop() {
+    func testDequantizeTransposeIsThePlainLoop() throws {
+        try requireAVX512()
         let (channels, plane) = (37, 301)
         var generator = SystemRandomNumberGenerator()
         let codes = (0..<(channels * plane)).map { _ in Int16.random(in: .min ... .max, using: &generator) }
@@ -155,7 +162,8 @@ final class AcceleratedKernelsTests: XCTestCase {
         }
     }
 
-    func testVectorisedExpIsAccurate() {
+    func testVectorisedExpIsAccurate() throws {
+        try requireAVX512()
         var x = (0..<2000).map { Float($0) / 20 - 80 }
         let original = x
         x.withUnsafeMutableBufferPointer { gs_exp($0.baseAddress!, $0.count) }
@@ -209,7 +217,8 @@ final class AcceleratedKernelsTests: XCTestCase {
         assertClose(g.toArray(), original.toArray().map(ReferenceKernels.gelu), tolerance: 2e-6, "gelu")
     }
 
-    func testTransposedConvEpilogueMatchesUnfusedOps() {
+    func testTransposedConvEpilogueMatchesUnfusedOps() throws {
+        try requireAVX512()
         // Three masks over 40 channels (partial vectors), and SAM2's shape: four masks, 32 channels.
         checkTransposedConvEpilogue(h: 5, w: 6, cin: 24, cout: 40, masks: 3)
         checkTransposedConvEpilogue(h: 4, w: 7, cin: 64, cout: 32, masks: 4)
@@ -257,7 +266,8 @@ final class AcceleratedKernelsTests: XCTestCase {
         assertClose(logits, expectedLogits, tolerance: 1e-4, "hypernetwork products")
     }
 
-    func testUpsampleThresholdRunsAreTheMasksRuns() {
+    func testUpsampleThresholdRunsAreTheMasksRuns() throws {
+        try requireAVX512()
         // Logits near 0 everywhere make many short runs, including runs across 16-lane chunks.
         let logits = randomTensor([16, 16], seed: 81, scale: 0.3)
         for (oh, ow, rows, columns) in [(64, 64, 64, 64), (37, 50, 20, 33), (64, 100, 64, 17), (40, 40, 1, 40), (32, 32, 0, 32)] {
@@ -293,7 +303,7 @@ final class AcceleratedKernelsTests: XCTestCase {
     /// The automatic mask generator's one-pass statistics and thresholded runs at any threshold
     /// equal the plain loops and the full upsampled map.
     func testUpsampleStatisticsAndRunsAtAThresholdMatchThePlainLoops() throws {
-        try XCTSkipUnless(Accelerated.isAvailable, "AVX-512 kernels not available")
+        try requireAVX512()
         let logits = randomTensor([24, 24], seed: 81, scale: 3)
         for (oh, ow, high, low, t) in [(100, 100, Float(1), Float(-1), Float(0)), (77, 130, 0.7, -0.3, 0.2), (64, 48, 9, 8, 8.5)] {
             let kernel = try XCTUnwrap(AcceleratedOps.upsampleStatistics(logits.pointer, height: 24, width: 24, outputHeight: oh,
@@ -326,7 +336,8 @@ final class AcceleratedKernelsTests: XCTestCase {
                                                             high: 1, low: -1, threshold: 0).above, 0, "the test wants a non-empty mask")
     }
 
-    func testUpsampleThresholdMatchesBilinear() {
+    func testUpsampleThresholdMatchesBilinear() throws {
+        try requireAVX512()
         let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
         for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {
             let reference = Resize.bilinear(logits, height: oh, width: ow)

@@ -2,7 +2,8 @@
 #define GEOSAM2_CKERNELS_H
 
 // Hand-written AVX-512 kernels for the hot loops of the encoder and decoder, and AVX2 versions
-// of the elementwise ones for CPUs without AVX-512.
+// of the encoder's (packed GEMM, flash attention, layer norm, GELU) and of the elementwise ones for
+// CPUs without AVX-512.
 //
 // Every entry point is compiled for its instruction set with a function-level target attribute,
 // so the package needs no special compiler flags; callers must check `gs_has_avx512()` (or
@@ -150,15 +151,26 @@ void gs_layer_norm_stats(float *x, long rows, long channels, const float *weight
 void gs_softmax_rows(float *x, long rows, long columns, long ld);
 
 /// 1 when the CPU supports AVX2 and FMA (checked once), else 0: the `_avx2` kernels below, for
-/// CPUs without AVX-512 (matrix products stay with OpenBLAS there).
+/// CPUs without AVX-512.
 int gs_has_avx2_fma(void);
 
-/// `gs_gelu`, `gs_exp`, `gs_layer_norm` and `gs_softmax_rows` on AVX2 with FMA. GELU and exp give
-/// the AVX-512 kernels' bits; layer norm and softmax sum in another order.
+/// `gs_gelu`, `gs_exp`, `gs_layer_norm` and `gs_softmax_rows` on AVX2 with FMA. GELU, exp and layer
+/// norm give the AVX-512 kernels' bits; softmax sums in another order.
 void gs_gelu_avx2(float *x, long count);
 void gs_exp_avx2(float *x, long count);
 void gs_layer_norm_avx2(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
 void gs_softmax_rows_avx2(float *x, long rows, long columns, long ld);
+
+/// `gs_gemm_packed` and `gs_gemm_packed_transposed` on AVX2 with FMA, on the same packed weights,
+/// with the same bits.
+void gs_gemm_packed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,
+                         long m, long n, long k, long panel_begin, long panel_end, int flags);
+void gs_gemm_packed_transposed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias,
+                                    float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end);
+
+/// `gs_attention_head` on AVX2 with FMA: the same scratch (`gs_attention_scratch_count`), the same bits.
+void gs_attention_head_avx2(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
+                            float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
 
 /// Dequantises 16-bit feature codes stored channel-major (`[channels][plane]`) into floats laid
 /// out channels-last (`out[p·channels + c]`), for pixels `[p_begin, p_end)`: value =

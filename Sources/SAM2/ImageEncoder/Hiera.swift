@@ -170,7 +170,7 @@ struct Hiera: Sendable {
     let configuration: SAM2Configuration
     let patchEmbedWeight: Tensor
     let patchEmbedBias: Tensor
-    /// The patch-embedding weight as `[C, 3·7·7]`, packed for the fast GEMM (nil without AVX-512).
+    /// The patch-embedding weight as `[C, 3·7·7]`, packed for the fast GEMM (nil without its kernels).
     let patchEmbedPacked: PackedWeight?
     /// The input-independent position embedding for the 256×256 patch grid, `[256, 256, C]`.
     let positionEmbedding: Tensor
@@ -184,7 +184,7 @@ struct Hiera: Sendable {
         let dim = c.embedDim
         patchEmbedWeight = try weights.load("patch_embed.proj.weight", [dim, 3, 7, 7])
         patchEmbedBias = try weights.load("patch_embed.proj.bias", [dim])
-        patchEmbedPacked = Accelerated.isAvailable ? PackedWeight(patchEmbedWeight.reshaped([dim, 3 * 7 * 7])) : nil
+        patchEmbedPacked = Accelerated.hasPackedKernels ? PackedWeight(patchEmbedWeight.reshaped([dim, 3 * 7 * 7])) : nil
         let background = try weights.load("pos_embed", [1, dim] + c.windowPositionEmbeddingBackgroundSize)
         let window = try weights.load("pos_embed_window", [1, dim, c.windowSpec[0], c.windowSpec[0]])
         positionEmbedding = Hiera.positionEmbedding(background: background, window: window, gridSize: Hiera.gridSize)
@@ -240,7 +240,7 @@ struct Hiera: Sendable {
         let ends = Set(configuration.stageEnds)
         // 1-based stage of each stage's first block.
         let starts = Dictionary(uniqueKeysWithValues: ([-1] + configuration.stageEnds.dropLast()).enumerated().map { ($1 + 1, $0 + 1) })
-        let fast = Accelerated.isAvailable
+        let fast = Accelerated.hasPackedKernels
         for (i, block) in blocks.enumerated() {
             if fast {
                 block.fast(&x, reduced: plan?.operations(block: i, windowSize: block.windowSize, startsStage: starts[i]) ?? [])

@@ -1,6 +1,6 @@
 import Kernels
 
-// `MultiScaleBlock` on the AVX-512 kernels (the plain version in Hiera.swift stays the portable
+// `MultiScaleBlock` on the packed kernels, AVX-512 or AVX2 (the plain version in Hiera.swift stays the portable
 // path and the reference).
 //
 // Written as in PyTorch, a block materialises several token-sized tensors (the windows, the fused

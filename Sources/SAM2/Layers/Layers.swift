@@ -7,7 +7,7 @@ import Kernels
 struct Linear: Sendable {
     let weight: Tensor
     let bias: Tensor?
-    /// The weight repacked for the AVX-512 GEMM, done once at load (nil without AVX-512).
+    /// The weight repacked for the packed GEMM, done once at load (nil without its kernels).
     let packed: PackedWeight?
     /// The weight rounded to bf16 for the opt-in bf16 encoder (Hiera layers only, when the CPU
     /// has AVX512_BF16).
@@ -17,7 +17,7 @@ struct Linear: Sendable {
     init(weight: Tensor, bias: Tensor?, bfloat16: Bool = false) {
         self.weight = weight
         self.bias = bias
-        packed = Accelerated.isAvailable ? PackedWeight(weight) : nil
+        packed = Accelerated.hasPackedKernels ? PackedWeight(weight) : nil
         packedBF16 = bfloat16 && Accelerated.hasBFloat16 ? PackedWeightBF16(weight) : nil
     }
 

@@ -1,0 +1,155 @@
+#include "CKernels.h"
+#include "internal_avx2.h"
+
+// The packed fp32 GEMM of gemm.c for CPUs with AVX2 and FMA but no AVX-512, on the same packed
+// weights. Against OpenBLAS, which these CPUs used before: the weights are packed once at load
+// instead of on every call (and on every row block of a split call), and the bias, the
+// accumulation into the output and GELU happen in the tile's store instead of in passes of their
+// own over the output.
+//
+// With 16 ymm registers a 32-column panel makes too small a tile, so the micro-kernel takes half a
+// panel: 6 rows × 16 columns in 12 accumulators, two weight vectors and one broadcast (the shape
+// of OpenBLAS's and BLIS's Haswell kernels). Each half panel (KC×16, 16 KB) stays in L1 while the
+// 6-row slices of the row block (in L2) run over it.
+//
+// Every output element goes through gemm.c's chain of operations: one FMA per k, from zero, in
+// each GS_GEMM_KC block, then + bias (first block), + the output (later blocks, or GS_ACC), and
+// GELU on the last; so the two kernels give the same bits (the tests check it where AVX-512 exists).
+
+enum { MR = 6, KC = GS_GEMM_KC, MC = 192, HALF = GS_PANEL / 2 };
+
+/// Copies a short slice of rows (< MR) × kc of x into the [kc][MR] layout, zero rows past the end.
+GS_TARGET_AVX2 static void pack_rows(const float *x, long as, long ak, long rows, long kc, float *dst) {
+    for (long t = 0; t < kc; t++) {
+        float *o = dst + t * MR;
+        for (int i = 0; i < MR; i++) o[i] = i < rows ? x[i * as + t * ak] : 0.0f;
+    }
+}
+
+/// `gs_finish_row` for 16 columns, `width` (1…16) of them real: + bias, + the output when
+/// accumulating, GELU, and a store of the real lanes.
+GS_INLINE_AVX2 void finish_row16(float *out, __m256 v0, __m256 v1, __m256 bias0, __m256 bias1, long width, int accumulate,
+                                 int gelu) {
+    v0 = _mm256_add_ps(v0, bias0);
+    v1 = _mm256_add_ps(v1, bias1);
+    if (accumulate) {
+        v0 = _mm256_add_ps(v0, gs_load8(out, 0, width));
+        v1 = _mm256_add_ps(v1, gs_load8(out, 8, width));
+    }
+    if (gelu) {
+        v0 = gs_gelu256(v0);
+        v1 = gs_gelu256(v1);
+    }
+    gs_store8(out, 0, width, v0);
+    if (width > 8) gs_store8(out, 8, width, v1);
+}
+
+/// The 6×16 micro-kernel on half a panel (`b` points at its first column, rows GS_PANEL apart):
+/// y[0..mr) × [0..width) = A·B (+ bias if given) (+ y when `mode & GS_ACC`), then GELU when
+/// `mode & GS_GELU`. Element (i, t) of A is at `a[i·as + t·ak]`.
+GS_INLINE_AVX2 void micro_6x16(const float *a, long as, long ak, const float *b, long kc, float *y, long ldy, long mr,
+                               long width, const float *bias, int mode) {
+    __m256 c[MR][2];
+    _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (long t = 0; t < kc; t++) {
+        __m256 b0 = _mm256_loadu_ps(b + t * GS_PANEL);
+        __m256 b1 = _mm256_loadu_ps(b + t * GS_PANEL + 8);
+        const float *at = a + t * ak;
+        _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {
+            __m256 x = _mm256_broadcast_ss(at + i * as);
+            c[i][0] = _mm256_fmadd_ps(x, b0, c[i][0]);
+            c[i][1] = _mm256_fmadd_ps(x, b1, c[i][1]);
+        }
+    }
+    // Without a bias, + 0 as in gemm.c (it turns −0 into +0: the same bits).
+    __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
+    if (bias) {
+        bias0 = gs_load8(bias, 0, width);
+        bias1 = gs_load8(bias, 8, width);
+    }
+    for (long i = 0; i < mr; i++) finish_row16(y + i * ldy, c[i][0], c[i][1], bias0, bias1, width, mode & GS_ACC, mode & GS_GELU);
+}
+
+/// Real columns (0…16) of half `half` of a panel of `width` columns.
+static inline long half_width(long width, int half) {
+    long w = width - half * HALF;
+    return w < 0 ? 0 : (w > HALF ? HALF : w);
+}
+
+GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias, float *y,
+                                        long ldy, long m, long n, long k, long panel_begin, long panel_end, int flags) {
+    const int accumulate = flags & GS_ACC;
+    if (m <= 0 || panel_end <= panel_begin) return;
+    if (k == 0) {
+        // An empty sum: y = bias (+ y), as gemm.c.
+        for (long r = 0; r < m; r++)
+            for (long j = panel_begin * GS_PANEL; j < n && j < panel_end * GS_PANEL; j++)
+                y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
+        return;
+    }
+    // The zero-padded copy of a short row tail, per thread.
+    static _Thread_local float abuf[MR * KC] __attribute__((aligned(32)));
+    for (long k0 = 0; k0 < k; k0 += KC) {
+        long kc = k - k0 < KC ? k - k0 : KC;
+        // Bias on the first k block, the activation on the last.
+        int mode = (k0 > 0 || accumulate) ? GS_ACC : 0;
+        if (k0 + KC >= k) mode |= flags & GS_GELU;
+        for (long m0 = 0; m0 < m; m0 += MC) {
+            long mc = m - m0 < MC ? m - m0 : MC;
+            long tail = mc % MR, full = mc - tail;
+            if (tail) pack_rows(x + (m0 + full) * xs + k0 * xk, xs, xk, tail, kc, abuf);
+            for (long p = panel_begin; p < panel_end; p++) {
+                const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
+                long col = p * GS_PANEL;
+                long width = n - col < GS_PANEL ? n - col : GS_PANEL;
+                for (int half = 0; half < 2; half++) {
+                    long hw = half_width(width, half);
+                    if (hw == 0) break;
+                    long c0 = col + half * HALF;
+                    const float *pb = bias && k0 == 0 ? bias + c0 : NULL;
+                    for (long s = 0; s < mc; s += MR) {
+                        long mr = mc - s < MR ? mc - s : MR;
+                        float *yt = y + (m0 + s) * ldy + c0;
+                        if (mr == MR) micro_6x16(x + (m0 + s) * xs + k0 * xk, xs, xk, b + half * HALF, kc, yt, ldy, MR, hw, pb, mode);
+                        else micro_6x16(abuf, 1, MR, b + half * HALF, kc, yt, ldy, mr, hw, pb, mode);
+                    }
+                }
+            }
+        }
+    }
+}
+
+GS_TARGET_AVX2 void gs_gemm_packed_transposed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias,
+                                                   float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end) {
+    if (m <= 0 || panel_end <= panel_begin) return;
+    static _Thread_local float abuf[MR * KC] __attribute__((aligned(32)));
+    float tile[MR * GS_PANEL] __attribute__((aligned(32)));
+    for (long m0 = 0; m0 < m; m0 += MR) {
+        long mr = m - m0 < MR ? m - m0 : MR;
+        for (long p = panel_begin; p < panel_end; p++) {
+            long col = p * GS_PANEL;
+            long width = n - col < GS_PANEL ? n - col : GS_PANEL;
+            for (long k0 = 0; k0 < k || k0 == 0; k0 += KC) {
+                long kc = k - k0 < KC ? k - k0 : KC;
+                const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
+                const float *xt = x + m0 * xs + k0 * xk;
+                int mode = k0 > 0 ? GS_ACC : 0;
+                if (kc <= 0) {
+                    for (long i = 0; i < MR * GS_PANEL; i++) tile[i] = 0;
+                } else {
+                    if (mr < MR) pack_rows(xt, xs, xk, mr, kc, abuf);
+                    for (int half = 0; half < 2 && half_width(width, half) > 0; half++) {
+                        if (mr == MR) micro_6x16(xt, xs, xk, b + half * HALF, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
+                        else micro_6x16(abuf, 1, MR, b + half * HALF, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
+                    }
+                }
+                if (k0 + KC >= k) break;
+            }
+            for (long j = 0; j < width; j++) {
+                float bj = bias ? bias[col + j] : 0.0f;
+                float *o = y + (col + j) * ldy + m0;
+                for (long i = 0; i < mr; i++) o[i] = tile[i * GS_PANEL + j] + bj;
+            }
+        }
+    }
+}
