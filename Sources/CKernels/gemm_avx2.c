@@ -87,8 +87,8 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
                 y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
         return;
     }
-    // The zero-padded copy of a short row tail, per thread.
-    static _Thread_local float abuf[MR * KC] __attribute__((aligned(32)));
+    // The row block's slices of x, packed [slice][kc][MR] (zero rows past the end), per thread.
+    static _Thread_local float abuf[MC * KC] __attribute__((aligned(32)));
     for (long k0 = 0; k0 < k; k0 += KC) {
         long kc = k - k0 < KC ? k - k0 : KC;
         // Bias on the first k block, the activation on the last.
@@ -96,8 +96,8 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
         if (k0 + KC >= k) mode |= flags & GS_GELU;
         for (long m0 = 0; m0 < m; m0 += MC) {
             long mc = m - m0 < MC ? m - m0 : MC;
-            long tail = mc % MR, full = mc - tail;
-            if (tail) pack_rows(x + (m0 + full) * xs + k0 * xk, xs, xk, tail, kc, abuf);
+            for (long s = 0; s < mc; s += MR)
+                pack_rows(x + (m0 + s) * xs + k0 * xk, xs, xk, mc - s < MR ? mc - s : MR, kc, abuf + s * kc);
             for (long p = panel_begin; p < panel_end; p++) {
                 const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
                 long col = p * GS_PANEL;
@@ -109,9 +109,7 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
                     const float *pb = bias && k0 == 0 ? bias + c0 : NULL;
                     for (long s = 0; s < mc; s += MR) {
                         long mr = mc - s < MR ? mc - s : MR;
-                        float *yt = y + (m0 + s) * ldy + c0;
-                        if (mr == MR) micro_6x16(x + (m0 + s) * xs + k0 * xk, xs, xk, b + half * HALF, kc, yt, ldy, MR, hw, pb, mode);
-                        else micro_6x16(abuf, 1, MR, b + half * HALF, kc, yt, ldy, mr, hw, pb, mode);
+                        micro_6x16(abuf + s * kc, 1, MR, b + half * HALF, kc, y + (m0 + s) * ldy + c0, ldy, mr, hw, pb, mode);
                     }
                 }
             }

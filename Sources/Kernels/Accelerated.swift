@@ -309,8 +309,9 @@ public enum AcceleratedOps {
 
     /// Floats of scratch `attentionHead` needs (for the bf16 kernel when `bfloat16`).
     public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, bfloat16: Bool = false) -> Int {
-        bfloat16 ? gs_attention_bf16_scratch_count(queryCount, keyCount, headDim)
-            : gs_attention_scratch_count(queryCount, keyCount, headDim)
+        if bfloat16 { return gs_attention_bf16_scratch_count(queryCount, keyCount, headDim) }
+        return Accelerated.isAvailable ? gs_attention_scratch_count(queryCount, keyCount, headDim)
+            : gs_attention_avx2_scratch_count(queryCount, keyCount, headDim)
     }
 
     /// Layer norm of `rows` rows on the calling thread (AVX-512, or AVX2 with the same bits).

@@ -189,7 +189,7 @@ final class AVX2KernelsTests: XCTestCase {
                                                UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Float, UnsafeMutablePointer<Float>?) -> Void)
                 -> [Float] {
                 var out = [Float](repeating: 0, count: nq * hd)
-                var scratch = [Float](repeating: .nan, count: gs_attention_scratch_count(nq, nk, hd))
+                var scratch = [Float](repeating: .nan, count: gs_attention_avx2_scratch_count(nq, nk, hd))
                 out.withUnsafeMutableBufferPointer { op in
                     scratch.withUnsafeMutableBufferPointer { kernel(qp, hd, kp, hd, vp, hd, op.baseAddress!, hd, nq, nk, hd, scale, $0.baseAddress!) }
                 }

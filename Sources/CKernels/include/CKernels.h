@@ -168,7 +168,9 @@ void gs_gemm_packed_avx2(const float *x, long xs, long xk, const float *packed, 
 void gs_gemm_packed_transposed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias,
                                     float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end);
 
-/// `gs_attention_head` on AVX2 with FMA: the same scratch (`gs_attention_scratch_count`), the same bits.
+/// `gs_attention_head` on AVX2 with FMA, with the same bits. `scratch` must hold
+/// `gs_attention_avx2_scratch_count(nq, nk, hd)` floats.
+size_t gs_attention_avx2_scratch_count(long nq, long nk, long hd);
 void gs_attention_head_avx2(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
                             float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
 
