@@ -44,7 +44,7 @@ GS_INLINE_AVX2 void finish_row16(float *out, __m256 v0, __m256 v1, __m256 bias0,
     if (width > 8) gs_store8(out, 8, width, v1);
 }
 
-/// The 6×16 micro-kernel on half a panel (`b` points at its first column, rows GS_PANEL apart):
+/// The 6×16 micro-kernel on half a panel (`b` points at its first column, rows HALF apart):
 /// y[0..mr) × [0..width) = A·B (+ bias if given) (+ y when `mode & GS_ACC`), then GELU when
 /// `mode & GS_GELU`. Element (i, t) of A is at `a[i·as + t·ak]`.
 GS_INLINE_AVX2 void micro_6x16(const float *a, long as, long ak, const float *b, long kc, float *y, long ldy, long mr,
@@ -52,8 +52,8 @@ GS_INLINE_AVX2 void micro_6x16(const float *a, long as, long ak, const float *b,
     __m256 c[MR][2];
     _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
     for (long t = 0; t < kc; t++) {
-        __m256 b0 = _mm256_loadu_ps(b + t * GS_PANEL);
-        __m256 b1 = _mm256_loadu_ps(b + t * GS_PANEL + 8);
+        __m256 b0 = _mm256_load_ps(b + t * HALF);
+        __m256 b1 = _mm256_load_ps(b + t * HALF + 8);
         const float *at = a + t * ak;
         _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) {
             __m256 x = _mm256_broadcast_ss(at + i * as);
@@ -68,6 +68,17 @@ GS_INLINE_AVX2 void micro_6x16(const float *a, long as, long ak, const float *b,
         bias1 = gs_load8(bias, 8, width);
     }
     for (long i = 0; i < mr; i++) finish_row16(y + i * ldy, c[i][0], c[i][1], bias0, bias1, width, mode & GS_ACC, mode & GS_GELU);
+}
+
+/// Copies kc rows of half a panel (rows GS_PANEL apart) to `dst`, contiguous: in the panel the
+/// half's 16 KB of a k block are spread over 32 KB, 64 bytes in every 128, which fills every way
+/// of half of L1's sets, and the slices of x streaming past evicted it (the load of the weights was
+/// the kernel's hot spot).
+GS_TARGET_AVX2 static void copy_half(const float *b, long kc, float *dst) {
+    for (long t = 0; t < kc; t++) {
+        _mm256_store_ps(dst + t * HALF, _mm256_loadu_ps(b + t * GS_PANEL));
+        _mm256_store_ps(dst + t * HALF + 8, _mm256_loadu_ps(b + t * GS_PANEL + 8));
+    }
 }
 
 /// Real columns (0…16) of half `half` of a panel of `width` columns.
@@ -87,15 +98,20 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
                 y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
         return;
     }
-    // The row block's slices of x, packed [slice][kc][MR] (zero rows past the end), per thread.
+    // The row block's slices of x, packed [slice][kc][MR] (zero rows past the end), and a half
+    // panel's k block, per thread.
     static _Thread_local float abuf[MC * KC] __attribute__((aligned(32)));
-    for (long k0 = 0; k0 < k; k0 += KC) {
-        long kc = k - k0 < KC ? k - k0 : KC;
-        // Bias on the first k block, the activation on the last.
-        int mode = (k0 > 0 || accumulate) ? GS_ACC : 0;
-        if (k0 + KC >= k) mode |= flags & GS_GELU;
-        for (long m0 = 0; m0 < m; m0 += MC) {
-            long mc = m - m0 < MC ? m - m0 : MC;
+    static _Thread_local float bbuf[KC * HALF] __attribute__((aligned(64)));
+    // Row blocks outside k blocks (gemm.c has them inside): the row block's outputs stay in L2
+    // from one k block to the next instead of going through memory for every k block of a long
+    // sum. Each element still takes its k blocks in order.
+    for (long m0 = 0; m0 < m; m0 += MC) {
+        long mc = m - m0 < MC ? m - m0 : MC;
+        for (long k0 = 0; k0 < k; k0 += KC) {
+            long kc = k - k0 < KC ? k - k0 : KC;
+            // Bias on the first k block, the activation on the last.
+            int mode = (k0 > 0 || accumulate) ? GS_ACC : 0;
+            if (k0 + KC >= k) mode |= flags & GS_GELU;
             for (long s = 0; s < mc; s += MR)
                 pack_rows(x + (m0 + s) * xs + k0 * xk, xs, xk, mc - s < MR ? mc - s : MR, kc, abuf + s * kc);
             for (long p = panel_begin; p < panel_end; p++) {
@@ -107,9 +123,10 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
                     if (hw == 0) break;
                     long c0 = col + half * HALF;
                     const float *pb = bias && k0 == 0 ? bias + c0 : NULL;
+                    copy_half(b + half * HALF, kc, bbuf);
                     for (long s = 0; s < mc; s += MR) {
                         long mr = mc - s < MR ? mc - s : MR;
-                        micro_6x16(abuf + s * kc, 1, MR, b + half * HALF, kc, y + (m0 + s) * ldy + c0, ldy, mr, hw, pb, mode);
+                        micro_6x16(abuf + s * kc, 1, MR, bbuf, kc, y + (m0 + s) * ldy + c0, ldy, mr, hw, pb, mode);
                     }
                 }
             }
@@ -121,6 +138,7 @@ GS_TARGET_AVX2 void gs_gemm_packed_transposed_avx2(const float *x, long xs, long
                                                    float *y, long ldy, long m, long n, long k, long panel_begin, long panel_end) {
     if (m <= 0 || panel_end <= panel_begin) return;
     static _Thread_local float abuf[MR * KC] __attribute__((aligned(32)));
+    static _Thread_local float bbuf[KC * HALF] __attribute__((aligned(64)));
     float tile[MR * GS_PANEL] __attribute__((aligned(32)));
     for (long m0 = 0; m0 < m; m0 += MR) {
         long mr = m - m0 < MR ? m - m0 : MR;
@@ -137,8 +155,9 @@ GS_TARGET_AVX2 void gs_gemm_packed_transposed_avx2(const float *x, long xs, long
                 } else {
                     if (mr < MR) pack_rows(xt, xs, xk, mr, kc, abuf);
                     for (int half = 0; half < 2 && half_width(width, half) > 0; half++) {
-                        if (mr == MR) micro_6x16(xt, xs, xk, b + half * HALF, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
-                        else micro_6x16(abuf, 1, MR, b + half * HALF, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
+                        copy_half(b + half * HALF, kc, bbuf);
+                        if (mr == MR) micro_6x16(xt, xs, xk, bbuf, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
+                        else micro_6x16(abuf, 1, MR, bbuf, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);
                     }
                 }
                 if (k0 + KC >= k) break;
