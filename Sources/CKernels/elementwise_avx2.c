@@ -5,8 +5,7 @@
 // client cores since Alder Lake): without them those CPUs ran GELU through libm's scalar erff and
 // softmax through scalar expf, a fifth of an encode and a third of a decode on AMD EPYC family 23.
 // exp and erf are the AVX-512 kernels' functions on eight lanes, operation for operation, and
-// layer norm sums in the AVX-512 kernel's order, so the three give the same bits (softmax rows
-// do not: it serves the decoder and the plain attention, and sums eight lanes).
+// layer norm and softmax sum in the AVX-512 kernels' order, so all four give the same bits.
 
 int gs_has_avx2_fma(void) {
     static int cached = -1;
@@ -27,6 +26,11 @@ GS_TARGET_AVX2 void gs_exp_avx2(float *x, long count) {
 
 GS_TARGET_AVX2 void gs_layer_norm_avx2(float *x, long rows, long channels, const float *weight, const float *bias,
                                        float eps) {
+    gs_layer_norm_stats_avx2(x, rows, channels, weight, bias, eps, NULL, NULL);
+}
+
+GS_TARGET_AVX2 void gs_layer_norm_stats_avx2(float *x, long rows, long channels, const float *weight, const float *bias,
+                                             float eps, float *means, float *inverses) {
     for (long r = 0; r < rows; r++) {
         float *row = x + r * channels;
         // Two passes as PyTorch does: the mean, then the mean of centred squares. Each sum runs
@@ -50,7 +54,10 @@ GS_TARGET_AVX2 void gs_layer_norm_avx2(float *x, long rows, long channels, const
             high = _mm256_fmadd_ps(d1, d1, high);
         }
         float variance = gs_sum8(_mm256_add_ps(low, high)) / (float)channels;
-        __m256 inv = _mm256_set1_ps(1.0f / sqrtf(variance + eps));
+        float inverse = 1.0f / sqrtf(variance + eps);
+        if (means) means[r] = mean;
+        if (inverses) inverses[r] = inverse;
+        __m256 inv = _mm256_set1_ps(inverse);
         for (long c = 0; c < channels; c += 8) {
             __m256 d = _mm256_mul_ps(_mm256_sub_ps(gs_load8(row, c, channels), mv), inv);
             gs_store8(row, c, channels, _mm256_fmadd_ps(d, gs_load8(weight, c, channels), gs_load8(bias, c, channels)));
@@ -68,14 +75,18 @@ GS_TARGET_AVX2 void gs_softmax_rows_avx2(float *x, long rows, long columns, long
             mx = _mm256_max_ps(mx, _mm256_blendv_ps(negativeInfinity, gs_load8(row, c, columns), inRow));
         }
         __m256 mv = _mm256_set1_ps(gs_max8(mx));
-        __m256 sum = _mm256_setzero_ps();
-        for (long c = 0; c < columns; c += 8) {
-            __m256 inRow = _mm256_castsi256_ps(gs_lanes8(columns - c));
-            __m256 e = _mm256_and_ps(gs_exp256(_mm256_sub_ps(gs_load8(row, c, columns), mv)), inRow);
-            gs_store8(row, c, columns, e);
-            sum = _mm256_add_ps(sum, e);
+        // The sum as gs_softmax_rows's 16 lanes (two vectors), reduced in its tree: its bits.
+        __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();
+        for (long c = 0; c < columns; c += 16) {
+            __m256 e0 = _mm256_and_ps(gs_exp256(_mm256_sub_ps(gs_load8(row, c, columns), mv)), _mm256_castsi256_ps(gs_lanes8(columns - c)));
+            __m256 e1 = _mm256_and_ps(gs_exp256(_mm256_sub_ps(gs_load8(row, c + 8, columns), mv)),
+                                      _mm256_castsi256_ps(gs_lanes8(columns - c - 8)));
+            gs_store8(row, c, columns, e0);
+            if (c + 8 < columns) gs_store8(row, c + 8, columns, e1);
+            low = _mm256_add_ps(low, e0);
+            high = _mm256_add_ps(high, e1);
         }
-        __m256 inv = _mm256_set1_ps(1.0f / gs_sum8(sum));
+        __m256 inv = _mm256_set1_ps(1.0f / gs_sum8(_mm256_add_ps(low, high)));
         for (long c = 0; c < columns; c += 8) gs_store8(row, c, columns, _mm256_mul_ps(gs_load8(row, c, columns), inv));
     }
 }

@@ -34,6 +34,13 @@ public enum Accelerated {
     public static func elementwise<Kernel>(avx512: Kernel, avx2: Kernel) -> Kernel? {
         isAvailable ? avx512 : (hasAVX2 ? avx2 : nil)
     }
+
+    /// The kernel of an operation whose AVX-512 and AVX2 versions give the same bits, for callers
+    /// that require `hasPackedKernels`.
+    static func packed<Kernel>(avx512: Kernel, avx2: Kernel) -> Kernel {
+        precondition(hasPackedKernels, "a packed-path kernel without AVX-512 or AVX2")
+        return isAvailable ? avx512 : avx2
+    }
 }
 
 /// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the packed
@@ -88,8 +95,8 @@ public struct PackedWeight: Sendable {
     var panelCount: Int { (outFeatures + Self.panelWidth - 1) / Self.panelWidth }
 
     /// The packed GEMM of this CPU: AVX-512, or its AVX2 version (the same bits).
-    private static let gemm = Accelerated.isAvailable ? gs_gemm_packed : gs_gemm_packed_avx2
-    private static let gemmTransposed = Accelerated.isAvailable ? gs_gemm_packed_transposed : gs_gemm_packed_transposed_avx2
+    private static let gemm = Accelerated.packed(avx512: gs_gemm_packed, avx2: gs_gemm_packed_avx2)
+    private static let gemmTransposed = Accelerated.packed(avx512: gs_gemm_packed_transposed, avx2: gs_gemm_packed_transposed_avx2)
 
     /// Output features per packed panel: the row stride of the blocks `applyPacked` hands out.
     public static let panelWidth = Int(GS_PANEL)
@@ -245,21 +252,23 @@ public enum AcceleratedOps {
     }
 
     /// Softmax down each column of a `[rows, columns]` matrix (row stride `ld`), in place.
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func softmaxColumns(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
-        precondition(Accelerated.isAvailable)
+        let kernel = Accelerated.packed(avx512: gs_softmax_columns, avx2: gs_softmax_columns_avx2)
         // Columns are independent: split them over the cores in 16-lane groups.
         let groups = (columns + 15) / 16
         Parallel.forEachChunk(groups, minimumChunk: rows * 16 >= 32768 ? 1 : groups) { g in
             let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
-            gs_softmax_columns(x + c0, rows, c1 - c0, ld)
+            kernel(x + c0, rows, c1 - c0, ld)
         }
     }
 
     /// Softmax along each row of a `[rows, columns]` matrix (row stride `ld`), in place.
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, ld: Int) {
-        precondition(Accelerated.isAvailable)
+        let kernel = Accelerated.packed(avx512: gs_softmax_rows, avx2: gs_softmax_rows_avx2)
         Parallel.forEachChunk(rows, minimumChunk: max(1, 65536 / max(columns, 1))) { r in
-            gs_softmax_rows(x + r.lowerBound * ld, r.count, columns, ld)
+            kernel(x + r.lowerBound * ld, r.count, columns, ld)
         }
     }
 
@@ -277,13 +286,13 @@ public enum AcceleratedOps {
     }
 
     /// Softmax over each group of `group` consecutive rows of `[groups·group, columns]` (row
-    /// stride `ld`), column by column, in place.
+    /// stride `ld`), column by column, in place. Requires `Accelerated.hasPackedKernels`.
     public static func softmaxRowGroups(_ x: UnsafeMutablePointer<Float>, groups: Int, group: Int, columns: Int, ld: Int) {
-        precondition(Accelerated.isAvailable)
+        let kernel = Accelerated.packed(avx512: gs_softmax_row_groups, avx2: gs_softmax_row_groups_avx2)
         let lanes = (columns + 15) / 16
         Parallel.forEachChunk(lanes, minimumChunk: groups * group * 16 >= 16384 ? 1 : lanes) { g in
             let c0 = g.lowerBound * 16, c1 = min(columns, g.upperBound * 16)
-            gs_softmax_row_groups(x + c0, groups, group, c1 - c0, ld)
+            kernel(x + c0, groups, group, c1 - c0, ld)
         }
     }
 
@@ -318,20 +327,21 @@ public enum AcceleratedOps {
     /// Requires `Accelerated.hasPackedKernels`.
     public static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
                                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float) {
-        (Accelerated.isAvailable ? gs_layer_norm : gs_layer_norm_avx2)(x, rows, channels, weight, bias, eps)
+        Accelerated.packed(avx512: gs_layer_norm, avx2: gs_layer_norm_avx2)(x, rows, channels, weight, bias, eps)
     }
 
     /// The tail of `Convolution.transposedConv2x2` done as one GEMM (`gs_convt2x2_epilogue`):
     /// scatter of the sub-pixel products of an `h × w` input, `+ bias + addend`, optional
     /// LayerNorm2d and GELU; the result goes to `out` and/or, as dot products with the rows of
     /// `hyper` (`[masks, channels]`), to `logits` (`[masks, 2h, 2w]`). Split over the cores by rows.
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func transposedConvEpilogue(
         products: UnsafePointer<Float>, height h: Int, width w: Int, channels: Int, bias: UnsafePointer<Float>,
         adding addend: UnsafePointer<Float>, norm: (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float)?,
         gelu: Bool, into out: UnsafeMutablePointer<Float>?, hyper: UnsafePointer<Float>?, masks: Int,
         logits: UnsafeMutablePointer<Float>?
     ) {
-        precondition(Accelerated.isAvailable && channels <= 128)
+        precondition(channels <= 128)
         let outputRow = 2 * w * channels  // floats per output row, channels-last
         Parallel.forEachChunk(h, minimumChunk: 8) { rows in
             let y = rows.lowerBound
@@ -346,14 +356,15 @@ public enum AcceleratedOps {
     /// holds the band's products, and `addend`, `out` and `logits` point at its first output row
     /// (output row 2·y for input row y); mask k's logits start `logitsPlane` floats after mask
     /// k − 1's. For callers that compute the products band by band to keep them in cache.
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func transposedConvEpilogueBand(
         products: UnsafePointer<Float>, rows: Int, width w: Int, channels: Int, bias: UnsafePointer<Float>,
         adding addend: UnsafePointer<Float>, norm: (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float)?,
         gelu: Bool, into out: UnsafeMutablePointer<Float>?, hyper: UnsafePointer<Float>?, masks: Int,
         logits: UnsafeMutablePointer<Float>?, logitsPlane: Int
     ) {
-        precondition(Accelerated.isAvailable && channels <= 128)
-        gs_convt2x2_epilogue(products, rows, w, channels, bias, addend, norm?.weight, norm?.bias, norm?.eps ?? 0, gelu ? 1 : 0,
+        precondition(channels <= 128)
+        Accelerated.packed(avx512: gs_convt2x2_epilogue, avx2: gs_convt2x2_epilogue_avx2)(products, rows, w, channels, bias, addend, norm?.weight, norm?.bias, norm?.eps ?? 0, gelu ? 1 : 0,
                              out, hyper, masks, logits, logitsPlane)
     }
 

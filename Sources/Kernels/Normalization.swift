@@ -43,8 +43,8 @@ public enum Normalization {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
         means: UnsafeMutablePointer<Float>? = nil, inverses: UnsafeMutablePointer<Float>? = nil
     ) {
-        if Accelerated.isAvailable {
-            gs_layer_norm_stats(x, rows, channels, weight, bias, eps, means, inverses)
+        if Accelerated.hasPackedKernels {
+            Accelerated.packed(avx512: gs_layer_norm_stats, avx2: gs_layer_norm_stats_avx2)(x, rows, channels, weight, bias, eps, means, inverses)
         } else {
             precondition(means == nil && inverses == nil, "layerNorm statistics need the accelerated kernels")
             layerNorm(x, rows: rows, channels: channels, weight: weight, bias: bias, eps: eps)

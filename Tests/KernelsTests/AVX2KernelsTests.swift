@@ -4,10 +4,10 @@ import XCTest
 @testable import Kernels
 
 /// The AVX2 kernels (what CPUs without AVX-512 run: the packed GEMM, the flash attention, GELU, exp,
-/// layer norm and softmax), called directly so that they are checked on every CPU with AVX2,
-/// AVX-512 ones included: against double-precision references, at shapes with every tail of the
-/// 6-row and 8-lane tiles; and all but softmax against the AVX-512 kernels bit for bit where those
-/// run, which makes the features of the two paths the same.
+/// layer norm, the softmaxes, the transposed-convolution epilogue), called directly so that they
+/// are checked on every CPU with AVX2, AVX-512 ones included: against double-precision references,
+/// at shapes with every tail of the 6-row and 8-lane tiles; and against the AVX-512 kernels bit for
+/// bit where those run, which makes the features and masks of the two paths the same.
 final class AVX2KernelsTests: XCTestCase {
     override func setUpWithError() throws {
         try XCTSkipUnless(gs_has_avx2_fma() != 0, "no AVX2/FMA on this CPU")
@@ -70,6 +70,95 @@ final class AVX2KernelsTests: XCTestCase {
                 }
                 for c in columns..<ld { XCTAssertEqual(x[r * ld + c], source[r * ld + c], "padding of row \(r) written") }
             }
+            if gs_has_avx512() != 0 {
+                var wide = source
+                wide.withUnsafeMutableBufferPointer { gs_softmax_rows($0.baseAddress!, rows, columns, ld) }
+                XCTAssertEqual(x.map(\.bitPattern), wide.map(\.bitPattern), "softmax rows \(columns): the AVX-512 kernel's bits")
+            }
+        }
+    }
+
+    /// Column softmax (and its row groups) over 1…4096 rows of columns that end inside an 8-lane
+    /// vector, in a wider buffer whose padding must stay.
+    func testSoftmaxColumnsMatchesDoublePrecisionAndTheAVX512Kernel() {
+        for (rows, columns) in [(1, 3), (7, 8), (33, 13), (4096, 20), (5, 45)] {
+            let ld = columns + 5
+            var source = randomTensor([rows, ld], seed: UInt64(rows + columns), scale: 8).toArray()
+            for c in 0..<ld { source[c] += 100 }  // row 0 far above the rest: the maximum must be per column
+            var x = source
+            x.withUnsafeMutableBufferPointer { gs_softmax_columns_avx2($0.baseAddress!, rows, columns, ld) }
+            for c in 0..<columns {
+                let column = (0..<rows).map { Double(source[$0 * ld + c]) }
+                let m = column.max()!
+                let total = column.map { Foundation.exp($0 - m) }.reduce(0, +)
+                for r in 0..<rows {
+                    XCTAssertEqual(Double(x[r * ld + c]), Foundation.exp(column[r] - m) / total, accuracy: 1e-6, "softmax columns \(rows)×\(columns)")
+                }
+            }
+            for r in 0..<rows { for c in columns..<ld { XCTAssertEqual(x[r * ld + c], source[r * ld + c], "padding written") } }
+            // Row groups: each group of rows is a column softmax of its own.
+            let groups = rows >= 33 ? 3 : 1, group = rows / groups
+            var grouped = source, separate = source
+            grouped.withUnsafeMutableBufferPointer { gs_softmax_row_groups_avx2($0.baseAddress!, groups, group, columns, ld) }
+            for g in 0..<groups {
+                separate.withUnsafeMutableBufferPointer { gs_softmax_columns_avx2($0.baseAddress! + g * group * ld, group, columns, ld) }
+            }
+            XCTAssertEqual(grouped.map(\.bitPattern), separate.map(\.bitPattern), "row groups \(groups)×\(group)")
+            if gs_has_avx512() != 0 {
+                var wide = source
+                wide.withUnsafeMutableBufferPointer { gs_softmax_columns($0.baseAddress!, rows, columns, ld) }
+                XCTAssertEqual(x.map(\.bitPattern), wide.map(\.bitPattern), "softmax columns: the AVX-512 kernel's bits")
+            }
+        }
+    }
+
+    /// The transposed convolution's epilogue (bias, the high-res map, LayerNorm2d, GELU, the
+    /// hypernetwork products) for SAM2's shapes (32 and 64 channels, four masks) and partial
+    /// vectors with other mask counts: against the unfused operations in Double, and the AVX-512
+    /// kernel's bits where it runs.
+    func testTransposedConvEpilogueMatchesReferenceAndTheAVX512Kernel() {
+        for (h, w, oc, masks, norm) in [(3, 5, 32, 4, true), (2, 3, 64, 4, false), (3, 2, 40, 3, true), (2, 2, 8, 1, true)] {
+            let products = randomTensor([h * w, 4 * oc], seed: UInt64(oc + masks)), bias = randomTensor([oc], seed: 2)
+            let addend = randomTensor([2 * h, 2 * w, oc], seed: 3), lnw = randomTensor([oc], seed: 4), lnb = randomTensor([oc], seed: 5)
+            let hyper = randomTensor([masks, oc], seed: 6)
+            let (pp, bp, ap, wp, lp, hp) = (products.pointer, bias.pointer, addend.pointer, lnw.pointer, lnb.pointer, hyper.pointer)
+            let plane = 4 * h * w
+            typealias Epilogue = @convention(c) (UnsafePointer<Float>?, Int, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                                 UnsafePointer<Float>?, UnsafePointer<Float>?, Float, Int32, UnsafeMutablePointer<Float>?,
+                                                 UnsafePointer<Float>?, Int, UnsafeMutablePointer<Float>?, Int) -> Void
+            func run(_ kernel: Epilogue) -> (out: [Float], logits: [Float]) {
+                var out = [Float](repeating: 0, count: plane * oc), logits = [Float](repeating: 0, count: masks * plane)
+                out.withUnsafeMutableBufferPointer { o in
+                    logits.withUnsafeMutableBufferPointer { l in
+                        kernel(pp, h, w, oc, bp, ap, norm ? wp : nil, norm ? lp : nil, 1e-6, 1, o.baseAddress!, hp, masks, l.baseAddress!, plane)
+                    }
+                }
+                return (out, logits)
+            }
+            let (out, logits) = run(gs_convt2x2_epilogue_avx2)
+            for y in 0..<(2 * h) {
+                for x in 0..<(2 * w) {
+                    let pixel = y * 2 * w + x
+                    let (d, source) = ((y % 2) * 2 + x % 2, (y / 2) * w + x / 2)
+                    var v = (0..<oc).map { Double(products[flat: source * 4 * oc + d * oc + $0]) + Double(bias[flat: $0]) + Double(addend[flat: pixel * oc + $0]) }
+                    if norm {
+                        let mean = v.reduce(0, +) / Double(oc)
+                        let variance = v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(oc)
+                        v = v.indices.map { ($0 < oc ? (v[$0] - mean) / (variance + 1e-6).squareRoot() : 0) * Double(lnw[flat: $0]) + Double(lnb[flat: $0]) }
+                    }
+                    v = v.map { 0.5 * $0 * (1 + Foundation.erf($0 / 2.0.squareRoot())) }
+                    for c in 0..<oc { XCTAssertEqual(Double(out[pixel * oc + c]), v[c], accuracy: 3e-5, "epilogue \(oc) channels") }
+                    for k in 0..<masks {
+                        let dot = (0..<oc).map { v[$0] * Double(hyper[flat: k * oc + $0]) }.reduce(0, +)
+                        XCTAssertEqual(Double(logits[k * plane + pixel]), dot, accuracy: 2e-4, "hypernetwork product \(k), \(oc) channels")
+                    }
+                }
+            }
+            if gs_has_avx512() != 0 {
+                let wide = run(gs_convt2x2_epilogue)
+                XCTAssertEqual(out.map(\.bitPattern), wide.out.map(\.bitPattern), "epilogue: the AVX-512 kernel's bits, \(oc) channels")
+                XCTAssertEqual(logits.map(\.bitPattern), wide.logits.map(\.bitPattern), "logits: the AVX-512 kernel's bits, \(masks) masks")
+            }
         }
     }
 
@@ -82,10 +171,30 @@ final class AVX2KernelsTests: XCTestCase {
             y.withUnsafeMutableBufferPointer { gs_layer_norm_avx2($0.baseAddress!, 33, channels, wp, bp, 1e-6) }
             let ref = ReferenceKernels.layerNorm(x.toArray(), channels: channels, weight: w.toArray(), bias: b.toArray(), eps: 1e-6)
             assertClose(y, ref, tolerance: 2e-5, "layerNorm \(channels)")
+            var withStats = x.toArray(), means = [Float](repeating: 0, count: 33), inverses = means
+            withStats.withUnsafeMutableBufferPointer { xs in
+                means.withUnsafeMutableBufferPointer { m in
+                    inverses.withUnsafeMutableBufferPointer { gs_layer_norm_stats_avx2(xs.baseAddress!, 33, channels, wp, bp, 1e-6, m.baseAddress!, $0.baseAddress!) }
+                }
+            }
+            XCTAssertEqual(withStats.map(\.bitPattern), y.map(\.bitPattern), "layerNorm with statistics \(channels)")
+            for r in 0..<33 {
+                let row = (0..<channels).map { Double(x[flat: r * channels + $0]) }
+                let mean = row.reduce(0, +) / Double(channels)
+                let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(channels)
+                XCTAssertEqual(Double(means[r]), mean, accuracy: 1e-5, "mean of row \(r)")
+                XCTAssertEqual(Double(inverses[r]), 1 / (variance + 1e-6).squareRoot(), accuracy: 1e-4 / (variance + 1e-6).squareRoot(), "1/σ of row \(r)")
+            }
             if gs_has_avx512() != 0 {
-                var wide = x.toArray()
-                wide.withUnsafeMutableBufferPointer { gs_layer_norm($0.baseAddress!, 33, channels, wp, bp, 1e-6) }
+                var wide = x.toArray(), wideMeans = means, wideInverses = inverses
+                wide.withUnsafeMutableBufferPointer { xs in
+                    wideMeans.withUnsafeMutableBufferPointer { m in
+                        wideInverses.withUnsafeMutableBufferPointer { gs_layer_norm_stats(xs.baseAddress!, 33, channels, wp, bp, 1e-6, m.baseAddress!, $0.baseAddress!) }
+                    }
+                }
                 XCTAssertEqual(y.map(\.bitPattern), wide.map(\.bitPattern), "layerNorm \(channels): the AVX-512 kernel's bits")
+                XCTAssertEqual(means.map(\.bitPattern) + inverses.map(\.bitPattern), wideMeans.map(\.bitPattern) + wideInverses.map(\.bitPattern),
+                               "layerNorm statistics: the AVX-512 kernel's bits")
             }
         }
     }

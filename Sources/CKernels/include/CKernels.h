@@ -154,12 +154,20 @@ void gs_softmax_rows(float *x, long rows, long columns, long ld);
 /// CPUs without AVX-512.
 int gs_has_avx2_fma(void);
 
-/// `gs_gelu`, `gs_exp`, `gs_layer_norm` and `gs_softmax_rows` on AVX2 with FMA. GELU, exp and layer
-/// norm give the AVX-512 kernels' bits; softmax sums in another order.
+/// `gs_gelu`, `gs_exp`, `gs_layer_norm`, `gs_layer_norm_stats`, `gs_softmax_rows`,
+/// `gs_softmax_columns`, `gs_softmax_row_groups` and `gs_convt2x2_epilogue` on AVX2 with FMA, with
+/// the AVX-512 kernels' bits.
 void gs_gelu_avx2(float *x, long count);
 void gs_exp_avx2(float *x, long count);
 void gs_layer_norm_avx2(float *x, long rows, long channels, const float *weight, const float *bias, float eps);
+void gs_layer_norm_stats_avx2(float *x, long rows, long channels, const float *weight, const float *bias, float eps,
+                              float *means, float *inverses);
 void gs_softmax_rows_avx2(float *x, long rows, long columns, long ld);
+void gs_softmax_columns_avx2(float *x, long rows, long columns, long ld);
+void gs_softmax_row_groups_avx2(float *x, long groups, long group, long columns, long ld);
+void gs_convt2x2_epilogue_avx2(const float *products, long rows, long w, long oc, const float *bias,
+                               const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
+                               float *out, const float *hyper, long masks, float *logits, long plane);
 
 /// `gs_gemm_packed` and `gs_gemm_packed_transposed` on AVX2 with FMA, on the same packed weights,
 /// with the same bits.

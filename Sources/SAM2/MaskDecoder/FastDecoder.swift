@@ -343,7 +343,7 @@ extension MaskDecoder {
         let (c1, c2) = (upscaleConv1Bias.count, upscaleConv2Bias.count)
         let hyper = Tensor(concatenatingRows: (0..<Self.maskTokenCount).map { k in hypernetworks[k](hs.copyingRows((2 + k)..<(3 + k))) })
         guard let conv1 = upscaleConv1Packed, let conv2 = upscaleConv2Packed else {
-            preconditionFailure("headFast needs the packed upscaling weights (Accelerated.isAvailable)")
+            preconditionFailure("headFast needs the packed upscaling weights (Accelerated.hasPackedKernels)")
         }
         let side = SAM2Configuration.lowResolutionMaskSize
         var logits = Tensor(unsafeUninitializedShape: [Self.maskTokenCount, side, side])

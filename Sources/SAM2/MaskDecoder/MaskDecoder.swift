@@ -39,8 +39,8 @@ struct MaskDecoder: Sendable {
         upscaleConv2Bias = try weights.load("output_upscaling.3.bias", [d / 8])
         upscaleConv1Matrix = Convolution.transposedConv2x2Matrix(upscaleConv1Weight)
         upscaleConv2Matrix = Convolution.transposedConv2x2Matrix(upscaleConv2Weight)
-        upscaleConv1Packed = Accelerated.isAvailable ? PackedWeight(upscaleConv1Matrix) : nil
-        upscaleConv2Packed = Accelerated.isAvailable ? PackedWeight(upscaleConv2Matrix) : nil
+        upscaleConv1Packed = Accelerated.hasPackedKernels ? PackedWeight(upscaleConv1Matrix) : nil
+        upscaleConv2Packed = Accelerated.hasPackedKernels ? PackedWeight(upscaleConv2Matrix) : nil
         convS0 = try Linear(conv1x1: weights, "conv_s0", inChannels: d, outChannels: d / 8)
         convS1 = try Linear(conv1x1: weights, "conv_s1", inChannels: d, outChannels: d / 4)
         hypernetworks = try (0..<Self.maskTokenCount).map {

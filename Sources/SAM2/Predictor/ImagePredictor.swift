@@ -137,7 +137,7 @@ extension SAM2Model {
 
     private func prepared(image: Tensor, s0: Tensor, s1: Tensor, width: Int, height: Int, cachingFirstLayer: Bool) -> PreparedFeatures {
         var layer0: DecoderLayer0Cache? = nil
-        if cachingFirstLayer, Accelerated.isAvailable {
+        if cachingFirstLayer, Accelerated.hasPackedKernels {
             var keys = image
             keys.addRowVector(promptEncoder.noMaskEmbedding.reshaped([configuration.modelDimension]))
             layer0 = maskDecoder.transformer.layer0Cache(keys: keys, imagePE: densePositionalEncoding)
@@ -149,7 +149,7 @@ extension SAM2Model {
     /// The prompt encoder and mask decoder: unclamped low-resolution logits `[C, 256, 256]` and
     /// the IoU predictions, without upsampling.
     public func decodeLogits(_ features: ImageFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
-        if Accelerated.isAvailable {
+        if Accelerated.hasPackedKernels {
             // One prompt: the layout work is needed anyway, the first-layer cache would not pay off.
             return try decodeLogits(prepare(features, cachingFirstLayer: false), prompt: prompt, multimask: multimask)
         }
@@ -173,7 +173,7 @@ extension SAM2Model {
     public func decodeLogits(_ prepared: PreparedFeatures, prompt: Prompt, multimask: Bool) throws -> (logits: Tensor, scores: [Float]) {
         let (sparse, mask) = try encodePrompt(prompt, width: prepared.originalWidth, height: prepared.originalHeight)
         let all: (logits: Tensor, iou: [Float])
-        if Accelerated.isAvailable {
+        if Accelerated.hasPackedKernels {
             let dense = mask.map { promptEncoder.embedMask($0) }
             all = maskDecoder.predictMasksFast(prepared: prepared, imagePE: densePositionalEncoding, sparse: sparse, dense: dense,
                                                noMaskEmbedding: promptEncoder.noMaskEmbedding.reshaped([configuration.modelDimension]))
