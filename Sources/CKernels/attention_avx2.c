@@ -131,46 +131,20 @@ GS_TARGET_AVX2 void gs_attention_head_avx2(const float *q, long ldq, const float
     float *st = qt + hd * QB;            // [KB][QB]: scores, then probabilities
     float *state = st + KB * QB;         // per query block: Oᵀ [hd][QB], m [QB], l [QB]
     long stateSize = hd * QB + 2 * QB;
-    for (long b = 0; b < nqb; b++) {
-        float *s = state + b * stateSize;
-        for (long i = 0; i < hd * QB; i++) s[i] = 0;
-        for (long i = 0; i < QB; i++) { s[hd * QB + i] = -INFINITY; s[hd * QB + QB + i] = 0; }
-    }
+    gs_attention_start(state, nqb, hd);
     for (long kb0 = 0; kb0 < nk; kb0 += KB) {
         long kbn = nk - kb0 < KB ? nk - kb0 : KB;
-        long tiles = (kbn + KT - 1) / KT;
-        // Pack the key block as [tile][d][KT], zero rows past the end.
-        for (long t = 0; t < tiles; t++) {
-            float *dst = kp + t * hd * KT;
-            for (long r = 0; r < KT; r++) {
-                long j = t * KT + r;
-                if (j < kbn) {
-                    const float *row = k + (kb0 + j) * ldk;
-                    for (long d = 0; d < hd; d++) dst[d * KT + r] = row[d];
-                } else {
-                    for (long d = 0; d < hd; d++) dst[d * KT + r] = 0;
-                }
-            }
-        }
+        gs_attention_pack_keys(k + kb0 * ldk, ldk, kbn, hd, kp);
         for (long j = 0; j < kbn; j++) {
             const float *row = v + (kb0 + j) * ldv;
             for (long d = 0; d < hd; d++) vp[j * hd + d] = row[d];
         }
         for (long b = 0; b < nqb; b++) {
             long q0 = b * QB, qn = nq - q0 < QB ? nq - q0 : QB;
-            for (long d = 0; d < hd; d++)
-                for (long i = 0; i < QB; i++) qt[d * QB + i] = i < qn ? q[(q0 + i) * ldq + d] * scale : 0.0f;
+            gs_attention_load_queries(q + q0 * ldq, ldq, qn, hd, scale, qt);
             float *s = state + b * stateSize;
             query_block((qn + 7) / 8, kp, qt, st, vp, kbn, hd, s);
         }
     }
-    for (long b = 0; b < nqb; b++) {
-        long q0 = b * QB, qn = nq - q0 < QB ? nq - q0 : QB;
-        float *s = state + b * stateSize;
-        for (long i = 0; i < qn; i++) {
-            float *o = out + (q0 + i) * ldo;
-            float inv = 1.0f / s[hd * QB + QB + i];
-            for (long d = 0; d < hd; d++) o[d] = s[d * QB + i] * inv;
-        }
-    }
+    gs_attention_finish(state, nq, hd, out, ldo);
 }

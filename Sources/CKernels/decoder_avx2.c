@@ -122,9 +122,6 @@ GS_INLINE_AVX2 void convt_pixel(const long vectors, gs_pair *v, long oc, const f
     }
 }
 
-/// Input pixels of look-ahead for the epilogue's software prefetch, as in elementwise.c.
-enum { PREFETCH = 4 };
-
 GS_INLINE_AVX2 void convt_epilogue(const long vectors, const float *products, long rows, long w, long oc, const float *bias,
                                    const float *addend, const float *lnw, const float *lnb, float eps, int gelu, float *out,
                                    const float *hyper, long masks, float *logits, long plane) {
@@ -133,12 +130,7 @@ GS_INLINE_AVX2 void convt_epilogue(const long vectors, const float *products, lo
     for (long y = 0; y < rows; y++) {
         for (long x = 0; x < w; x++) {
             const float *s = products + (y * w + x) * 4 * oc;
-            if (x + PREFETCH < w) {
-                for (long r = 0; r < 2; r++) {
-                    const char *ahead = (const char *)(addend + ((2 * y + r) * ow + 2 * (x + PREFETCH)) * oc);
-                    for (long line = 0; line < 2 * oc * (long)sizeof(float); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
-                }
-            }
+            gs_epilogue_prefetch(addend, y, x, w, oc);
             for (long d = 0; d < 4; d++) {
                 long pixel = (2 * y + d / 2) * ow + 2 * x + d % 2;
                 const float *a = addend + pixel * oc;

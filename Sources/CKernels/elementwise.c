@@ -258,9 +258,6 @@ GS_TARGET void gs_softmax_row_groups(float *x, long groups, long group, long col
     for (long g = 0; g < groups; g++) gs_softmax_columns(x + g * group * ld, group, columns, ld);
 }
 
-/// Input pixels of look-ahead for the epilogue's software prefetch.
-enum { GS_EPILOGUE_PREFETCH = 4 };
-
 GS_INLINE void convt_epilogue(const long vectors, const float *products, long rows, long w, long oc,
                               const float *bias, const float *addend, const float *lnw, const float *lnb, float eps,
                               int gelu, float *out, const float *hyper, long masks, float *logits, long plane) {
@@ -269,15 +266,7 @@ GS_INLINE void convt_epilogue(const long vectors, const float *products, long ro
     for (long y = 0; y < rows; y++) {
         for (long x = 0; x < w; x++) {
             const float *s = products + (y * w + x) * 4 * oc;
-            // The high-res map streams from memory, and the hardware prefetcher of the machines
-            // measured does not keep up (a cold map doubled this loop's time): fetch both output
-            // rows' pixels a few input pixels ahead (an input pixel covers 2·oc floats of each row).
-            if (x + GS_EPILOGUE_PREFETCH < w) {
-                for (long r = 0; r < 2; r++) {
-                    const char *ahead = (const char *)(addend + ((2 * y + r) * ow + 2 * (x + GS_EPILOGUE_PREFETCH)) * oc);
-                    for (long line = 0; line < 2 * oc * (long)sizeof(float); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
-                }
-            }
+            gs_epilogue_prefetch(addend, y, x, w, oc);
             for (long d = 0; d < 4; d++) {
                 long pixel = (2 * y + d / 2) * ow + 2 * x + d % 2;
                 const float *a = addend + pixel * oc;

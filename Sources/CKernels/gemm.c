@@ -106,9 +106,7 @@ GS_TARGET void gs_gemm_packed(const float *x, long xs, long xk, const float *pac
     if (m <= 0 || panel_end <= panel_begin) return;
     if (k == 0) {
         // An empty sum: y = bias (+ y); no model layer has k = 0, so the activation is not applied.
-        for (long r = 0; r < m; r++)
-            for (long j = panel_begin * GS_PANEL; j < n && j < panel_end * GS_PANEL; j++)
-                y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
+        gs_gemm_empty_sum(bias, y, ldy, m, n, panel_begin, panel_end, accumulate);
         return;
     }
     // The zero-padded copy of a short row tail, per thread.
@@ -167,11 +165,7 @@ GS_TARGET void gs_gemm_packed_transposed(const float *x, long xs, long xk, const
                 }
                 if (k0 + KC >= k) break;
             }
-            for (long j = 0; j < width; j++) {
-                float bj = bias ? bias[col + j] : 0.0f;
-                float *o = y + (col + j) * ldy + m0;
-                for (long i = 0; i < mr; i++) o[i] = tile[i * GS_PANEL + j] + bj;
-            }
+            gs_store_tile_transposed(tile, mr, width, bias, col, y + m0, ldy);
         }
     }
 }

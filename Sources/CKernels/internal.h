@@ -19,6 +19,84 @@ enum { GS_GEMM_KC = 256 };
 /// the arithmetic, like GS_GEMM_KC).
 enum { GS_ATTENTION_QB = 32, GS_ATTENTION_KT = 12, GS_ATTENTION_KB = 384 };
 
+// The flash attention's scalar steps, shared by attention.c and attention_avx2.c: the state of
+// every query block (Oᵀ [hd][QB], running max, running sum), a key block packed [tile][d][KT],
+// a query block transposed and scaled, and the final division by the sums.
+
+/// Starts the state of `blocks` query blocks at `state`: O = 0, m = −∞, l = 0.
+static inline void gs_attention_start(float *state, long blocks, long hd) {
+    long size = hd * GS_ATTENTION_QB + 2 * GS_ATTENTION_QB;
+    for (long b = 0; b < blocks; b++) {
+        float *s = state + b * size;
+        for (long i = 0; i < hd * GS_ATTENTION_QB; i++) s[i] = 0;
+        for (long i = 0; i < GS_ATTENTION_QB; i++) { s[hd * GS_ATTENTION_QB + i] = -INFINITY; s[hd * GS_ATTENTION_QB + GS_ATTENTION_QB + i] = 0; }
+    }
+}
+
+/// Packs keys [0, kbn) of a block (rows `ldk` apart) as [tile][d][KT], zero rows past the end.
+static inline void gs_attention_pack_keys(const float *k, long ldk, long kbn, long hd, float *kp) {
+    long tiles = (kbn + GS_ATTENTION_KT - 1) / GS_ATTENTION_KT;
+    for (long t = 0; t < tiles; t++) {
+        float *dst = kp + t * hd * GS_ATTENTION_KT;
+        for (long r = 0; r < GS_ATTENTION_KT; r++) {
+            long j = t * GS_ATTENTION_KT + r;
+            for (long d = 0; d < hd; d++) dst[d * GS_ATTENTION_KT + r] = j < kbn ? k[j * ldk + d] : 0.0f;
+        }
+    }
+}
+
+/// Query block `q` (qn rows `ldq` apart) as qt[d][i] = q[i][d]·scale, zero past qn.
+static inline void gs_attention_load_queries(const float *q, long ldq, long qn, long hd, float scale, float *qt) {
+    for (long d = 0; d < hd; d++)
+        for (long i = 0; i < GS_ATTENTION_QB; i++) qt[d * GS_ATTENTION_QB + i] = i < qn ? q[i * ldq + d] * scale : 0.0f;
+}
+
+/// out[i][d] = O[d][i] / l[i] for the nq queries of every block.
+static inline void gs_attention_finish(const float *state, long nq, long hd, float *out, long ldo) {
+    long size = hd * GS_ATTENTION_QB + 2 * GS_ATTENTION_QB;
+    for (long b = 0; b * GS_ATTENTION_QB < nq; b++) {
+        long q0 = b * GS_ATTENTION_QB, qn = nq - q0 < GS_ATTENTION_QB ? nq - q0 : GS_ATTENTION_QB;
+        const float *s = state + b * size;
+        for (long i = 0; i < qn; i++) {
+            float *o = out + (q0 + i) * ldo;
+            float inv = 1.0f / s[hd * GS_ATTENTION_QB + GS_ATTENTION_QB + i];
+            for (long d = 0; d < hd; d++) o[d] = s[d * GS_ATTENTION_QB + i] * inv;
+        }
+    }
+}
+
+/// The packed GEMM's empty sum (k = 0): y = bias (+ y), for the columns of panels [panel_begin, panel_end).
+static inline void gs_gemm_empty_sum(const float *bias, float *y, long ldy, long m, long n, long panel_begin, long panel_end,
+                                     int accumulate) {
+    for (long r = 0; r < m; r++)
+        for (long j = panel_begin * GS_PANEL; j < n && j < panel_end * GS_PANEL; j++)
+            y[r * ldy + j] = (bias ? bias[j] : 0) + (accumulate ? y[r * ldy + j] : 0);
+}
+
+/// Writes an `mr × width` tile (row stride GS_PANEL) transposed, + bias: y[(col + j)·ldy + i].
+static inline void gs_store_tile_transposed(const float *tile, long mr, long width, const float *bias, long col, float *y,
+                                            long ldy) {
+    for (long j = 0; j < width; j++) {
+        float bj = bias ? bias[col + j] : 0.0f;
+        float *o = y + (col + j) * ldy;
+        for (long i = 0; i < mr; i++) o[i] = tile[i * GS_PANEL + j] + bj;
+    }
+}
+
+/// Input pixels of look-ahead for the transposed-convolution epilogue's software prefetch.
+enum { GS_EPILOGUE_PREFETCH = 4 };
+
+/// Prefetches the high-res map's pixels of both output rows of input pixel (x + look-ahead, y):
+/// the map streams from memory, and the hardware prefetcher of the machines measured does not keep
+/// up (a cold map doubled the epilogue's time). An input pixel covers 2·oc floats of each row.
+static inline void gs_epilogue_prefetch(const float *addend, long y, long x, long w, long oc) {
+    if (x + GS_EPILOGUE_PREFETCH >= w) return;
+    for (long r = 0; r < 2; r++) {
+        const char *ahead = (const char *)(addend + ((2 * y + r) * 2 * w + 2 * (x + GS_EPILOGUE_PREFETCH)) * oc);
+        for (long line = 0; line < 2 * oc * (long)sizeof(float); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+    }
+}
+
 /// Mask of the first `n` lanes (n in 0...16).
 GS_INLINE __mmask16 gs_lanes(long n) {
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n < 0 ? 0 : n)) - 1u);
