@@ -9,10 +9,10 @@ import Darwin
 /// Which hand-written kernels (`CKernels`) are used.
 ///
 /// The AVX-512 kernels run when the CPU has AVX-512 F/DQ/BW/VL. Without them, a CPU with AVX2 and
-/// FMA runs the encoder's kernels in their AVX2 versions (the packed GEMM, the flash attention,
-/// layer norm, GELU: the same arithmetic, so the same features) and the decoder on the portable
-/// paths (OpenBLAS for the products) with their elementwise work on AVX2; older CPUs run the
-/// portable paths in plain Swift. The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
+/// FMA runs the fast encoder and decoder on AVX2 versions of those kernels (the packed GEMM, the
+/// flash attention, layer norm, the softmaxes, GELU, the upscaling epilogue: the same arithmetic,
+/// so the same features and masks), and the plain loops where a kernel has no AVX2 version (mask
+/// upsampling, feature dequantisation); older CPUs run the portable paths (OpenBLAS, plain Swift). The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
 /// the choice, which the tests use to check every path: `avx2` for what CPUs with AVX2 but no
 /// AVX-512 run, `1` for plain Swift and OpenBLAS.
 public enum Accelerated {
@@ -23,8 +23,9 @@ public enum Accelerated {
     /// Read only where `isAvailable` is false: the AVX-512 kernels come first.
     public static let hasAVX2: Bool = portableOverride != "1" && gs_has_avx2_fma() != 0
 
-    /// Whether the packed-weight GEMM (`PackedWeight`) and the flash attention run, on AVX-512 or
-    /// on AVX2: what the fast encoder (`MultiScaleBlock.fast`) needs. Both give the same bits.
+    /// Whether the packed-weight GEMM (`PackedWeight`), the flash attention and the fast decoder's
+    /// kernels run, on AVX-512 or on AVX2: what `MultiScaleBlock.fast` and `FastDecoder` need.
+    /// Both give the same bits.
     public static let hasPackedKernels: Bool = isAvailable || hasAVX2
 
     private static let portableOverride: String? = getenv("GEOSAM2_PORTABLE_KERNELS").map { String(cString: $0) }

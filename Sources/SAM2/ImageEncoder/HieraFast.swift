@@ -1,7 +1,7 @@
 import Kernels
 
-// `MultiScaleBlock` on the packed kernels, AVX-512 or AVX2 (the plain version in Hiera.swift stays the portable
-// path and the reference).
+// `MultiScaleBlock` on the packed kernels, AVX-512 or AVX2 (the plain version in Hiera.swift stays
+// the portable path and the reference).
 //
 // Written as in PyTorch, a block materialises several token-sized tensors (the windows, the fused
 // qkv — 150 MB in stage 1 — the attention output, its projection, the unpartitioned copy, the MLP
