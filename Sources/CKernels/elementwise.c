@@ -90,50 +90,8 @@ GS_TARGET void gs_softmax_columns(float *x, long rows, long columns, long ld) {
     }
 }
 
-/// One axis of `upsample_bilinear2d` (align_corners=False): source taps and weights.
-static void bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float *l1) {
-    float scale = (float)in / (float)out;
-    for (long i = 0; i < out; i++) {
-        // Parity: area_pixel_compute_source_index clamps the source index at 0 (non-cubic).
-        float real = scale * ((float)i + 0.5f) - 0.5f;
-        if (real < 0) real = 0;
-        long a = (long)real;
-        if (a > in - 1) a = in - 1;
-        long b = a + (a < in - 1 ? 1 : 0);
-        float lambda = real - (float)a;
-        if (lambda < 0) lambda = 0;
-        if (lambda > 1) lambda = 1;
-        i0[i] = (int)a; i1[i] = (int)b; l0[i] = 1.0f - lambda; l1[i] = lambda;
-    }
-}
-
-#include <stdlib.h>
-
-/// The scratch of a bilinear upsampling: both axes' source indices and weights, and the width
-/// pass of every source row (h · ow floats); the height pass happens per output row.
-typedef struct {
-    int *xi0, *xi1, *yi0, *yi1;
-    float *xl0, *xl1, *yl0, *yl1, *rows;
-    long ow;
-} upsampling;
-
-static void upsampling_free(upsampling *u) {
-    free(u->xi0); free(u->xi1); free(u->xl0); free(u->xl1); free(u->yi0); free(u->yi1); free(u->yl0); free(u->yl1); free(u->rows);
-}
-
 GS_TARGET static int upsampling_start(upsampling *u, const float *logits, long h, long w, long oh, long ow) {
-    u->ow = ow;
-    u->xi0 = malloc(sizeof(int) * (size_t)ow); u->xi1 = malloc(sizeof(int) * (size_t)ow);
-    u->xl0 = malloc(sizeof(float) * (size_t)ow); u->xl1 = malloc(sizeof(float) * (size_t)ow);
-    u->yi0 = malloc(sizeof(int) * (size_t)oh); u->yi1 = malloc(sizeof(int) * (size_t)oh);
-    u->yl0 = malloc(sizeof(float) * (size_t)oh); u->yl1 = malloc(sizeof(float) * (size_t)oh);
-    u->rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
-    if (!u->xi0 || !u->xi1 || !u->xl0 || !u->xl1 || !u->yi0 || !u->yi1 || !u->yl0 || !u->yl1 || !u->rows) {
-        upsampling_free(u);
-        return -1;
-    }
-    bilinear_axis(w, ow, u->xi0, u->xi1, u->xl0, u->xl1);
-    bilinear_axis(h, oh, u->yi0, u->yi1, u->yl0, u->yl1);
+    if (gs_upsampling_allocate(u, h, w, oh, ow) != 0) return -1;
     for (long i = 0; i < h; i++) {
         const float *src = logits + i * w;
         float *dst = u->rows + i * ow;
@@ -177,7 +135,7 @@ GS_TARGET int gs_upsample_threshold(const float *logits, long h, long w, unsigne
             _mm_mask_storeu_epi8(o + x, m, _mm_maskz_mov_epi8(upsampling_positive(&u, y, x, m), _mm_set1_epi8(1)));
         }
     }
-    upsampling_free(&u);
+    gs_upsampling_free(&u);
     return 0;
 }
 
@@ -199,7 +157,7 @@ GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, l
                 if (!look) break;
                 long lane = __builtin_ctz(look);
                 if (open >= 0) {
-                    if (count == capacity) { upsampling_free(&u); return -1; }
+                    if (count == capacity) { gs_upsampling_free(&u); return -1; }
                     starts[count] = (int)open; ends[count] = (int)(x + lane); count++;
                     open = -1;
                 } else {
@@ -209,12 +167,12 @@ GS_TARGET long gs_upsample_threshold_runs(const float *logits, long h, long w, l
             }
         }
         if (open >= 0) {
-            if (count == capacity) { upsampling_free(&u); return -1; }
+            if (count == capacity) { gs_upsampling_free(&u); return -1; }
             starts[count] = (int)open; ends[count] = (int)columns; count++;
         }
         row_offsets[y + 1] = count;
     }
-    upsampling_free(&u);
+    gs_upsampling_free(&u);
     return count;
 }
 
@@ -249,7 +207,7 @@ GS_TARGET int gs_upsample_statistics(const float *logits, long h, long w, long o
     counts[0] = above_high; counts[1] = above_low; counts[2] = above;
     if (max_y < 0) { box[0] = box[1] = box[2] = box[3] = 0; }
     else { box[0] = min_x; box[1] = min_y; box[2] = max_x; box[3] = max_y; }
-    upsampling_free(&u);
+    gs_upsampling_free(&u);
     return 0;
 }
 

@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 
 // Every function that uses AVX-512 intrinsics carries this attribute: the package is built for
 // the baseline x86-64 target, and the Swift side only calls in after `gs_has_avx512()`.
@@ -95,6 +96,59 @@ static inline void gs_epilogue_prefetch(const float *addend, long y, long x, lon
         const char *ahead = (const char *)(addend + ((2 * y + r) * 2 * w + 2 * (x + GS_EPILOGUE_PREFETCH)) * oc);
         for (long line = 0; line < 2 * oc * (long)sizeof(float); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
     }
+}
+
+// Bilinear upsampling (`upsample_bilinear2d`, align_corners=False), shared by the AVX-512 and
+// AVX2 mask kernels: both axes' taps and the scratch; each does the width pass itself.
+
+/// One axis of `upsample_bilinear2d` (align_corners=False): source taps and weights.
+static inline void gs_bilinear_axis(long in, long out, int *i0, int *i1, float *l0, float *l1) {
+    // Inlined into FMA kernels, `scale·(i + 0.5) − 0.5` would become one fused operation and move
+    // the taps: kept as a multiply and a subtraction, as the plain Swift loop computes it.
+#pragma clang fp contract(off)
+    float scale = (float)in / (float)out;
+    for (long i = 0; i < out; i++) {
+        // Parity: area_pixel_compute_source_index clamps the source index at 0 (non-cubic).
+        float real = scale * ((float)i + 0.5f) - 0.5f;
+        if (real < 0) real = 0;
+        long a = (long)real;
+        if (a > in - 1) a = in - 1;
+        long b = a + (a < in - 1 ? 1 : 0);
+        float lambda = real - (float)a;
+        if (lambda < 0) lambda = 0;
+        if (lambda > 1) lambda = 1;
+        i0[i] = (int)a; i1[i] = (int)b; l0[i] = 1.0f - lambda; l1[i] = lambda;
+    }
+}
+
+/// The scratch of a bilinear upsampling: both axes' source indices and weights, and the width
+/// pass of every source row (h · ow floats); the height pass happens per output row.
+typedef struct {
+    int *xi0, *xi1, *yi0, *yi1;
+    float *xl0, *xl1, *yl0, *yl1, *rows;
+    long ow;
+} upsampling;
+
+static inline void gs_upsampling_free(upsampling *u) {
+    free(u->xi0); free(u->xi1); free(u->xl0); free(u->xl1); free(u->yi0); free(u->yi1); free(u->yl0); free(u->yl1); free(u->rows);
+}
+
+/// Allocates `u`'s scratch for an h × w map upsampled to oh × ow and fills both axes' taps (the
+/// width pass, in the instruction set's kernel, fills `rows`). Returns −1 when memory is short.
+static inline int gs_upsampling_allocate(upsampling *u, long h, long w, long oh, long ow) {
+    u->ow = ow;
+    u->xi0 = malloc(sizeof(int) * (size_t)ow); u->xi1 = malloc(sizeof(int) * (size_t)ow);
+    u->xl0 = malloc(sizeof(float) * (size_t)ow); u->xl1 = malloc(sizeof(float) * (size_t)ow);
+    u->yi0 = malloc(sizeof(int) * (size_t)oh); u->yi1 = malloc(sizeof(int) * (size_t)oh);
+    u->yl0 = malloc(sizeof(float) * (size_t)oh); u->yl1 = malloc(sizeof(float) * (size_t)oh);
+    u->rows = malloc(sizeof(float) * (size_t)(h * ow + 16));
+    if (!u->xi0 || !u->xi1 || !u->xl0 || !u->xl1 || !u->yi0 || !u->yi1 || !u->yl0 || !u->yl1 || !u->rows) {
+        gs_upsampling_free(u);
+        return -1;
+    }
+    gs_bilinear_axis(w, ow, u->xi0, u->xi1, u->xl0, u->xl1);
+    gs_bilinear_axis(h, oh, u->yi0, u->yi1, u->yl0, u->yl1);
+    return 0;
 }
 
 /// Mask of the first `n` lanes (n in 0...16).

@@ -371,20 +371,22 @@ public enum AcceleratedOps {
 
     /// Bilinear upsampling (align_corners=False) of a `[h, w]` logit map to `[oh, ow]` followed by
     /// `> 0`, as 0/1 bytes.
+    /// Requires `Accelerated.hasPackedKernels`.
     /// - Returns: false (mask untouched) when the kernel could not allocate its scratch memory.
     public static func upsampleThreshold(_ logits: UnsafePointer<Float>, height h: Int, width w: Int,
                                          into mask: UnsafeMutablePointer<UInt8>, height oh: Int, width ow: Int) -> Bool {
-        precondition(Accelerated.isAvailable)
-        return gs_upsample_threshold(logits, h, w, mask, oh, ow) == 0
+        Accelerated.packed(avx512: gs_upsample_threshold, avx2: gs_upsample_threshold_avx2)(logits, h, w, mask, oh, ow) == 0
     }
 
     /// The runs of 1s of `upsampleThreshold`'s mask (`> threshold`) over its top-left `rows × columns`, without
     /// the mask: run r covers pixels `starts[r]..<ends[r]` of its row, and row y's runs are
     /// `rowOffsets[y]..<rowOffsets[y + 1]`. Nil when the kernel could not allocate its scratch.
+    /// Requires `Accelerated.hasPackedKernels`.
     public static func upsampleThresholdRuns(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int,
                                              outputWidth ow: Int, rows: Int, columns: Int, threshold: Float = 0)
         -> (starts: [Int32], ends: [Int32], rowOffsets: [Int])? {
-        precondition(Accelerated.isAvailable && rows <= oh && columns <= ow)
+        precondition(rows <= oh && columns <= ow)
+        let kernel = Accelerated.packed(avx512: gs_upsample_threshold_runs, avx2: gs_upsample_threshold_runs_avx2)
         var capacity = max(16, rows * 8)
         while true {
             var starts = [Int32](repeating: 0, count: capacity), ends = [Int32](repeating: 0, count: capacity)
@@ -392,7 +394,7 @@ public enum AcceleratedOps {
             let count = starts.withUnsafeMutableBufferPointer { sp in
                 ends.withUnsafeMutableBufferPointer { ep in
                     offsets.withUnsafeMutableBufferPointer { op in
-                        gs_upsample_threshold_runs(logits, h, w, oh, ow, rows, columns, threshold, sp.baseAddress!, ep.baseAddress!, capacity,
+                        kernel(logits, h, w, oh, ow, rows, columns, threshold, sp.baseAddress!, ep.baseAddress!, capacity,
                                                    op.baseAddress!)
                     }
                 }
@@ -408,14 +410,14 @@ public enum AcceleratedOps {
         }
     }
 
-    /// ``MaskUpsampling/statistics(_:height:width:outputHeight:outputWidth:high:low:threshold:)`` with the AVX-512 kernel;
-    /// nil when the kernel could not allocate its scratch.
+    /// ``MaskUpsampling/statistics(_:height:width:outputHeight:outputWidth:high:low:threshold:)`` with the AVX-512 kernel
+    /// or its AVX2 version; nil when the kernel could not allocate its scratch. Requires `Accelerated.hasPackedKernels`.
     public static func upsampleStatistics(_ logits: UnsafePointer<Float>, height h: Int, width w: Int, outputHeight oh: Int,
                                           outputWidth ow: Int, high: Float, low: Float, threshold: Float) -> MaskUpsampling.Statistics? {
-        precondition(Accelerated.isAvailable)
+        let kernel = Accelerated.packed(avx512: gs_upsample_statistics, avx2: gs_upsample_statistics_avx2)
         var counts = [Int](repeating: 0, count: 3), box = [Int](repeating: 0, count: 4)
         let status = counts.withUnsafeMutableBufferPointer { c in
-            box.withUnsafeMutableBufferPointer { b in gs_upsample_statistics(logits, h, w, oh, ow, high, low, threshold, c.baseAddress!, b.baseAddress!) }
+            box.withUnsafeMutableBufferPointer { b in kernel(logits, h, w, oh, ow, high, low, threshold, c.baseAddress!, b.baseAddress!) }
         }
         guard status == 0 else { return nil }
         return MaskUpsampling.Statistics(aboveHigh: counts[0], aboveLow: counts[1], above: counts[2],

@@ -2,7 +2,7 @@
 /// (`interpolate(mode="bilinear", align_corners=False)`, in one step) and read as it is produced —
 /// thresholded into row runs, or counted for the automatic mask generator's stability score.
 ///
-/// Each entry point uses the AVX-512 kernel when the CPU has it and the plain loop otherwise; the
+/// Each entry point uses the AVX-512 kernel, or its AVX2 version, when the CPU has it and the plain loop otherwise; the
 /// `plain…` versions are the references the tests compare the kernels against.
 public enum MaskUpsampling {
     /// Counts over an upsampled map, and the box of its mask.
@@ -32,7 +32,7 @@ public enum MaskUpsampling {
     /// `outputHeight × outputWidth` map.
     public static func thresholdRuns(_ logits: UnsafePointer<Float>, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
                                      rows: Int, columns: Int, threshold: Float = 0) -> Runs {
-        if Accelerated.isAvailable, let runs = AcceleratedOps.upsampleThresholdRuns(
+        if Accelerated.hasPackedKernels, let runs = AcceleratedOps.upsampleThresholdRuns(
             logits, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth, rows: rows,
             columns: columns, threshold: threshold) {
             return runs
@@ -45,7 +45,7 @@ public enum MaskUpsampling {
     /// above `threshold`, in one pass (`calculate_stability_score` and `batched_mask_to_box`).
     public static func statistics(_ logits: UnsafePointer<Float>, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
                                   high: Float, low: Float, threshold: Float) -> Statistics {
-        if Accelerated.isAvailable, let s = AcceleratedOps.upsampleStatistics(
+        if Accelerated.hasPackedKernels, let s = AcceleratedOps.upsampleStatistics(
             logits, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth, high: high, low: low,
             threshold: threshold) {
             return s

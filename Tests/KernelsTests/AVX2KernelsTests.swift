@@ -199,6 +199,54 @@ final class AVX2KernelsTests: XCTestCase {
         }
     }
 
+    /// The mask kernels (upsampled mask, its runs, the generator's statistics) at sizes that end
+    /// inside an 8-lane vector: runs equal to the bytes' runs, statistics equal to the bytes'
+    /// counts and box, and all of it the AVX-512 kernels' results where they run.
+    func testUpsampledMasksRunsAndStatisticsAgreeAndMatchTheAVX512Kernels() {
+        let logits = randomTensor([16, 16], seed: 82, scale: 0.4)
+        let lp = logits.pointer
+        for (oh, ow) in [(64, 64), (37, 50), (70, 13)] {
+            var mask = [UInt8](repeating: 7, count: oh * ow)
+            XCTAssertEqual(mask.withUnsafeMutableBufferPointer { gs_upsample_threshold_avx2(lp, 16, 16, $0.baseAddress!, oh, ow) }, 0)
+            XCTAssertTrue(mask.allSatisfy { $0 <= 1 }, "every byte written")
+            var starts = [Int32](repeating: 0, count: oh * ow), ends = starts, offsets = [Int](repeating: 0, count: oh + 1)
+            let count = starts.withUnsafeMutableBufferPointer { sp in
+                ends.withUnsafeMutableBufferPointer { ep in
+                    offsets.withUnsafeMutableBufferPointer { gs_upsample_threshold_runs_avx2(lp, 16, 16, oh, ow, oh, ow, 0, sp.baseAddress!, ep.baseAddress!, oh * ow, $0.baseAddress!) }
+                }
+            }
+            var expected: [(Int32, Int32)] = []
+            for y in 0..<oh {
+                var x = 0
+                while x < ow {
+                    if mask[y * ow + x] == 1 {
+                        let s = x
+                        while x < ow && mask[y * ow + x] == 1 { x += 1 }
+                        expected.append((Int32(s), Int32(x)))
+                    } else { x += 1 }
+                }
+            }
+            XCTAssertEqual(count, expected.count, "runs \(oh)×\(ow)")
+            XCTAssertEqual(Array(starts.prefix(count)), expected.map(\.0))
+            XCTAssertEqual(Array(ends.prefix(count)), expected.map(\.1))
+            var counts = [Int](repeating: 0, count: 3), box = [Int](repeating: 0, count: 4)
+            _ = counts.withUnsafeMutableBufferPointer { c in box.withUnsafeMutableBufferPointer { gs_upsample_statistics_avx2(lp, 16, 16, oh, ow, 0.2, -0.2, 0, c.baseAddress!, $0.baseAddress!) } }
+            XCTAssertEqual(counts[2], mask.filter { $0 == 1 }.count, "pixels above the threshold")
+            let xs = (0..<(oh * ow)).filter { mask[$0] == 1 }.map { $0 % ow }, ys = (0..<(oh * ow)).filter { mask[$0] == 1 }.map { $0 / ow }
+            if let x0 = xs.min(), let x1 = xs.max(), let y0 = ys.min(), let y1 = ys.max() { XCTAssertEqual(box, [x0, y0, x1, y1], "box") }
+            XCTAssertGreaterThanOrEqual(counts[1], counts[2])
+            XCTAssertLessThanOrEqual(counts[0], counts[2])
+            if gs_has_avx512() != 0 {
+                var wide = [UInt8](repeating: 7, count: oh * ow)
+                _ = wide.withUnsafeMutableBufferPointer { gs_upsample_threshold(lp, 16, 16, $0.baseAddress!, oh, ow) }
+                XCTAssertEqual(mask, wide, "the AVX-512 kernel's mask")
+                var wideCounts = [Int](repeating: 0, count: 3), wideBox = [Int](repeating: 0, count: 4)
+                _ = wideCounts.withUnsafeMutableBufferPointer { c in wideBox.withUnsafeMutableBufferPointer { gs_upsample_statistics(lp, 16, 16, oh, ow, 0.2, -0.2, 0, c.baseAddress!, $0.baseAddress!) } }
+                XCTAssertEqual(counts + box, wideCounts + wideBox, "the AVX-512 kernel's statistics")
+            }
+        }
+    }
+
     /// `gs_gemm_packed_avx2` on the packed weights: rows that are not multiples of 6 (and fewer
     /// than 6), widths that end inside either half of a panel, k beyond one 256 block, a transposed
     /// operand, bias or none, accumulation and GELU; against the double-precision product and,

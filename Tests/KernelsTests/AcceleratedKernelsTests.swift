@@ -7,8 +7,9 @@ import XCTest
 /// row counts that are not multiples of the 12-row (AVX-512) or 6-row (AVX2) micro-kernel, output
 /// widths that are not multiples of the 32-wide panels, k beyond one 256 block, key counts beyond
 /// one 384-key online-softmax block, head dims that are not multiples of 8. The packed GEMM, the
-/// flash attention, the softmaxes and the transposed-convolution epilogue run on AVX-512 or AVX2
-/// (`GEOSAM2_PORTABLE_KERNELS=avx2` tests the latter on any CPU); the rest need AVX-512.
+/// flash attention, the softmaxes, the transposed-convolution epilogue and the mask upsampling run
+/// on AVX-512 or AVX2 (`GEOSAM2_PORTABLE_KERNELS=avx2` tests the latter on any CPU); the rest need
+/// AVX-512.
 final class AcceleratedKernelsTests: XCTestCase {
     override func setUpWithError() throws {
         try XCTSkipUnless(Accelerated.hasPackedKernels, "no AVX-512 or AVX2 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
@@ -266,7 +267,6 @@ final class AcceleratedKernelsTests: XCTestCase {
     }
 
     func testUpsampleThresholdRunsAreTheMasksRuns() throws {
-        try requireAVX512()
         // Logits near 0 everywhere make many short runs, including runs across 16-lane chunks.
         let logits = randomTensor([16, 16], seed: 81, scale: 0.3)
         for (oh, ow, rows, columns) in [(64, 64, 64, 64), (37, 50, 20, 33), (64, 100, 64, 17), (40, 40, 1, 40), (32, 32, 0, 32)] {
@@ -302,7 +302,6 @@ final class AcceleratedKernelsTests: XCTestCase {
     /// The automatic mask generator's one-pass statistics and thresholded runs at any threshold
     /// equal the plain loops and the full upsampled map.
     func testUpsampleStatisticsAndRunsAtAThresholdMatchThePlainLoops() throws {
-        try requireAVX512()
         let logits = randomTensor([24, 24], seed: 81, scale: 3)
         for (oh, ow, high, low, t) in [(100, 100, Float(1), Float(-1), Float(0)), (77, 130, 0.7, -0.3, 0.2), (64, 48, 9, 8, 8.5)] {
             let kernel = try XCTUnwrap(AcceleratedOps.upsampleStatistics(logits.pointer, height: 24, width: 24, outputHeight: oh,
@@ -336,7 +335,6 @@ final class AcceleratedKernelsTests: XCTestCase {
     }
 
     func testUpsampleThresholdMatchesBilinear() throws {
-        try requireAVX512()
         let logits = randomTensor([2, 16, 16], seed: 80, scale: 3)
         for (oh, ow) in [(37, 50), (64, 64), (9, 100)] {
             let reference = Resize.bilinear(logits, height: oh, width: ow)

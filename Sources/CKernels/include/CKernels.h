@@ -169,6 +169,14 @@ void gs_convt2x2_epilogue_avx2(const float *products, long rows, long w, long oc
                                const float *addend, const float *lnw, const float *lnb, float eps, int gelu,
                                float *out, const float *hyper, long masks, float *logits, long plane);
 
+/// `gs_upsample_threshold`, `gs_upsample_threshold_runs` and `gs_upsample_statistics` on AVX2 with
+/// FMA: the same values, masks, runs and counts.
+int gs_upsample_threshold_avx2(const float *logits, long h, long w, unsigned char *mask, long oh, long ow);
+long gs_upsample_threshold_runs_avx2(const float *logits, long h, long w, long oh, long ow, long rows, long columns,
+                                     float threshold, int *starts, int *ends, long capacity, long *row_offsets);
+int gs_upsample_statistics_avx2(const float *logits, long h, long w, long oh, long ow, float high, float low, float threshold,
+                                long *counts, long *box);
+
 /// `gs_gemm_packed` and `gs_gemm_packed_transposed` on AVX2 with FMA, on the same packed weights,
 /// with the same bits.
 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const float *packed, const float *bias, float *y, long ldy,

@@ -76,7 +76,7 @@ extension SAM2Model {
         // Parity: the masks come from the *unclamped* logits; the clamp applies to the returned
         // low-resolution logits only.
         var masks: [UInt8]? = nil
-        if Accelerated.isAvailable {
+        if Accelerated.hasPackedKernels {
             let (count, side) = (logits.shape[0], logits.shape[1])
             var ok = true
             let fast = [UInt8](unsafeUninitializedCapacity: count * h * w) { buffer, initialized in
