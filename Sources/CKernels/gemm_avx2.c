@@ -18,7 +18,8 @@
 
 enum { MR = 6, KC = GS_GEMM_KC, MC = 192, HALF = GS_PANEL / 2 };
 
-/// Copies a short slice of rows (< MR) × kc of x into the [kc][MR] layout, zero rows past the end.
+/// Copies a slice of up to MR rows × kc of x (element (i, t) at x[i·as + t·ak]) into the [kc][MR]
+/// layout, zero rows past `rows`: every slice of a row block, so that the micro-kernel reads one stream.
 GS_TARGET_AVX2 static void pack_rows(const float *x, long as, long ak, long rows, long kc, float *dst) {
     for (long t = 0; t < kc; t++) {
         float *o = dst + t * MR;
