@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "CKernels.h"
 #include "internal_avx2.h"
 
@@ -5,7 +7,8 @@
 // client cores since Alder Lake): without them those CPUs ran GELU through libm's scalar erff and
 // softmax through scalar expf, a fifth of an encode and a third of a decode on AMD EPYC family 23.
 // exp and erf are the AVX-512 kernels' functions on eight lanes, operation for operation, and
-// layer norm and softmax sum in the AVX-512 kernels' order, so all four give the same bits.
+// layer norm and softmax sum in the AVX-512 kernels' order, so all four give the same bits. The
+// feature tiles' dequantisation is the same multiply and add per element.
 
 int gs_has_avx2_fma(void) {
     static int cached = -1;
@@ -88,5 +91,78 @@ GS_TARGET_AVX2 void gs_softmax_rows_avx2(float *x, long rows, long columns, long
         }
         __m256 inv = _mm256_set1_ps(1.0f / gs_sum8(_mm256_add_ps(low, high)));
         for (long c = 0; c < columns; c += 8) gs_store8(row, c, columns, _mm256_mul_ps(gs_load8(row, c, columns), inv));
+    }
+}
+
+// MARK: Feature tiles
+
+/// 8 codes of one channel at 8 pixels (the first n), as floats: (float)q · s + o, as
+/// `dequantize16` of elementwise.c. A short tail goes through a zeroed copy: the codes' mapping
+/// may end right after it, and AVX2 has no masked 16- or 8-bit loads.
+GS_INLINE_AVX2 __m256 dequantize8(const int16_t *codes, const uint8_t *high, const uint8_t *low, long at, long n, __m256 s,
+                                  __m256 o) {
+    __m256i q;
+    if (codes) {
+        int16_t tail[8] = {0};
+        const int16_t *src = codes + at;
+        if (n < 8) {
+            memcpy(tail, src, (size_t)n * sizeof(int16_t));
+            src = tail;
+        }
+        q = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)src));
+    } else {
+        uint8_t tailHigh[8] = {0}, tailLow[8] = {0};
+        const uint8_t *h = high + at, *l = low + at;
+        if (n < 8) {
+            memcpy(tailHigh, h, (size_t)n);
+            memcpy(tailLow, l, (size_t)n);
+            h = tailHigh;
+            l = tailLow;
+        }
+        __m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)h));
+        __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)l));
+        q = _mm256_sub_epi32(_mm256_or_si256(_mm256_slli_epi32(hi, 8), lo), _mm256_set1_epi32(32768));
+    }
+    // Parity with the plain loop `Float(q) * scale + offset`: a multiply, then an add (no FMA).
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), s), o);
+}
+
+/// In-register transpose of an 8×8 block: r[i] lane j ↔ r[j] lane i.
+GS_INLINE_AVX2 void transpose8(__m256 r[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    __m256 u[8];
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    // u[4a + b] holds, in 128-bit lane k, rows 4a…4a+3 of column 4k + b.
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+GS_TARGET_AVX2 void gs_dequantize_transpose_avx2(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels,
+                                                 long plane, long p_begin, long p_end, const float *scale,
+                                                 const float *offset, float *out) {
+    for (long p0 = p_begin; p0 < p_end; p0 += 8) {
+        long n = p_end - p0 < 8 ? p_end - p0 : 8;
+        for (long c0 = 0; c0 < channels; c0 += 8) {
+            long cn = channels - c0 < 8 ? channels - c0 : 8;
+            __m256 r[8];
+            for (long i = 0; i < 8; i++) {
+                long c = c0 + i;
+                r[i] = i < cn ? dequantize8(codes, high, low, c * plane + p0, n, _mm256_set1_ps(scale[c]), _mm256_set1_ps(offset[c]))
+                              : _mm256_setzero_ps();
+            }
+            transpose8(r);
+            for (long j = 0; j < n; j++) gs_store8(out + (p0 + j) * channels, c0, channels, r[j]);
+        }
     }
 }

@@ -240,17 +240,26 @@ extension PackedWeight {
 /// Small entry points into the AVX-512 kernels for callers outside this module. Each requires
 /// `Accelerated.isAvailable`, except where it says `Accelerated.hasPackedKernels` (AVX2 as well).
 public enum AcceleratedOps {
+    /// Whether `dequantizeTranspose` has a kernel here (AVX-512 or AVX2).
+    public static let hasDequantizeTranspose: Bool = dequantizeTransposeKernel != nil
+
+    private static let dequantizeTransposeKernel = Accelerated.elementwise(avx512: gs_dequantize_transpose,
+                                                                           avx2: gs_dequantize_transpose_avx2)
+
     /// Dequantises 16-bit codes stored channel-major (`[channels][plane]`) into `out`, laid out
     /// channels-last (`out[p·channels + c]`), for the pixels `pixels`: value = Float(q)·scale[c] +
     /// offset[c], a multiply then an add, as the plain loop. The codes are signed little-endian
     /// int16 at `signed` (any alignment), or byte planes, q = high·256 + low − 32768.
+    /// Requires `hasDequantizeTranspose`.
     public static func dequantizeTranspose(signed: UnsafeRawPointer?, high: UnsafePointer<UInt8>?, low: UnsafePointer<UInt8>?,
                                            channels: Int, plane: Int, pixels: Range<Int>, scale: UnsafePointer<Float>,
                                            offset: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        precondition(Accelerated.isAvailable && (signed != nil || (high != nil && low != nil)))
+        guard let kernel = dequantizeTransposeKernel, signed != nil || (high != nil && low != nil) else {
+            preconditionFailure("dequantizeTranspose without a kernel or without codes")
+        }
         // An opaque conversion: the C kernel loads the int16 codes unaligned.
-        gs_dequantize_transpose(signed.map { UnsafePointer<Int16>(OpaquePointer($0)) }, high, low, channels, plane,
-                                pixels.lowerBound, pixels.upperBound, scale, offset, out)
+        kernel(signed.map { UnsafePointer<Int16>(OpaquePointer($0)) }, high, low, channels, plane,
+               pixels.lowerBound, pixels.upperBound, scale, offset, out)
     }
 
     /// Softmax down each column of a `[rows, columns]` matrix (row stride `ld`), in place.

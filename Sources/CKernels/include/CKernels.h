@@ -196,6 +196,9 @@ void gs_attention_head_avx2(const float *q, long ldq, const float *k, long ldk, 
 /// (`codes`, with `high`/`low` NULL) or split into byte planes, q = high·256 + low − 32768.
 void gs_dequantize_transpose(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels, long plane,
                              long p_begin, long p_end, const float *scale, const float *offset, float *out);
+/// `gs_dequantize_transpose` on AVX2 (8×8 blocks), with the same values.
+void gs_dequantize_transpose_avx2(const int16_t *codes, const uint8_t *high, const uint8_t *low, long channels, long plane,
+                                  long p_begin, long p_end, const float *scale, const float *offset, float *out);
 
 /// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start): the standard
 /// check value of "123456789" is 0xE3069283. SSE4.2 `crc32` in three interleaved lanes where

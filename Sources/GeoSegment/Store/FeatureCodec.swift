@@ -115,8 +115,8 @@ public enum FeatureDType: String, Sendable, CaseIterable {
             nonisolated(unsafe) let dst = o  // disjoint blocks per chunk
             let block = 64
             Parallel.forEachChunk((plane + block - 1) / block, minimumChunk: 16) { blocks in
-                if Accelerated.isAvailable {
-                    // 16×16 blocks transposed in registers (the loop below scatters its stores).
+                if AcceleratedOps.hasDequantizeTranspose {
+                    // Blocks transposed in registers (the loop below scatters its stores).
                     let pixels = (blocks.lowerBound * block)..<min(plane, blocks.upperBound * block)
                     AcceleratedOps.dequantizeTranspose(signed: codes.signed, high: codes.high, low: codes.low, channels: channels,
                                                        plane: plane, pixels: pixels, scale: scale.baseAddress!,
