@@ -19,8 +19,18 @@
 enum { MR = 6, KC = GS_GEMM_KC, MC = 192, HALF = GS_PANEL / 2 };
 
 /// Copies a slice of up to MR rows × kc of x (element (i, t) at x[i·as + t·ak]) into the [kc][MR]
-/// layout, zero rows past `rows`: every slice of a row block, so that the micro-kernel reads one stream.
-GS_TARGET_AVX2 static void pack_rows(const float *x, long as, long ak, long rows, long kc, float *dst) {
+/// layout, zero rows past `rows`, so that the micro-kernel reads one stream. `available`: the rows
+/// of x from the slice's first to the matrix's end (0 when unknown).
+GS_TARGET_AVX2 static void pack_rows(const float *x, long as, long ak, long rows, long kc, float *dst, long available) {
+    if (as == 1 && rows == MR && available >= 8 && ak <= 1024) {
+        // A transposed x (a slice's six values contiguous): eight floats a load, where the
+        // element-wise copy took six loads and six stores. Each store's two extra floats are
+        // overwritten by the next; the last one's land in the slack after the buffer (or on the
+        // next slice's first two, written after this slice). Not for columns a page or more apart:
+        // there the element-wise copy was faster (4096 × 256 × 64 with 16 KB between columns).
+        for (long t = 0; t < kc; t++) _mm256_storeu_ps(dst + t * MR, _mm256_loadu_ps(x + t * ak));
+        return;
+    }
     for (long t = 0; t < kc; t++) {
         float *o = dst + t * MR;
         for (int i = 0; i < MR; i++) o[i] = i < rows ? x[i * as + t * ak] : 0.0f;
@@ -99,8 +109,12 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
     }
     // The row block's slices of x, packed [slice][kc][MR] (zero rows past the end), and a half
     // panel's k block, per thread.
-    static _Thread_local float abuf[MC * KC] __attribute__((aligned(32)));
+    static _Thread_local float abuf[MC * KC + 8] __attribute__((aligned(32)));  // + pack_rows' slack
     static _Thread_local float bbuf[KC * HALF] __attribute__((aligned(64)));
+    // A narrow product (four half panels at most) reads the full slices of a row-major x where they
+    // are: packing a slice cost as much as the few products it served (the decoder's thin products,
+    // 4096 × 48…64 × 256, ran about a fifth faster so). A short last slice is still packed.
+    const int inPlace = xk == 1 && n <= 2 * GS_PANEL;
     // Row blocks outside k blocks (gemm.c has them inside): the row block's outputs stay in L2
     // from one k block to the next instead of going through memory for every k block of a long
     // sum. Each element still takes its k blocks in order.
@@ -111,8 +125,10 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
             // Bias on the first k block, the activation on the last.
             int mode = (k0 > 0 || accumulate) ? GS_ACC : 0;
             if (k0 + KC >= k) mode |= flags & GS_GELU;
-            for (long s = 0; s < mc; s += MR)
-                pack_rows(x + (m0 + s) * xs + k0 * xk, xs, xk, mc - s < MR ? mc - s : MR, kc, abuf + s * kc);
+            for (long s = 0; s < mc; s += MR) {
+                long rows = mc - s < MR ? mc - s : MR;
+                if (!inPlace || rows < MR) pack_rows(x + (m0 + s) * xs + k0 * xk, xs, xk, rows, kc, abuf + s * kc, m - m0 - s);
+            }
             for (long p = panel_begin; p < panel_end; p++) {
                 const float *b = packed + p * k * GS_PANEL + k0 * GS_PANEL;
                 long col = p * GS_PANEL;
@@ -125,7 +141,9 @@ GS_TARGET_AVX2 void gs_gemm_packed_avx2(const float *x, long xs, long xk, const 
                     copy_half(b + half * HALF, kc, bbuf);
                     for (long s = 0; s < mc; s += MR) {
                         long mr = mc - s < MR ? mc - s : MR;
-                        micro_6x16(abuf + s * kc, 1, MR, bbuf, kc, y + (m0 + s) * ldy + c0, ldy, mr, hw, pb, mode);
+                        float *out = y + (m0 + s) * ldy + c0;
+                        if (inPlace && mr == MR) micro_6x16(x + (m0 + s) * xs + k0, xs, 1, bbuf, kc, out, ldy, mr, hw, pb, mode);
+                        else micro_6x16(abuf + s * kc, 1, MR, bbuf, kc, out, ldy, mr, hw, pb, mode);
                     }
                 }
             }
@@ -152,7 +170,7 @@ GS_TARGET_AVX2 void gs_gemm_packed_transposed_avx2(const float *x, long xs, long
                 if (kc <= 0) {
                     for (long i = 0; i < MR * GS_PANEL; i++) tile[i] = 0;
                 } else {
-                    if (mr < MR) pack_rows(xt, xs, xk, mr, kc, abuf);
+                    if (mr < MR) pack_rows(xt, xs, xk, mr, kc, abuf, 0);
                     for (int half = 0; half < 2 && half_width(width, half) > 0; half++) {
                         copy_half(b + half * HALF, kc, bbuf);
                         if (mr == MR) micro_6x16(xt, xs, xk, bbuf, kc, tile + half * HALF, GS_PANEL, MR, HALF, NULL, mode);

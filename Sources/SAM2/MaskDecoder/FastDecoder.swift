@@ -396,30 +396,35 @@ struct LowRankUpscale {
         let (s0, m0) = (updates[0].inverses.pointer, updates[0].means.pointer)
         let (s1, m1) = (updates[1].inverses.pointer, updates[1].means.pointer)
         withUnsafeTemporaryAllocation(of: Float.self, capacity: count * k) { left in
+            // The left matrix is built transposed, [k, count], column j of it contiguous like the
+            // band's probabilities in Pᵀ (vectorised copies, not stores k floats apart); the GEMM
+            // reads it through its strides, and each element's value and sum are unchanged.
             let l = left.baseAddress.unsafelyUnwrapped
-            // Column by column: the probabilities of a band are contiguous in Pᵀ.
             for j in 0..<n0 {
-                let src = p0.base + j * p0.rowStride + first
-                for r in 0..<count { l[r * k + j] = s1[first + r] * s0[first + r] * src[r] }
+                let (src, column) = (p0.base + j * p0.rowStride + first, l + j * count)
+                for r in 0..<count { column[r] = s1[first + r] * s0[first + r] * src[r] }
             }
             for j in 0..<n1 {
-                let src = p1.base + j * p1.rowStride + first
-                for r in 0..<count { l[r * k + n0 + j] = s1[first + r] * src[r] }
+                let (src, column) = (p1.base + j * p1.rowStride + first, l + (n0 + j) * count)
+                for r in 0..<count { column[r] = s1[first + r] * src[r] }
             }
-            let b = base.pointer
+            let tail = l + (n0 + n1) * count
             for r in 0..<count {
                 let i = first + r
                 let (a, c) = (s1[i] * s0[i], s1[i])
-                let tail = l + r * k + n0 + n1
-                tail[0] = a
-                tail[1] = -a * m0[i]
-                tail[2] = c
-                tail[3] = -c * m1[i]
-                tail[4] = 1
-                let row = b + i * outputs, o = out + r * outputs
+                tail[r] = a
+                tail[count + r] = -a * m0[i]
+                tail[2 * count + r] = c
+                tail[3 * count + r] = -c * m1[i]
+                tail[4 * count + r] = 1
+            }
+            let b = base.pointer
+            for r in 0..<count {
+                let (a, row, o) = (s1[first + r] * s0[first + r], b + (first + r) * outputs, out + r * outputs)
                 for e in 0..<outputs { o[e] = a * row[e] }
             }
-            right.applySingleThreaded(l, rows: count, xStride: k, bias: nil, into: out, yStride: outputs, accumulate: true)
+            right.applySingleThreaded(l, rows: count, xStride: 1, xInnerStride: count, bias: nil, into: out, yStride: outputs,
+                                      accumulate: true)
         }
     }
 }
