@@ -10,10 +10,9 @@ import Darwin
 ///
 /// The AVX-512 kernels run when the CPU has AVX-512 F/DQ/BW/VL. Without them, a CPU with AVX2 and
 /// FMA runs the fast encoder and decoder on AVX2 versions of those kernels (the packed GEMM, the
-/// flash attention, layer norm, the softmaxes, GELU, the upscaling epilogue and mask upsampling:
-/// the same arithmetic, so the same features and masks), and the plain loop of the one kernel
-/// without an AVX2 version (feature dequantisation); older CPUs run the portable paths (OpenBLAS,
-/// plain Swift). The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
+/// flash attention, layer norm, the softmaxes, GELU, the upscaling epilogue, mask upsampling and
+/// the feature tiles' dequantisation: the same arithmetic, so the same features and masks); older
+/// CPUs run the portable paths (OpenBLAS, plain Swift). The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
 /// the choice, which the tests use to check every path: `avx2` for what CPUs with AVX2 but no
 /// AVX-512 run, `1` for plain Swift and OpenBLAS.
 public enum Accelerated {
