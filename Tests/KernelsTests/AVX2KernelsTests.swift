@@ -248,50 +248,28 @@ final class AVX2KernelsTests: XCTestCase {
         }
     }
 
-    /// `gs_gemm_packed_avx2` on the packed weights: rows that are not multiples of 6 (and fewer
-    /// than 6), widths that end inside either half of a panel, k beyond one 256 block, a transposed
-    /// operand, bias or none, accumulation and GELU; against the double-precision product and,
-    /// where AVX-512 runs, against `gs_gemm_packed` bit for bit.
     /// Feature codes to floats channels-last, both code layouts: the plain loop's values, at every
     /// tail of the 8×8 block (pixel runs of 1…9 and a channel count of 8k + 5), the codes one byte
     /// off alignment and the byte planes ending exactly at the run's end; and the AVX-512 kernel's.
     func testDequantizeTransposeIsThePlainLoopAndTheAVX512Kernel() {
-        let (channels, plane) = (45, 203)
         var generator = SplitMix64(state: 7)
-        let codes = (0..<(channels * plane)).map { _ in Int16(truncatingIfNeeded: generator.next()) }
-        let scale = (0..<channels).map { Float($0 + 1) * 3.1e-4 }, offset = (0..<channels).map { Float($0) * -0.7 + 0.3 }
-        var expected = [Float](repeating: 0, count: channels * plane)
-        for c in 0..<channels { for p in 0..<plane { expected[p * channels + c] = Float(codes[c * plane + p]) * scale[c] + offset[c] } }
-        var bytes = [UInt8](repeating: 0, count: 1 + 2 * codes.count)
-        for (i, q) in codes.enumerated() { (bytes[1 + 2 * i], bytes[2 + 2 * i]) = (UInt8(UInt16(bitPattern: q) & 0xFF), UInt8(UInt16(bitPattern: q) >> 8)) }
-        let high = codes.map { UInt8((UInt16(bitPattern: $0) ^ 0x8000) >> 8) }, low = codes.map { UInt8(UInt16(bitPattern: $0) & 0xFF) }
+        let codes = FeatureCodesFixture(channels: 45, plane: 203, using: &generator)
         // Runs of every length 1…9, then the rest: each run's tail is a different block tail.
         var runs: [Range<Int>] = []
         var start = 0
         for length in 1...9 { runs.append(start..<(start + length)); start += length }
-        runs.append(start..<plane)
+        runs.append(start..<codes.plane)
         typealias Kernel = @convention(c) (UnsafePointer<Int16>?, UnsafePointer<UInt8>?, UnsafePointer<UInt8>?, Int, Int, Int, Int,
                                            UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?) -> Void
         func dequantize(_ kernel: Kernel, split: Bool) -> [Float] {
-            var out = [Float](repeating: .nan, count: channels * plane)
-            bytes.withUnsafeBytes { b in
-                high.withUnsafeBufferPointer { h in
-                    low.withUnsafeBufferPointer { l in
-                        out.withUnsafeMutableBufferPointer { o in
-                            let signed = UnsafePointer<Int16>(OpaquePointer(b.baseAddress! + 1))
-                            for run in runs {
-                                kernel(split ? nil : signed, split ? h.baseAddress : nil, split ? l.baseAddress : nil, channels, plane,
-                                       run.lowerBound, run.upperBound, scale, offset, o.baseAddress!)
-                            }
-                        }
-                    }
-                }
+            codes.dequantize(split: split, runs: runs) { signed, high, low, pixels, out in
+                kernel(signed.map { UnsafePointer<Int16>(OpaquePointer($0)) }, high, low, codes.channels, codes.plane,
+                       pixels.lowerBound, pixels.upperBound, codes.scale, codes.offset, out)
             }
-            return out
         }
         for split in [false, true] {
             let out = dequantize(gs_dequantize_transpose_avx2, split: split)
-            XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), split ? "byte planes" : "signed codes")
+            XCTAssertEqual(out.map(\.bitPattern), codes.expected.map(\.bitPattern), split ? "byte planes" : "signed codes")
             if gs_has_avx512() != 0 {
                 XCTAssertEqual(out.map(\.bitPattern), dequantize(gs_dequantize_transpose, split: split).map(\.bitPattern),
                                "the AVX-512 kernel's bits")
@@ -299,6 +277,11 @@ final class AVX2KernelsTests: XCTestCase {
         }
     }
 
+    /// `gs_gemm_packed_avx2` on the packed weights: rows that are not multiples of 6 (and fewer
+    /// than 6), widths that end inside either half of a panel, k beyond one 256 block, a transposed
+    /// operand (packed eight floats a load from 8 rows on), narrow products that read x in place
+    /// (n ≤ 64), bias or none, accumulation and GELU; against the double-precision product and,
+    /// where AVX-512 runs, against `gs_gemm_packed` bit for bit.
     func testPackedGEMMMatchesReferenceAndTheAVX512Kernel() {
         let shapes = [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 300, 70), (7, 600, 64), (200, 16, 17), (5, 513, 41), (6, 1, 8)]
         for (rows, k, n) in shapes {

@@ -114,32 +114,14 @@ final class AcceleratedKernelsTests: XCTestCase {
     /// multiples of 16.
     func testDequantizeTransposeIsThePlainLoop() throws {
         try XCTSkipUnless(AcceleratedOps.hasDequantizeTranspose, "no AVX-512 or AVX2 on this CPU (or GEOSAM2_PORTABLE_KERNELS=1)")
-        let (channels, plane) = (37, 301)
         var generator = SystemRandomNumberGenerator()
-        let codes = (0..<(channels * plane)).map { _ in Int16.random(in: .min ... .max, using: &generator) }
-        let scale = (0..<channels).map { Float($0 + 1) * 3.1e-4 }, offset = (0..<channels).map { Float($0) * -0.7 + 0.3 }
-        var expected = [Float](repeating: 0, count: channels * plane)
-        for c in 0..<channels { for p in 0..<plane { expected[p * channels + c] = Float(codes[c * plane + p]) * scale[c] + offset[c] } }
-        // Signed codes, one byte into a buffer (files need not align tensors).
-        var bytes = [UInt8](repeating: 0, count: 1 + 2 * codes.count)
-        for (i, q) in codes.enumerated() { (bytes[1 + 2 * i], bytes[2 + 2 * i]) = (UInt8(UInt16(bitPattern: q) & 0xFF), UInt8(UInt16(bitPattern: q) >> 8)) }
-        let high = codes.map { UInt8((UInt16(bitPattern: $0) ^ 0x8000) >> 8) }, low = codes.map { UInt8(UInt16(bitPattern: $0) & 0xFF) }
+        let codes = FeatureCodesFixture(channels: 37, plane: 301, using: &generator)
         for split in [false, true] {
-            var out = [Float](repeating: .nan, count: channels * plane)
-            bytes.withUnsafeBytes { b in
-                high.withUnsafeBufferPointer { h in
-                    low.withUnsafeBufferPointer { l in
-                        out.withUnsafeMutableBufferPointer { o in
-                            for pixels in [0..<100, 100..<117, 117..<plane] {
-                                AcceleratedOps.dequantizeTranspose(signed: split ? nil : b.baseAddress! + 1, high: split ? h.baseAddress : nil,
-                                                                   low: split ? l.baseAddress : nil, channels: channels, plane: plane,
-                                                                   pixels: pixels, scale: scale, offset: offset, into: o.baseAddress!)
-                            }
-                        }
-                    }
-                }
+            let out = codes.dequantize(split: split, runs: [0..<100, 100..<117, 117..<codes.plane]) { signed, high, low, pixels, out in
+                AcceleratedOps.dequantizeTranspose(signed: signed, high: high, low: low, channels: codes.channels, plane: codes.plane,
+                                                   pixels: pixels, scale: codes.scale, offset: codes.offset, into: out)
             }
-            XCTAssertEqual(out, expected, split ? "byte planes" : "signed codes")
+            XCTAssertEqual(out, codes.expected, split ? "byte planes" : "signed codes")
         }
     }
 
