@@ -50,6 +50,7 @@ final class PersistenceTests: XCTestCase {
             let gpkg = try await client.call(.get, "/api/export.gpkg")
             XCTAssertEqual(Set(try APITests.features(inGeoPackage: gpkg.data).compactMap { $0.attributes["object_id"]?.intValue }), [1, 4])
             let copy = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(UUID().uuidString).gpkg").path
+            defer { try? FileManager.default.removeItem(atPath: copy) }
             try gpkg.data.write(to: URL(fileURLWithPath: copy))
             XCTAssertEqual(try VectorExporter.nextObjectID(in: copy), 5)
         }

@@ -46,11 +46,19 @@ struct ServerFixture: Sendable {
         segmenter = try Segmenter(store: try FeatureStore.open(storeURL), model: model.model, checkpointSHA256: model.checkpointSHA256)
     }
 
+    /// A new empty directory inside this process's own folder under the system's temporary
+    /// directory, which is removed with all in it when the test process exits.
     static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("geosam2-server-tests-\(UUID().uuidString)", isDirectory: true)
+        let url = testRoot.appendingPathComponent(UUID().uuidString, isDirectory: true)
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
+
+    private static let testRoot: URL = {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("geosam2-server-tests-\(getpid())", isDirectory: true)
+        atexit { try? FileManager.default.removeItem(at: ServerFixture.testRoot) }
+        return root
+    }()
 
     /// A fresh output GeoPackage path.
     func newOutput() -> String {

@@ -19,11 +19,20 @@ enum TestSupport {
                             checkpointSHA256: try FileDigest.sha256(of: checkpoint), preset: nil)
     }
 
+    /// A new empty directory for one test, inside this process's own folder under the system's
+    /// temporary directory; the folder and all in it are removed when the test process exits
+    /// (a suite run wrote some 360 MB of stores and rasters there and left them).
     static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("geosam2-tests-\(UUID().uuidString)", isDirectory: true)
+        let url = testRoot.appendingPathComponent(UUID().uuidString, isDirectory: true)
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
+
+    private static let testRoot: URL = {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("geosam2-tests-\(getpid())", isDirectory: true)
+        atexit { try? FileManager.default.removeItem(at: TestSupport.testRoot) }
+        return root
+    }()
 
     /// Writes a GeoTIFF whose pixel values come from `value(band, x, y)`.
     @discardableResult

@@ -73,6 +73,7 @@ final class ModelLoadingTests: XCTestCase {
         let config = try JSONDecoder().decode(SAM2Configuration.self, from: Data(contentsOf: Self.fixtureDirectory.appendingPathComponent("config.json")))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sam2-damaged-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
         for cut in [0, 10, 100, source.count / 3, source.count - 30] {
             let url = dir.appendingPathComponent("cut\(cut).pt")
             try source.prefix(cut).write(to: url)
