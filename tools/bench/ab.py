@@ -8,10 +8,12 @@ reports medians over rounds of each binary's own medians (`geosam2 bench --json`
 The CPU (model name, family/model, the AVX-512 flags used) and the date head the output.
 """
 import argparse
+import atexit
 import datetime
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,6 +73,7 @@ def main():
     args = p.parse_args()
 
     work = tempfile.mkdtemp(prefix="geosam2-ab-")
+    atexit.register(shutil.rmtree, work, True)  # the sample raster and its store
     store = args.store
     if store is None:
         raster = os.path.join(work, "sample.tif")

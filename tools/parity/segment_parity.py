@@ -15,7 +15,7 @@ footprint of the tile and thresholded at 0.
 Needs gdal-bin (gdal_translate, gdal_rasterize, ogr2ogr) and the reference environment
 (torch, sam2==1.1.0, pillow). Prints one line per object and closes with `N passed, M failed`.
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, atexit, json, os, shutil, subprocess, sys, tempfile
 import numpy as np
 from PIL import Image
 
@@ -176,6 +176,7 @@ def main():
 
     passed = failed = 0
     work = tempfile.mkdtemp(prefix="geosam2-segment-parity-")
+    atexit.register(shutil.rmtree, work, True)  # its rasters and stores: some 250 MB a run
     p, f = pyramid_cases(args, predictor, work)
     passed, failed = passed + p, failed + f
     for name, (w, h), seed in [("single", (900, 700), 1), ("multi", (1800, 1300), 2)]:

@@ -10,7 +10,7 @@ clipped; a click inside each must come back as one object (any level: with rando
 masks do not follow the objects), and no prompt may fail. Prints one line per prompt and closes
 with `N passed, M failed`; exit status 1 on any failure.
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, atexit, json, os, shutil, subprocess, sys, tempfile
 
 EXPECTED_BOX_LEVEL = {"lake": 0, "forest": 1, "field complex": 2}
 
@@ -31,6 +31,7 @@ def main():
     model = ["--model", args.checkpoint] + (["--config", args.config] if args.config else [])
 
     work = tempfile.mkdtemp(prefix="geosam2-pyramid-")
+    atexit.register(shutil.rmtree, work, True)  # its rasters and stores: some 250 MB a run
     raster = os.path.join(work, "sample.tif")
     out = run([args.binary, "sample", raster, "--width", "4000", "--height", "3600", "--landmarks"])
     landmarks = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
