@@ -12,9 +12,9 @@ import Darwin
 /// FMA runs the fast encoder and decoder on AVX2 versions of those kernels (the packed GEMM, the
 /// flash attention, layer norm, the softmaxes, GELU, the upscaling epilogue, mask upsampling and
 /// the feature tiles' dequantisation: the same arithmetic, so the same features and masks); older
-/// CPUs run the portable paths (OpenBLAS, plain Swift). The environment variable `GEOSAM2_PORTABLE_KERNELS` overrides
-/// the choice, which the tests use to check every path: `avx2` for what CPUs with AVX2 but no
-/// AVX-512 run, `1` for plain Swift and OpenBLAS.
+/// CPUs run the portable paths (OpenBLAS, plain Swift). The environment variable
+/// `GEOSAM2_PORTABLE_KERNELS` overrides the choice, which the tests use to check every path: `avx2`
+/// for what CPUs with AVX2 but no AVX-512 run, `1` for plain Swift and OpenBLAS.
 public enum Accelerated {
     /// Whether the AVX-512 kernels are used.
     public static let isAvailable: Bool = portableOverride != "1" && portableOverride != "avx2" && gs_has_avx512() != 0
