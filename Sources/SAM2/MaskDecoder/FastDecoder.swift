@@ -408,7 +408,7 @@ struct LowRankUpscale {
                 let (src, column) = (p1.base + j * p1.rowStride + first, l + (n0 + j) * count)
                 for r in 0..<count { column[r] = s1[first + r] * src[r] }
             }
-            let tail = l + (n0 + n1) * count
+            let (tail, b) = (l + (n0 + n1) * count, base.pointer)
             for r in 0..<count {
                 let i = first + r
                 let (a, c) = (s1[i] * s0[i], s1[i])
@@ -417,10 +417,7 @@ struct LowRankUpscale {
                 tail[2 * count + r] = c
                 tail[3 * count + r] = -c * m1[i]
                 tail[4 * count + r] = 1
-            }
-            let b = base.pointer
-            for r in 0..<count {
-                let (a, row, o) = (s1[first + r] * s0[first + r], b + (first + r) * outputs, out + r * outputs)
+                let (row, o) = (b + i * outputs, out + r * outputs)
                 for e in 0..<outputs { o[e] = a * row[e] }
             }
             right.applySingleThreaded(l, rows: count, xStride: 1, xInnerStride: count, bias: nil, into: out, yStride: outputs,
