@@ -185,8 +185,10 @@ public struct PackedWeight: Sendable {
             if work < 1_000_000 {
                 Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
             } else if rows >= 96 {
-                // Row blocks: each worker streams all panels over its own rows.
-                Parallel.forEachChunk(rows, minimumChunk: 48) { r in
+                // Row blocks: each worker streams all panels over its own rows, claiming blocks of
+                // the kernels' 192-row blocking as it goes (halves for a few hundred rows).
+                let piece = rows >= 4 * 192 ? 192 : (rows + 1) / 2
+                Parallel.forEachPiece(rows, piece: piece) { r in
                     Self.gemm(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
                                    yStride, r.count, n, k, 0, panelCount, add)
                 }

@@ -88,4 +88,58 @@ final class ParallelTests: XCTestCase {
         XCTAssertEqual(GEMM.rowBlock(m: 4, n: 65536, k: 32), 4, "a few rows stay one call")
         XCTAssertEqual(GEMM.rowBlock(m: 4096, n: 288, k: 96) % 16, 0)
     }
+
+    /// Pieces claimed by workers: every index once, in pieces of the given length (the last one
+    /// shorter), each worker called once at most, on any number of workers and serially.
+    func testSharedPiecesCoverTheRangeOnce() {
+        func pieces(_ count: Int, _ piece: Int) -> (pieces: [Range<Int>], workers: Int) {
+            let seen = Mutex<(pieces: [Range<Int>], workers: Int)>(([], 0))
+            Parallel.share(count, piece: piece) { queue in
+                seen.withLock { $0.workers += 1 }
+                while let range = queue.next() { seen.withLock { $0.pieces.append(range) } }
+            }
+            let result = seen.withLock { $0 }
+            return (result.pieces.sorted { $0.lowerBound < $1.lowerBound }, result.workers)
+        }
+        for workers in [1, 2, 3] {
+            let (shared, called) = Parallel.withWorkers(workers) { pieces(1000, 192) }
+            XCTAssertEqual(shared, [0..<192, 192..<384, 384..<576, 576..<768, 768..<960, 960..<1000], "\(workers) workers")
+            XCTAssertLessThanOrEqual(called, min(workers, Parallel.workerCount))
+        }
+        XCTAssertEqual(pieces(5, 8).pieces, [0..<5], "one short piece")
+        XCTAssertEqual(pieces(0, 8).workers, 0, "nothing to share")
+        XCTAssertEqual(pieces(7, 0).pieces.count, 7, "pieces of at least one")
+        let serial = Parallel.serially { pieces(100, 10) }
+        XCTAssertEqual(serial.workers, 1, "a serial region runs one worker")
+        XCTAssertEqual(serial.pieces.count, 10)
+        var visited = [Int](repeating: 0, count: 4099)
+        visited.withUnsafeMutableBufferPointer { counts in
+            nonisolated(unsafe) let counts = counts
+            Parallel.forEachPiece(counts.count, piece: 37) { range in for i in range { counts[i] += 1 } }
+        }
+        XCTAssertEqual(Set(visited), [1], "forEachPiece visits every index once")
+    }
+
+    /// The packed GEMM split in shared row pieces gives the single-threaded call's bits, pieces of
+    /// 192 rows and a short last one.
+    func testPackedProductInPiecesMatchesOneCall() throws {
+        try XCTSkipUnless(Accelerated.hasPackedKernels, "no packed kernels on this CPU")
+        var generator = SystemRandomNumberGenerator()
+        let (m, n, k) = (1000, 96, 300)
+        let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let w = Tensor(shape: [n, k], scalars: (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) })
+        let bias = (0..<n).map { _ in Float.random(in: -1...1, using: &generator) }
+        let packed = PackedWeight(w)
+        var split = [Float](repeating: 0.5, count: m * n), single = split
+        for (gelu, accumulate) in [(false, false), (true, false), (false, true)] {
+            split.withUnsafeMutableBufferPointer { y in
+                packed.apply(x, rows: m, xStride: k, bias: bias, into: y.baseAddress!, yStride: n, accumulate: accumulate, gelu: gelu)
+            }
+            single.withUnsafeMutableBufferPointer { y in
+                packed.applySingleThreaded(x, rows: m, xStride: k, bias: bias, into: y.baseAddress!, yStride: n,
+                                           accumulate: accumulate, gelu: gelu)
+            }
+            XCTAssertEqual(split, single, "gelu \(gelu), accumulate \(accumulate)")
+        }
+    }
 }

@@ -227,7 +227,8 @@ extension MultiScaleBlock {
             (reduced.contains(.qkv), reduced.contains(.attention), reduced.contains(.projection))
         let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd,
                                                                 bfloat16: bf16Attention)
-        Parallel.forEachChunk(windows, minimumChunk: group) { range in
+        // Groups of windows claimed one at a time (each window's result is its own).
+        Parallel.share(windows, piece: group) { pieces in
             // Per-worker buffers, small enough to stay in cache.
             let rowsBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * c)
             let qkvBuf = UnsafeMutablePointer<Float>.allocate(capacity: group * tokens * fused)
@@ -241,9 +242,8 @@ extension MultiScaleBlock {
             }
             var valid = [Bool](repeating: false, count: group * tokens)
             var targets = [Int](repeating: 0, count: group * queries)
-            var w0 = range.lowerBound
-            while w0 < range.upperBound {
-                let g = min(group, range.upperBound - w0)
+            while let range = pieces.next() {
+                let (w0, g) = (range.lowerBound, range.count)
                 // 1. Gather the image tokens of the windows, compactly (no padding rows).
                 var count = 0
                 for wi in 0..<g {
@@ -324,7 +324,6 @@ extension MultiScaleBlock {
                     let (o, s) = (out + targets[r] * d, outBuf + r * d)
                     for ch in 0..<d { o[ch] += s[ch] }
                 }
-                w0 += g
             }
         }
     }
@@ -368,12 +367,13 @@ extension MultiScaleBlock {
         let chunkRows = max(192, (262_144 / hidden) / 12 * 12)
         let chunks = (tokens + chunkRows - 1) / chunkRows
         let (base, b1p, b2p, gp, bp) = (y.mutablePointer, b1.pointer, b2.pointer, norm2.weight.pointer, norm2.bias.pointer)
-        Parallel.forEachChunk(chunks, minimumChunk: 1) { range in
+        // Chunks claimed one at a time: the rows' results do not depend on who computes them.
+        Parallel.share(chunks, piece: 1) { pieces in
             let normedRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * d)
             let hiddenRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * hidden)
             defer { normedRows.deallocate(); hiddenRows.deallocate() }
-            for chunk in range {
-                let r0 = chunk * chunkRows, rows = min(chunkRows, tokens - r0)
+            while let range = pieces.next() {
+                let r0 = range.lowerBound * chunkRows, rows = min(chunkRows, tokens - r0)
                 normedRows.update(from: base + r0 * d, count: rows * d)
                 AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp,
                                          bias: bp, eps: norm2.eps)
