@@ -194,13 +194,16 @@ extension MultiScaleBlock {
         let (oh, ow) = (h / 2, w / 2)
         var out = Tensor(unsafeUninitializedShape: [oh, ow, d])  // every pooled element is written
         let (src, dst, bias) = (normed.pointer, out.mutablePointer, proj.bias?.pointer)
-        Parallel.forEachChunk(oh, minimumChunk: max(1, 384 / max(w, 1))) { rows in
+        // Output rows claimed a few at a time (a few hundred product rows a piece).
+        Parallel.share(oh, piece: max(1, 384 / max(2 * w, 1))) { pieces in
             let band = UnsafeMutablePointer<Float>.allocate(capacity: 2 * w * d)
             defer { band.deallocate() }
-            for oy in rows {
-                proj.applySingleThreaded(src + 2 * oy * w * c, rows: 2 * w, xStride: c, bias: bias, into: band, yStride: d,
-                                         bfloat16: false)
-                Pooling.maxPool2x2(band, height: 2, width: w, channels: d, tokenStride: d, into: dst + oy * ow * d)
+            while let rows = pieces.next() {
+                for oy in rows {
+                    proj.applySingleThreaded(src + 2 * oy * w * c, rows: 2 * w, xStride: c, bias: bias, into: band,
+                                             yStride: d, bfloat16: false)
+                    Pooling.maxPool2x2(band, height: 2, width: w, channels: d, tokenStride: d, into: dst + oy * ow * d)
+                }
             }
         }
         return out
