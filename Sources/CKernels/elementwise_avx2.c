@@ -19,6 +19,16 @@ int gs_has_avx2_fma(void) {
     return cached;
 }
 
+float gs_erf_rows[32][8] __attribute__((aligned(32)));
+
+/// Fills `gs_erf_rows` from the coefficient tables before any kernel can run (at load time).
+__attribute__((constructor)) static void gs_fill_erf_rows(void) {
+    const float *coefficients[6] = {gs_erf_c0, gs_erf_c1, gs_erf_c2, gs_erf_c3, gs_erf_c4, gs_erf_c5};
+    for (int i = 0; i < 32; i++) {
+        for (int c = 0; c < 8; c++) gs_erf_rows[i][c] = c < 6 ? coefficients[c][i] : 0.0f;
+    }
+}
+
 GS_TARGET_AVX2 void gs_gelu_avx2(float *x, long count) {
     for (long i = 0; i < count; i += 8) gs_store8(x, i, count, gs_gelu256(gs_load8(x, i, count)));
 }
