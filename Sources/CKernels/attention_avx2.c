@@ -3,11 +3,11 @@
 
 // The flash attention of attention.c for CPUs with AVX2 and FMA but no AVX-512: the same
 // transposed layout (one lane per query, the softmax over keys down the rows), the same key
-// blocks of GS_ATTENTION_KB with the online softmax, the same scratch, and per query the same
-// chain of operations (scores as FMAs over the head dimension from zero, max, exp, sums in key
-// order, the rescaled partial output), so it gives the AVX-512 kernel's bits. Without it, these
-// CPUs computed each head's full score matrix with OpenBLAS (4096×4096 in the global blocks) and
-// spent a tenth of an encode in its softmax.
+// blocks of GS_ATTENTION_KB with the online softmax, its scratch (and more: the packed values and
+// every block's queries), and per query the same chain of operations (scores as FMAs over the
+// head dimension from zero, max, exp, sums in key order, the rescaled partial output), so it
+// gives the AVX-512 kernel's bits. Without it, these CPUs computed each head's full score matrix
+// with OpenBLAS (4096×4096 in the global blocks) and spent a tenth of an encode in its softmax.
 //
 // The register tiles hold 12 accumulators: 6 keys (or head dimensions) × 2 vectors of 8 queries,
 // or 12 × 1 for a last odd vector, so a short block does not pay for empty lanes.

@@ -185,9 +185,12 @@ public struct PackedWeight: Sendable {
             if work < 1_000_000 {
                 Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, n, k, 0, panelCount, add)
             } else if rows >= 96 {
-                // Row blocks: each worker streams all panels over its own rows, claiming blocks of
-                // the kernels' 192-row blocking as it goes (halves for a few hundred rows).
-                let piece = rows >= 4 * 192 ? 192 : (rows + 1) / 2
+                // Row blocks: each worker streams all panels over its own rows, claiming pieces as
+                // it goes — the kernels' 192-row blocks, or one share per worker (at least 48 rows)
+                // when the shares are at most two such blocks.
+                let workers = max(1, min(Parallel.workerCount, Parallel.workerLimit))
+                let share = (rows + workers - 1) / workers
+                let piece = share <= 2 * 192 ? max(48, share) : 192
                 Parallel.forEachPiece(rows, piece: piece) { r in
                     Self.gemm(x + r.lowerBound * xStride, xStride, xInnerStride, pb, bias, y + r.lowerBound * yStride,
                                    yStride, r.count, n, k, 0, panelCount, add)

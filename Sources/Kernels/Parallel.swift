@@ -73,7 +73,7 @@ public final class PieceQueue: Sendable {
     private let claimed = Atomic<Int>(0)
 
     init(count: Int, piece: Int) {
-        (self.count, self.piece) = (count, max(1, piece))
+        (self.count, self.piece) = (count, min(max(1, piece), max(1, count)))
     }
 
     var pieceCount: Int { (count + piece - 1) / piece }

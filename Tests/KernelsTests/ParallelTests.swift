@@ -106,7 +106,11 @@ final class ParallelTests: XCTestCase {
             XCTAssertEqual(shared, [0..<192, 192..<384, 384..<576, 576..<768, 768..<960, 960..<1000], "\(workers) workers")
             XCTAssertLessThanOrEqual(called, min(workers, Parallel.workerCount))
         }
+        if Parallel.workerCount >= 2 {
+            XCTAssertEqual(Parallel.withWorkers(2) { pieces(1000, 1) }.workers, 2, "two workers share the pieces")
+        }
         XCTAssertEqual(pieces(5, 8).pieces, [0..<5], "one short piece")
+        XCTAssertEqual(pieces(5, .max).pieces, [0..<5], "a piece longer than the range")
         XCTAssertEqual(pieces(0, 8).workers, 0, "nothing to share")
         XCTAssertEqual(pieces(7, 0).pieces.count, 7, "pieces of at least one")
         let serial = Parallel.serially { pieces(100, 10) }
