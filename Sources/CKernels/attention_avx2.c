@@ -3,7 +3,7 @@
 
 // The flash attention of attention.c for CPUs with AVX2 and FMA but no AVX-512: the same
 // transposed layout (one lane per query, the softmax over keys down the rows), the same key
-// blocks of GS_ATTENTION_KB with the online softmax, its scratch (and more: the packed values and
+// blocks of GS_ATTENTION_KB with the online softmax (its scratch also holds the packed values and
 // every block's queries), and per query the same chain of operations (scores as FMAs over the
 // head dimension from zero, max, exp, sums in key order, the rescaled partial output), so it
 // gives the AVX-512 kernel's bits. Without it, these CPUs computed each head's full score matrix
@@ -22,7 +22,10 @@
 enum { QB = GS_ATTENTION_QB, KT = GS_ATTENTION_KT, KB = GS_ATTENTION_KB, JC = 32 };
 
 size_t gs_attention_avx2_scratch_count(long nq, long nk, long hd) {
-    return gs_attention_scratch_count(nq, nk, hd) + (size_t)(KB * hd) + (size_t)((nq + QB - 1) / QB * hd * QB);
+    (void)nk;
+    long nqb = (nq + QB - 1) / QB;
+    // gs_attention_head_avx2's layout: kp, vp, every block's queries, st, the state (and slack).
+    return (size_t)(2 * KB * hd + nqb * hd * QB + KB * QB + nqb * (hd * QB + 2 * QB) + 64);
 }
 
 /// Sᵀ rows [0, R) of a key tile (`kp` at its row r0, rows KT apart per head dimension), NV vectors
@@ -127,14 +130,12 @@ GS_TARGET_AVX2 void gs_attention_head_avx2(const float *q, long ldq, const float
     long nqb = (nq + QB - 1) / QB;
     float *kp = scratch;                 // [KB/KT tiles][hd][KT]
     float *vp = kp + KB * hd;            // [KB][hd]: the key block's values
-    // (gs_attention_scratch_count's [hd][QB] of one block's queries lies unused before st: the
-    // queries of all blocks follow the state instead.)
-    float *st = vp + KB * hd + hd * QB;  // [KB][QB]: scores, then probabilities
+    // [nqb][hd][QB]: every query block's scaled queries, transposed once (loading them again for
+    // each key block took 7 % of a global head: 4096 queries, 11 key blocks).
+    float *queries = vp + KB * hd;
+    float *st = queries + nqb * hd * QB; // [KB][QB]: scores, then probabilities
     float *state = st + KB * QB;         // per query block: Oᵀ [hd][QB], m [QB], l [QB]
     long stateSize = hd * QB + 2 * QB;
-    // Every query block's scaled queries, transposed once: loading them again for each key block
-    // took 7 % of a global head (4096 queries, 11 key blocks). The same products as before.
-    float *queries = state + nqb * stateSize;  // [nqb][hd][QB]
     gs_attention_start(state, nqb, hd);
     for (long b = 0; b < nqb; b++) {
         long q0 = b * QB, qn = nq - q0 < QB ? nq - q0 : QB;

@@ -188,7 +188,7 @@ public struct PackedWeight: Sendable {
                 // Row blocks: each worker streams all panels over its own rows, claiming pieces as
                 // it goes — the kernels' 192-row blocks, or one share per worker (at least 48 rows)
                 // when the shares are at most two such blocks.
-                let workers = max(1, min(Parallel.workerCount, Parallel.workerLimit))
+                let workers = max(1, Parallel.availableWorkers)
                 let share = (rows + workers - 1) / workers
                 let piece = share <= 2 * 192 ? max(48, share) : 192
                 Parallel.forEachPiece(rows, piece: piece) { r in

@@ -18,7 +18,7 @@ public enum Parallel {
     /// is large enough to be worth it.
     public static func forEachChunk(_ count: Int, minimumChunk: Int, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
-        let chunks = min(workerCount, workerLimit, max(1, count / max(minimumChunk, 1)))
+        let chunks = min(availableWorkers, max(1, count / max(minimumChunk, 1)))
         if chunks <= 1 || inSerialRegion {
             body(0..<count)
             return
@@ -115,6 +115,8 @@ extension Parallel {
     @TaskLocal static var inSerialRegion = false
     /// Set inside ``withWorkers(_:_:)``.
     @TaskLocal static var workerLimit = Int.max
+    /// The workers a split can use here: the machine's, within ``withWorkers(_:_:)``'s limit.
+    static var availableWorkers: Int { min(workerCount, workerLimit) }
 }
 
 #if canImport(Glibc)

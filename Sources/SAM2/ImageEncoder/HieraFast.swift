@@ -368,15 +368,14 @@ extension MultiScaleBlock {
         guard let b1 = fc1.bias, let b2 = fc2.bias else { preconditionFailure("Hiera MLP layers have biases") }
         // A few hundred rows: the hidden chunk stays in cache; at least one 192-row GEMM block.
         let chunkRows = max(192, (262_144 / hidden) / 12 * 12)
-        let chunks = (tokens + chunkRows - 1) / chunkRows
         let (base, b1p, b2p, gp, bp) = (y.mutablePointer, b1.pointer, b2.pointer, norm2.weight.pointer, norm2.bias.pointer)
-        // Chunks claimed one at a time: the rows' results do not depend on who computes them.
-        Parallel.share(chunks, piece: 1) { pieces in
+        // Chunks of rows claimed one at a time: the rows' results do not depend on who computes them.
+        Parallel.share(tokens, piece: chunkRows) { pieces in
             let normedRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * d)
             let hiddenRows = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * hidden)
             defer { normedRows.deallocate(); hiddenRows.deallocate() }
             while let range = pieces.next() {
-                let r0 = range.lowerBound * chunkRows, rows = min(chunkRows, tokens - r0)
+                let (r0, rows) = (range.lowerBound, range.count)
                 normedRows.update(from: base + r0 * d, count: rows * d)
                 AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp,
                                          bias: bp, eps: norm2.eps)
