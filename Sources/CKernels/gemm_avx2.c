@@ -37,24 +37,6 @@ GS_TARGET_AVX2 static void pack_rows(const float *x, long as, long ak, long rows
     }
 }
 
-/// `gs_finish_row` for 16 columns, `width` (1…16) of them real: + bias, + the output when
-/// accumulating, GELU, and a store of the real lanes.
-GS_INLINE_AVX2 void finish_row16(float *out, __m256 v0, __m256 v1, __m256 bias0, __m256 bias1, long width, int accumulate,
-                                 int gelu) {
-    v0 = _mm256_add_ps(v0, bias0);
-    v1 = _mm256_add_ps(v1, bias1);
-    if (accumulate) {
-        v0 = _mm256_add_ps(v0, gs_load8(out, 0, width));
-        v1 = _mm256_add_ps(v1, gs_load8(out, 8, width));
-    }
-    if (gelu) {
-        v0 = gs_gelu256(v0);
-        v1 = gs_gelu256(v1);
-    }
-    gs_store8(out, 0, width, v0);
-    if (width > 8) gs_store8(out, 8, width, v1);
-}
-
 /// The 6×16 micro-kernel on half a panel (`b` points at its first column, rows HALF apart):
 /// y[0..mr) × [0..width) = A·B (+ bias if given) (+ y when `mode & GS_ACC`), then GELU when
 /// `mode & GS_GELU`. Element (i, t) of A is at `a[i·as + t·ak]`.
@@ -78,7 +60,7 @@ GS_INLINE_AVX2 void micro_6x16(const float *a, long as, long ak, const float *b,
         bias0 = gs_load8(bias, 0, width);
         bias1 = gs_load8(bias, 8, width);
     }
-    for (long i = 0; i < mr; i++) finish_row16(y + i * ldy, c[i][0], c[i][1], bias0, bias1, width, mode & GS_ACC, mode & GS_GELU);
+    for (long i = 0; i < mr; i++) gs_finish_row16(y + i * ldy, c[i][0], c[i][1], bias0, bias1, width, mode & GS_ACC, mode & GS_GELU);
 }
 
 /// Copies kc rows of half a panel (rows GS_PANEL apart) to `dst`, contiguous: in the panel the

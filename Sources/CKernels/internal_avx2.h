@@ -116,4 +116,22 @@ GS_INLINE_AVX2 __m256 gs_gelu256(__m256 v) {
                          _mm256_add_ps(_mm256_set1_ps(1.0f), gs_erf256(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752440f)))));
 }
 
+/// `gs_finish_row` for 16 columns, `width` (1…16) of them real: + bias, + the output when
+/// accumulating, GELU, and a store of the real lanes.
+GS_INLINE_AVX2 void gs_finish_row16(float *out, __m256 v0, __m256 v1, __m256 bias0, __m256 bias1, long width, int accumulate,
+                                    int gelu) {
+    v0 = _mm256_add_ps(v0, bias0);
+    v1 = _mm256_add_ps(v1, bias1);
+    if (accumulate) {
+        v0 = _mm256_add_ps(v0, gs_load8(out, 0, width));
+        v1 = _mm256_add_ps(v1, gs_load8(out, 8, width));
+    }
+    if (gelu) {
+        v0 = gs_gelu256(v0);
+        v1 = gs_gelu256(v1);
+    }
+    gs_store8(out, 0, width, v0);
+    if (width > 8) gs_store8(out, 8, width, v1);
+}
+
 #endif

@@ -440,12 +440,106 @@ public enum AcceleratedOps {
 }
 
 extension Accelerated {
-    /// Whether the CPU has AVX512_BF16, needed by the opt-in bf16 encoder.
+    /// Whether the CPU has AVX512_BF16, needed by the bf16 encoder.
     public static let hasBFloat16: Bool = isAvailable && gs_has_avx512_bf16() != 0
+
+    /// Whether the 16-bit fixed-point encoder runs (`gs_gemm_i16_avx2`): a CPU with AVX2 and FMA
+    /// and no AVX512_BF16. Each CPU keeps one reduced-precision copy of the weights, the kind it
+    /// runs fastest (bf16 where it has it).
+    public static let hasFixed16: Bool = !hasBFloat16 && hasAVX2
 }
 
-/// An `nn.Linear` weight rounded to bfloat16 (nearest even) and packed for `gs_gemm_bf16`: the
-/// opt-in reduced-precision encoder. Products accumulate in fp32.
+/// A linear layer's weight in the CPU's reduced precision, for the encoder's reduced-precision
+/// products: bf16 where the CPU has AVX512_BF16, else 16-bit fixed point where it has AVX2 (nil on
+/// other CPUs).
+public enum ReducedPrecisionWeight: Sendable {
+    case bfloat16(PackedWeightBF16)
+    case fixed16(PackedWeightFixed16)
+
+    /// Packs `weight` (`[out, in]`) in this CPU's reduced precision; nil where it has none.
+    public init?(_ weight: Tensor) {
+        if Accelerated.hasBFloat16 {
+            self = .bfloat16(PackedWeightBF16(weight))
+        } else if Accelerated.hasFixed16 {
+            self = .fixed16(PackedWeightFixed16(weight))
+        } else {
+            return nil
+        }
+    }
+
+    /// `y = x·Wᵀ (+ b) (+ y)` (then GELU) on the calling thread.
+    public func applySingleThreaded(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        switch self {
+        case .bfloat16(let w):
+            w.applySingleThreaded(x, rows: rows, xStride: xStride, bias: bias, into: y, yStride: yStride,
+                                  accumulate: accumulate, gelu: gelu)
+        case .fixed16(let w):
+            w.applySingleThreaded(x, rows: rows, xStride: xStride, bias: bias, into: y, yStride: yStride,
+                                  accumulate: accumulate, gelu: gelu)
+        }
+    }
+
+    /// `applySingleThreaded` split over the cores by rows.
+    public func apply(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
+    ) {
+        Parallel.forEachChunk(rows, minimumChunk: 96) { r in
+            applySingleThreaded(x + r.lowerBound * xStride, rows: r.count, xStride: xStride, bias: bias,
+                                into: y + r.lowerBound * yStride, yStride: yStride, accumulate: accumulate)
+        }
+    }
+}
+
+/// An `nn.Linear` weight in 16-bit fixed point for `gs_gemm_i16_avx2`: each output feature's
+/// weights rounded to ±2047 steps of its largest magnitude / 2047. At every call each row of x is
+/// rounded the same way to ±4095 steps, and the products are summed exactly in int32 (k blocks of
+/// 256), then scaled back to fp32. Requires `Accelerated.hasAVX2`.
+public struct PackedWeightFixed16: Sendable {
+    public let outFeatures: Int
+    public let inFeatures: Int
+    let panels: [Int16]
+    /// The step of each output feature.
+    let scales: [Float]
+
+    /// Quantises and packs `weight` (`[out, in]`).
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "PackedWeightFixed16 expects [out, in], got \(weight.shape)")
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        outFeatures = n
+        inFeatures = k
+        var panels = [Int16](repeating: 0, count: gs_packed_i16_count(n, k))
+        var scales = [Float](repeating: 0, count: n)
+        panels.withUnsafeMutableBufferPointer { p in
+            scales.withUnsafeMutableBufferPointer { s in
+                if let pb = p.baseAddress, let sb = s.baseAddress { gs_pack_weight_i16(weight.pointer, k, n, k, pb, sb) }
+            }
+        }
+        self.panels = panels
+        self.scales = scales
+    }
+
+    /// `y = x·Wᵀ (+ b) (+ y)` (then GELU) on the calling thread, x quantised per row.
+    public func applySingleThreaded(
+        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
+        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        panels.withUnsafeBufferPointer { p in
+            scales.withUnsafeBufferPointer { s in
+                guard let pb = p.baseAddress, let sb = s.baseAddress else { return }
+                gs_gemm_i16_avx2(x, xStride, pb, sb, bias, y, yStride, rows, outFeatures, inFeatures, flags)
+            }
+        }
+    }
+}
+
+/// An `nn.Linear` weight rounded to bfloat16 (nearest even) and packed for `gs_gemm_bf16`, for the
+/// bf16 encoder. Products accumulate in fp32.
 public struct PackedWeightBF16: Sendable {
     public let outFeatures: Int
     public let inFeatures: Int
@@ -474,17 +568,6 @@ public struct PackedWeightBF16: Sendable {
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
             gs_gemm_bf16(x, xStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, flags)
-        }
-    }
-
-    /// `applySingleThreaded` split over the cores by rows.
-    public func apply(
-        _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?,
-        into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false
-    ) {
-        Parallel.forEachChunk(rows, minimumChunk: 96) { r in
-            applySingleThreaded(x + r.lowerBound * xStride, rows: r.count, xStride: xStride, bias: bias,
-                                into: y + r.lowerBound * yStride, yStride: yStride, accumulate: accumulate)
         }
     }
 }

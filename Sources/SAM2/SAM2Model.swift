@@ -78,14 +78,15 @@ public struct SAM2Model: Sendable {
     }
 
     /// `encode` with a choice of arithmetic precision for the image encoder (see
-    /// `EncoderPrecision`); `.bfloat16` falls back to fp32 on a CPU without AVX512_BF16.
+    /// `EncoderPrecision`); a reduced precision the CPU cannot run falls back to fp32 (callers
+    /// check `isAvailable` first).
     public func encode(_ image: RGBImage, precision: EncoderPrecision) throws -> ImageFeatures {
-        try encode(image, bfloat16Plan: precision == .bfloat16 ? .standard : nil)
+        try encode(image, reducedPlan: precision.isAvailable ? precision.plan : nil)
     }
 
-    /// `encode` with an explicit choice of bf16 products per trunk block (nil: fp32), for
-    /// measuring where the reduced precision's error comes from.
-    public func encode(_ image: RGBImage, bfloat16Plan plan: BFloat16Plan?) throws -> ImageFeatures {
+    /// `encode` with an explicit choice of reduced-precision products per trunk block (nil:
+    /// fp32), in the CPU's reduced precision, for measuring where its error comes from.
+    public func encode(_ image: RGBImage, reducedPlan plan: ReducedPrecisionPlan?) throws -> ImageFeatures {
         let s0: Tensor, s1: Tensor
         var embedding: Tensor
         if let foldedS0, let foldedS1 {

@@ -18,13 +18,14 @@ struct ModelOptions: ParsableArguments {
     var preset: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Image-encoder precision: auto (default: bf16 where the CPU has AVX512_BF16, else fp32), fp32 (exact: parity with the official code), or bf16.",
+        "Image-encoder precision: auto (default: bf16 where the CPU has AVX512_BF16, int16 where it has AVX2 but no AVX-512, else fp32), fp32 (exact: parity with the official code), bf16 or int16.",
         valueName: "precision"))
     var precision: String = "auto"
 
-    @Option(name: .customLong("bf16-plan"), help: ArgumentHelp(
-        "Study only: bf16 products per trunk block, BLOCKS:OPS;… (OPS from q, a, p, m).", visibility: .private))
-    var bfloat16Plan: String?
+    @Option(name: .customLong("reduced-plan"), help: ArgumentHelp(
+        "Study only: the CPU's reduced-precision products per trunk block, BLOCKS:OPS;… (OPS from q, a, p, m).",
+        visibility: .private))
+    var reducedPlan: String?
 
     /// The precision `--precision` asks for, `auto` resolved for this CPU.
     func encoderPrecision() throws -> EncoderPrecision {
@@ -33,17 +34,20 @@ struct ModelOptions: ParsableArguments {
         case "auto": return .automatic
         case "fp32", "float32": chosen = .float32
         case "bf16", "bfloat16": chosen = .bfloat16
-        default: throw CLIError("unknown precision \(precision); choose auto, fp32 or bf16")
+        case "int16", "fixed16": chosen = .fixed16
+        default: throw CLIError("unknown precision \(precision); choose auto, fp32, bf16 or int16")
         }
-        guard chosen.isAvailable else { throw CLIError("--precision bf16 needs a CPU with AVX512_BF16; this one has none (use fp32)") }
+        guard chosen.isAvailable else {
+            throw CLIError("--precision \(chosen.rawValue) needs \(chosen.requirement); this one is not (use auto or fp32)")
+        }
         return chosen
     }
 
-    /// Encodes `picture` at the chosen precision (or the study's `--bf16-plan`).
+    /// Encodes `picture` at the chosen precision (or the study's `--reduced-plan`).
     func encode(_ picture: RGBImage, with model: SAM2Model) throws -> ImageFeatures {
-        if let bfloat16Plan {
-            guard let plan = BFloat16Plan(parsing: bfloat16Plan) else { throw CLIError("--bf16-plan \(bfloat16Plan): not BLOCKS:OPS;…") }
-            return try model.encode(picture, bfloat16Plan: plan)
+        if let reducedPlan {
+            guard let plan = ReducedPrecisionPlan(parsing: reducedPlan) else { throw CLIError("--reduced-plan \(reducedPlan): not BLOCKS:OPS;…") }
+            return try model.encode(picture, reducedPlan: plan)
         }
         return try model.encode(picture, precision: try encoderPrecision())
     }

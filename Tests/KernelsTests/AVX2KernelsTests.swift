@@ -328,6 +328,60 @@ final class AVX2KernelsTests: XCTestCase {
         }
     }
 
+    /// The fixed-point GEMM (`--precision int16`) is its plain version bit for bit (then GELU),
+    /// at shapes with every tail of the 6-row slices, the
+    /// 16-column halves and the k pairs and blocks; a row of zeros and a row with one outlier; and
+    /// it stays close to the fp32 product: each operand is off by at most half a step.
+    func testFixedPointGEMMIsItsPlainVersionAndCloseToFloat32() {
+        let shapes = [(1, 5, 3), (13, 19, 33), (37, 96, 288), (250, 300, 70), (7, 600, 64), (200, 16, 17), (5, 513, 41), (6, 1, 8)]
+        for (rows, k, n) in shapes {
+            var x = randomTensor([rows, k], seed: UInt64(rows * 5 + k), scale: 2).toArray()
+            if rows > 2 {
+                for t in 0..<k { x[t] = 0 }  // a row of zeros: step 0
+                x[k + k / 2] = 300            // an outlier sets its row's step
+            }
+            let w = randomTensor([n, k], seed: UInt64(n * 7 + k)).toArray(), bias = randomTensor([n], seed: UInt64(n + 2)).toArray()
+            let packed = PackedWeightFixed16(Tensor(shape: [n, k], scalars: w))
+            let initial = randomTensor([rows, n], seed: 5).toArray()
+            var wt = [Float](repeating: 0, count: k * n)
+            for o in 0..<n { for i in 0..<k { wt[i * n + o] = w[o * k + i] } }
+            let exact = ReferenceKernels.matrixProduct(x, wt, m: rows, n: n, k: k)
+            for (accumulate, gelu, withBias) in [(false, false, true), (true, false, false), (false, true, true), (true, true, true)] {
+                var y = accumulate ? initial : [Float](repeating: .nan, count: rows * n)
+                x.withUnsafeBufferPointer { xp in
+                    bias.withUnsafeBufferPointer { bp in
+                        y.withUnsafeMutableBufferPointer {
+                            packed.applySingleThreaded(xp.baseAddress!, rows: rows, xStride: k, bias: withBias ? bp.baseAddress! : nil,
+                                                       into: $0.baseAddress!, yStride: n, accumulate: accumulate, gelu: gelu)
+                        }
+                    }
+                }
+                let label = "\(rows)×\(k)→\(n) accumulate \(accumulate) gelu \(gelu) bias \(withBias)"
+                let plain = ReferenceKernels.fixedPointLinear(x, w, m: rows, n: n, k: k, bias: withBias ? bias : nil,
+                                                              initial: accumulate ? initial : nil)
+                // GELU in the store is the AVX2 kernel's (tested on its own above).
+                var activated = plain
+                activated.withUnsafeMutableBufferPointer { gs_gelu_avx2($0.baseAddress!, $0.count) }
+                for r in 0..<rows {
+                    // Half a step of each operand, summed over k: the fixed-point error's bound.
+                    let rowLargest = x[(r * k)..<(r * k + k)].reduce(Float(0)) { max($0, abs($1)) }
+                    for o in 0..<n {
+                        let i = r * n + o
+                        let expected = gelu ? activated[i] : plain[i]
+                        XCTAssertEqual(y[i].bitPattern, expected.bitPattern, "\(label): \(y[i]) vs \(expected)")
+                        let columnLargest = w[(o * k)..<(o * k + k)].reduce(Float(0)) { max($0, abs($1)) }
+                        var bound: Float = 0
+                        for t in 0..<k {
+                            bound += rowLargest / 8190 * abs(w[o * k + t]) + columnLargest / 4094 * (abs(x[r * k + t]) + rowLargest / 8190)
+                        }
+                        let fp32 = exact[i] + (withBias ? bias[o] : 0) + (accumulate ? initial[i] : 0)
+                        XCTAssertEqual(plain[i], fp32, accuracy: bound * 1.01 + 1e-4 * max(1, abs(fp32)), "\(label): the fixed-point error")
+                    }
+                }
+            }
+        }
+    }
+
     typealias GEMMKernel = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                            UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Int, Int, Int32) -> Void
 

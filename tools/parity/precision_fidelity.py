@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--reference", required=True, help="directory written by make_reference.py")
     ap.add_argument("--binary", required=True, help="geosam2 executable")
     ap.add_argument("--precision", default="bf16", help="the precision to hold against fp32 (default bf16)")
-    ap.add_argument("--plan", help="study a bf16 plan (predict's hidden --bf16-plan BLOCKS:OPS;…) instead of --precision")
+    ap.add_argument("--plan", help="study a plan of the CPU's reduced precision (predict's hidden --reduced-plan BLOCKS:OPS;…) instead of --precision")
     ap.add_argument("--models", help="comma-separated subset of models")
     ap.add_argument("--mask-agreement", type=float, default=99.9, help="min %% of equal mask pixels (default 99.9)")
     ap.add_argument("--iou-tolerance", type=float, default=5e-3, help="max |IoU prediction difference| (default 5e-3)")
@@ -59,7 +59,7 @@ def main():
         return 1
     root = args.keep or tempfile.mkdtemp(prefix="geosam2-fidelity-")
     binary = shlex.split(args.binary)
-    reduced = ["--bf16-plan", args.plan] if args.plan else ["--precision", args.precision]
+    reduced = ["--reduced-plan", args.plan] if args.plan else ["--precision", args.precision]
     if args.plan:
         args.precision = f"plan {args.plan}"
     precisions = ["fp32", args.precision]

@@ -118,6 +118,19 @@ void gs_pack_weight_bf16(const float *w, long ldw, long n, long k, uint16_t *pac
 void gs_gemm_bf16(const float *x, long ldx, const uint16_t *packed, const float *bias, float *y, long ldy,
                   long m, long n, long k, int flags);
 
+/// int16 elements needed to pack an `[n, k]` weight for `gs_gemm_i16_avx2`.
+size_t gs_packed_i16_count(long n, long k);
+
+/// Quantises `w` (`[n, k]`, row stride `ldw`) to 16-bit fixed point for `gs_gemm_i16_avx2`: each
+/// output feature j against its largest magnitude, its step in `scales[j]` (`n` floats), in halves
+/// of 16 features, k-pairs interleaved: element (j, t) at `[(j/16)·⌈k/2⌉·32 + (t/2)·32 + (j%16)·2 + t%2]`.
+void gs_pack_weight_i16(const float *w, long ldw, long n, long k, int16_t *packed, float *scales);
+
+/// `y = x·Wᵀ (+ bias)` (`flags` as for `gs_gemm_packed`) with x quantised per row to 16-bit fixed
+/// point and exact int32 sums over each k block, on the calling thread. Requires AVX2 and FMA.
+void gs_gemm_i16_avx2(const float *x, long xs, const int16_t *packed, const float *scales, const float *bias, float *y,
+                      long ldy, long m, long n, long k, int flags);
+
 /// Scaled dot-product attention for one head over `nq` queries and `nk` keys:
 /// `out = softmax(q·kᵀ·scale)·v`, with head dimension `hd`. Keys are processed in blocks with an
 /// online (running-max) softmax, so memory stays small for 4096 keys.

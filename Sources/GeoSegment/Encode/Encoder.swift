@@ -30,7 +30,7 @@ public struct EncodeOptions: Sendable {
     /// for the cores and memory this process may use.
     public var concurrency: EncodeConcurrency?
     /// The image encoder's precision; nil: the store's own when resuming, else
-    /// `EncoderPrecision.automatic` (bf16 where the CPU has AVX512_BF16).
+    /// `EncoderPrecision.automatic` (bf16 where the CPU has AVX512_BF16, int16 on AVX2 without AVX-512).
     public var precision: EncoderPrecision?
 
     public init() {}
@@ -196,7 +196,7 @@ public enum RasterEncoder {
             guard precision.isAvailable else { _ = try existing.precision(); return precision }
         }
         guard precision.isAvailable else {
-            throw GeoSegmentError("--precision \(precision.rawValue) needs a CPU with AVX512_BF16; this one has none (use fp32)")
+            throw GeoSegmentError("--precision \(precision.rawValue) needs \(precision.requirement); this one is not (use auto or fp32)")
         }
         return precision
     }

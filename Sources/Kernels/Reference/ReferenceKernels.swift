@@ -120,6 +120,41 @@ public enum ReferenceKernels {
         return out
     }
 
+    /// Rounds `values` to `limit` steps of their largest magnitude, as the fixed-point GEMM
+    /// (`gs_gemm_i16_avx2`) does with each row of x (limit 4095) and each output feature's
+    /// weights (2047): the step, and the integers (nearest, ties to even).
+    public static func fixedPoint(_ values: ArraySlice<Float>, limit: Float) -> (step: Float, integers: [Int]) {
+        let largest = values.reduce(Float(0)) { max($0, abs($1)) }
+        let inverse = largest > 0 ? limit / largest : 0
+        return (largest / limit, values.map { Int(min(max(($0 * inverse).rounded(.toNearestOrEven), -limit), limit)) })
+    }
+
+    /// The fixed-point `y = x·Wᵀ (+ bias) (+ initial)` of `gs_gemm_i16_avx2` (x `[m, k]`, w
+    /// `[n, k]`), step by step as the kernel does it: integer sums over each block of `kBlock`
+    /// products, each converted to Float and scaled by the row's step times the column's, then
+    /// added up block by block, the bias on the first block; so it gives the kernel's bits.
+    public static func fixedPointLinear(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int, bias: [Float]?, initial: [Float]?,
+                                        kBlock: Int = 256) -> [Float] {
+        let rows = (0..<m).map { fixedPoint(x[($0 * k)..<($0 * k + k)], limit: 4095) }
+        let columns = (0..<n).map { fixedPoint(w[($0 * k)..<($0 * k + k)], limit: 2047) }
+        var y = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var value: Float = 0
+                for k0 in stride(from: 0, to: max(k, 1), by: kBlock) {
+                    var sum = 0
+                    for t in k0..<min(k, k0 + kBlock) { sum += rows[i].integers[t] * columns[j].integers[t] }
+                    var v = Float(sum) * (rows[i].step * columns[j].step)
+                    v = v + (k0 == 0 ? (bias?[j] ?? 0) : 0)
+                    if k0 > 0 { v = v + value } else if let initial { v = v + initial[i * n + j] }
+                    value = v
+                }
+                y[i * n + j] = value
+            }
+        }
+        return y
+    }
+
     /// Exact GELU in Double.
     public static func gelu(_ x: Float) -> Float { Float(0.5 * Double(x) * (1 + erf(Double(x) / 2.0.squareRoot()))) }
 }

@@ -16,8 +16,8 @@ struct MultiScaleAttention: Sendable {
         self.dimOut = dimOut
         self.heads = heads
         self.poolsQueries = poolsQueries
-        qkv = try Linear(weights, "qkv", inFeatures: dim, outFeatures: 3 * dimOut, bfloat16: true)
-        proj = try Linear(weights, "proj", inFeatures: dimOut, outFeatures: dimOut, bfloat16: true)
+        qkv = try Linear(weights, "qkv", inFeatures: dim, outFeatures: 3 * dimOut, reduced: true)
+        proj = try Linear(weights, "proj", inFeatures: dimOut, outFeatures: dimOut, reduced: true)
     }
 
     /// - Parameter x: `[windows, side, side, dim]`.
@@ -78,7 +78,7 @@ struct MultiScaleBlock: Sendable {
         norm1 = try LayerNorm(weights, "norm1", channels: dim, eps: 1e-6)
         attn = try MultiScaleAttention(weights.scoped("attn"), dim: dim, dimOut: dimOut, heads: heads, poolsQueries: poolsQueries)
         norm2 = try LayerNorm(weights, "norm2", channels: dimOut, eps: 1e-6)
-        mlp = try MLP(weights, "mlp", dimensions: [dimOut, 4 * dimOut, dimOut], activation: .gelu, bfloat16: true)
+        mlp = try MLP(weights, "mlp", dimensions: [dimOut, 4 * dimOut, dimOut], activation: .gelu, reduced: true)
         proj = dim != dimOut ? try Linear(weights, "proj", inFeatures: dim, outFeatures: dimOut) : nil
     }
 
@@ -229,9 +229,9 @@ struct Hiera: Sendable {
     }
 
     /// Runs the trunk on a normalised `[3, 1024, 1024]` image.
-    /// - Parameter plan: the bf16 products per block (nil: fp32; the fast path only).
+    /// - Parameter plan: the reduced-precision products per block (nil: fp32; the fast path only).
     /// - Returns: the output of every stage, channels-last, highest resolution first.
-    func callAsFunction(_ image: Tensor, plan: BFloat16Plan? = nil) -> [Tensor] {
+    func callAsFunction(_ image: Tensor, plan: ReducedPrecisionPlan? = nil) -> [Tensor] {
         let layout = Convolution.Layout.channelsFirst(channels: 3, height: image.shape[1], width: image.shape[2])
         var x = Convolution.conv2d(image, layout: layout, weight: patchEmbedWeight, bias: patchEmbedBias, stride: 4, padding: 3,
                                    packed: patchEmbedPacked)

@@ -20,39 +20,81 @@ public enum EncoderPrecision: String, Sendable, CaseIterable, Codable {
     case float32 = "fp32"
     /// bf16 products with fp32 accumulation (AVX512_BF16) in the Hiera blocks' matrix work —
     /// qkv, attention, projections, MLPs — except where the error comes from
-    /// (`BFloat16Plan.standard`); norms, softmax, residuals and the neck stay fp32. On the
+    /// (`ReducedPrecisionPlan.bfloat16`); norms, softmax, residuals and the neck stay fp32. On the
     /// random-weight parity cases masks agree with fp32 on ≥ 99.90 % of pixels with Hiera-T and
     /// ≥ 99.63 % with every preset, IoU predictions within 1.4e-3 (docs/performance.md,
     /// "Reduced precision"). Needs a CPU with AVX512_BF16.
     case bfloat16 = "bf16"
+    /// 16-bit fixed-point products with exact int32 sums (`gs_gemm_i16_avx2`) in the Hiera blocks'
+    /// linear layers — qkv, projections, MLPs (`ReducedPrecisionPlan.fixed16`); attention, norms,
+    /// softmax, residuals and the neck stay fp32. Each row of x is rounded to ±4095 steps of its
+    /// largest magnitude and each output feature's weights to ±2047, an error a quarter to a third
+    /// of bf16's. For CPUs with AVX2 and no AVX512_BF16 (docs/performance.md, "Reduced precision").
+    case fixed16 = "int16"
 
-    /// The precision to use when none is asked for: bf16 where the CPU has it, else fp32.
-    public static var automatic: EncoderPrecision { Accelerated.hasBFloat16 ? .bfloat16 : .float32 }
+    /// The precision to use when none is asked for: bf16 where the CPU has it, else int16 where
+    /// the fp32 products run on AVX2 (on AVX-512 they are as fast as int16 on AVX2), else fp32.
+    public static var automatic: EncoderPrecision {
+        if Accelerated.hasBFloat16 { return .bfloat16 }
+        return Accelerated.hasFixed16 && !Accelerated.isAvailable ? .fixed16 : .float32
+    }
 
     /// Whether this CPU can run the precision.
-    public var isAvailable: Bool { self == .float32 || Accelerated.hasBFloat16 }
+    public var isAvailable: Bool {
+        switch self {
+        case .float32: true
+        case .bfloat16: Accelerated.hasBFloat16
+        case .fixed16: Accelerated.hasFixed16
+        }
+    }
+
+    /// What a CPU needs to run the precision, for error messages.
+    public var requirement: String {
+        switch self {
+        case .float32: "nothing"
+        case .bfloat16: "a CPU with AVX512_BF16"
+        case .fixed16: "a CPU with AVX2 and FMA and no AVX512_BF16 (where bf16 runs instead)"
+        }
+    }
+
+    /// The reduced products per block; nil for fp32.
+    public var plan: ReducedPrecisionPlan? {
+        switch self {
+        case .float32: nil
+        case .bfloat16: .bfloat16
+        case .fixed16: .fixed16
+        }
+    }
 }
 
-/// Which products of one Hiera block take bf16 operands (the rest of the block stays fp32).
-public struct BFloat16Operations: OptionSet, Sendable, Hashable {
+/// Which products of one Hiera block take reduced-precision operands, bf16 or 16-bit fixed point
+/// (the rest of the block stays fp32).
+public struct ReducedOperations: OptionSet, Sendable, Hashable {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// The fused qkv projection.
-    public static let qkv = BFloat16Operations(rawValue: 1)
-    /// q·kᵀ and p·v inside attention.
-    public static let attention = BFloat16Operations(rawValue: 2)
+    public static let qkv = ReducedOperations(rawValue: 1)
+    /// q·kᵀ and p·v inside attention (bf16 only: the fixed-point encoder keeps them fp32).
+    public static let attention = ReducedOperations(rawValue: 2)
     /// The attention's output projection.
-    public static let projection = BFloat16Operations(rawValue: 4)
+    public static let projection = ReducedOperations(rawValue: 4)
     /// The two MLP layers.
-    public static let mlp = BFloat16Operations(rawValue: 8)
-    public static let all: BFloat16Operations = [.qkv, .attention, .projection, .mlp]
+    public static let mlp = ReducedOperations(rawValue: 8)
+    public static let all: ReducedOperations = [.qkv, .attention, .projection, .mlp]
+
+    /// The operations this CPU's reduced-precision kernels cover.
+    static var supported: ReducedOperations {
+        if Accelerated.hasBFloat16 { return .all }
+        return Accelerated.hasFixed16 ? [.qkv, .projection, .mlp] : []
+    }
 }
 
-/// A per-block choice of bf16 products for the trunk: what `EncoderPrecision.bfloat16` runs.
-public struct BFloat16Plan: Sendable, Hashable {
+/// A per-block choice of reduced-precision products for the trunk, run in the CPU's reduced
+/// precision (bf16 or 16-bit fixed point): what `EncoderPrecision.bfloat16` and `.fixed16` run.
+public struct ReducedPrecisionPlan: Sendable, Hashable {
     /// Rules in order; the first whose blocks contain a block decides its operations. A block no
     /// rule names runs in fp32.
-    public var rules: [(blocks: BlockSet, operations: BFloat16Operations)]
+    public var rules: [(blocks: BlockSet, operations: ReducedOperations)]
 
     /// Blocks a rule applies to.
     public enum BlockSet: Sendable, Hashable {
@@ -64,11 +106,11 @@ public struct BFloat16Plan: Sendable, Hashable {
         case stageStarts(Set<Int>)
     }
 
-    public init(rules: [(blocks: BlockSet, operations: BFloat16Operations)]) { self.rules = rules }
+    public init(rules: [(blocks: BlockSet, operations: ReducedOperations)]) { self.rules = rules }
 
     /// The operations of block `index` (global attention when `windowSize` is 0; `startsStage`
     /// is the 1-based stage the block opens, if it is the first block of one).
-    public func operations(block index: Int, windowSize: Int, startsStage: Int? = nil) -> BFloat16Operations {
+    public func operations(block index: Int, windowSize: Int, startsStage: Int? = nil) -> ReducedOperations {
         for rule in rules {
             switch rule.blocks {
             case .every: return rule.operations
@@ -81,8 +123,8 @@ public struct BFloat16Plan: Sendable, Hashable {
         return []
     }
 
-    /// Everything in bf16.
-    public static let everything = BFloat16Plan(rules: [(.every, .all)])
+    /// Every product reduced.
+    public static let everything = ReducedPrecisionPlan(rules: [(.every, .all)])
 
     /// The plan of `EncoderPrecision.bfloat16`, chosen from measurement
     /// (tools/parity/precision_fidelity.py, docs/performance.md "Reduced precision"): the error
@@ -90,17 +132,22 @@ public struct BFloat16Plan: Sendable, Hashable {
     /// first blocks of stages 1 and 3 keep their qkv and output projections in fp32, and every
     /// other block keeps only its output projection (which adds as much error as the qkv for a
     /// third of its work). Costs ~5 % of the all-bf16 encode on Hiera-T.
-    public static let standard = BFloat16Plan(rules: [
+    public static let bfloat16 = ReducedPrecisionPlan(rules: [
         (.stageStarts([1, 3]), [.attention, .mlp]),
         (.every, [.qkv, .attention, .mlp]),
     ])
 
+    /// The plan of `EncoderPrecision.fixed16`: every linear layer of every block (attention stays
+    /// fp32 in that precision). Measured with tools/parity/precision_fidelity.py
+    /// (docs/performance.md "Reduced precision").
+    public static let fixed16 = ReducedPrecisionPlan(rules: [(.every, [.qkv, .projection, .mlp])])
+
     /// Parses the study syntax `BLOCKS:OPS[;BLOCKS:OPS…]`: BLOCKS is `*`, `global`,
     /// comma-separated block indices, or `start` and comma-separated stages (their first
     /// blocks); OPS letters q (qkv), a (attention), p (projection), m (MLP), or nothing for fp32.
-    /// E.g. `0:;*:qapm` keeps block 0 exact; `start1,3:am;*:qam` is `standard`.
+    /// E.g. `0:;*:qapm` keeps block 0 exact; `start1,3:am;*:qam` is `bfloat16`.
     public init?(parsing text: String) {
-        var rules: [(BlockSet, BFloat16Operations)] = []
+        var rules: [(BlockSet, ReducedOperations)] = []
         for item in text.split(separator: ";") {
             let parts = item.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 2 else { return nil }
@@ -115,7 +162,7 @@ public struct BFloat16Plan: Sendable, Hashable {
                 guard !indices.isEmpty, indices.count == list.count else { return nil }
                 blocks = stages ? .stageStarts(Set(indices)) : .indices(Set(indices))
             }
-            var ops: BFloat16Operations = []
+            var ops: ReducedOperations = []
             for letter in parts[1] {
                 switch letter {
                 case "q": ops.insert(.qkv)
@@ -131,7 +178,7 @@ public struct BFloat16Plan: Sendable, Hashable {
         self.rules = rules
     }
 
-    public static func == (a: BFloat16Plan, b: BFloat16Plan) -> Bool {
+    public static func == (a: ReducedPrecisionPlan, b: ReducedPrecisionPlan) -> Bool {
         a.rules.count == b.rules.count && zip(a.rules, b.rules).allSatisfy { $0.blocks == $1.blocks && $0.operations == $1.operations }
     }
 
@@ -144,12 +191,13 @@ public struct BFloat16Plan: Sendable, Hashable {
 }
 
 extension Linear {
-    /// The layer's GEMM on the calling thread (packed fp32, or bf16 when asked and available).
+    /// The layer's GEMM on the calling thread: packed fp32, or the CPU's reduced precision when
+    /// asked (`reduced`) and the layer has a copy in it.
     func applySingleThreaded(
         _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,
-        yStride: Int, accumulate: Bool = false, gelu: Bool = false, bfloat16: Bool
+        yStride: Int, accumulate: Bool = false, gelu: Bool = false, reduced: Bool
     ) {
-        if bfloat16, let w = packedBF16 {
+        if reduced, let w = reducedPrecision {
             w.applySingleThreaded(x, rows: rows, xStride: xStride, bias: bias, into: y, yStride: yStride,
                                   accumulate: accumulate, gelu: gelu)
         } else if let w = packed {
@@ -163,9 +211,10 @@ extension Linear {
 
 extension MultiScaleBlock {
     /// Runs the block in place: `x` `[H, W, dim]` becomes `[H', W', dimOut]`.
-    /// - Parameter reduced: the products that take bf16 operands (none: exact fp32).
-    func fast(_ x: inout Tensor, reduced: BFloat16Operations = []) {
-        let reduced = Accelerated.hasBFloat16 ? reduced : []
+    /// - Parameter reduced: the products that take the CPU's reduced-precision operands (none:
+    ///   exact fp32); those its kernels do not cover stay fp32.
+    func fast(_ x: inout Tensor, reduced: ReducedOperations = []) {
+        let reduced = reduced.intersection(.supported)
         let normed = norm1(x)
         var y: Tensor
         if let proj {
@@ -181,7 +230,7 @@ extension MultiScaleBlock {
         } else {
             globalAttention(normed, into: &y, reduced: reduced)
         }
-        mlpResidual(&y, bf16: reduced.contains(.mlp))
+        mlpResidual(&y, reduced: reduced.contains(.mlp))
         x = y
     }
 
@@ -201,7 +250,7 @@ extension MultiScaleBlock {
             while let rows = pieces.next() {
                 for oy in rows {
                     proj.applySingleThreaded(src + 2 * oy * w * c, rows: 2 * w, xStride: c, bias: bias, into: band,
-                                             yStride: d, bfloat16: false)
+                                             yStride: d, reduced: false)
                     Pooling.maxPool2x2(band, height: 2, width: w, channels: d, tokenStride: d, into: dst + oy * ow * d)
                 }
             }
@@ -210,7 +259,7 @@ extension MultiScaleBlock {
     }
 
     /// `y += proj(attn(window_partition(normed)))` cropped by `window_unpartition`.
-    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, reduced: BFloat16Operations) {
+    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations) {
         let (h, w, c) = (normed.shape[0], normed.shape[1], normed.shape[2])
         let ws = windowSize
         let ph = h + (ws - h % ws) % ws, pw = w + (ws - w % ws) % ws
@@ -226,7 +275,7 @@ extension MultiScaleBlock {
         let group = max(1, 384 / tokens)  // windows per GEMM: a few hundred rows
         let qkvBias = attn.qkv.bias ?? Tensor(shape: [fused])
         let (src, out, qkvB, projBias) = (normed.pointer, y.mutablePointer, qkvBias.pointer, attn.proj.bias?.pointer)
-        let (bf16Qkv, bf16Attention, bf16Projection) =
+        let (reducedQkv, bf16Attention, reducedProjection) =
             (reduced.contains(.qkv), reduced.contains(.attention), reduced.contains(.projection))
         let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd,
                                                                 bfloat16: bf16Attention)
@@ -267,12 +316,12 @@ extension MultiScaleBlock {
                 let full = g * tokens
                 if count == full {
                     qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB, into: qkvBuf, yStride: fused,
-                                                 bfloat16: bf16Qkv)
+                                                 reduced: reducedQkv)
                 } else {
                     // Compute into the tail, then spread forward (sources never lag behind targets).
                     let offset = full - count
                     qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB,
-                                                 into: qkvBuf + offset * fused, yStride: fused, bfloat16: bf16Qkv)
+                                                 into: qkvBuf + offset * fused, yStride: fused, reduced: reducedQkv)
                     var next = offset
                     for t in 0..<full {
                         let dst = qkvBuf + t * fused
@@ -321,7 +370,7 @@ extension MultiScaleBlock {
                     }
                 }
                 projLayer.applySingleThreaded(attBuf, rows: kept, xStride: d, bias: projBias,
-                                              into: outBuf, yStride: d, bfloat16: bf16Projection)
+                                              into: outBuf, yStride: d, reduced: reducedProjection)
                 // Parity: shortcut + proj(attn), the projection's bias included first.
                 for r in 0..<kept {
                     let (o, s) = (out + targets[r] * d, outBuf + r * d)
@@ -332,13 +381,13 @@ extension MultiScaleBlock {
     }
 
     /// Global attention over all tokens: `y += proj(attn(normed))`.
-    private func globalAttention(_ normed: Tensor, into y: inout Tensor, reduced: BFloat16Operations) {
+    private func globalAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations) {
         precondition(!poolsQueries, "no q-pool block uses global attention")
         let tokens = normed.count / dim
         let (d, fused) = (dimOut, 3 * dimOut)
         guard let projWeight = attn.proj.packed else { preconditionFailure("fast path without packed weights") }
         var qkv: Tensor
-        if reduced.contains(.qkv), let w = attn.qkv.packedBF16 {
+        if reduced.contains(.qkv), let w = attn.qkv.reducedPrecision {
             qkv = Tensor(unsafeUninitializedShape: [tokens, fused])
             let bias = attn.qkv.bias ?? Tensor(shape: [fused])
             w.apply(normed.pointer, rows: tokens, xStride: dim, bias: bias.pointer, into: qkv.mutablePointer, yStride: fused)
@@ -351,7 +400,7 @@ extension MultiScaleBlock {
         Attention.scaledDotProduct(q: fusedRows.columnBlock(0, size: d), k: fusedRows.columnBlock(1, size: d),
                                    v: fusedRows.columnBlock(2, size: d), into: att.mutableMatrix(), heads: attn.heads,
                                    bfloat16: reduced.contains(.attention))
-        if reduced.contains(.projection), let w = attn.proj.packedBF16 {
+        if reduced.contains(.projection), let w = attn.proj.reducedPrecision {
             let bias = attn.proj.bias ?? Tensor(shape: [d])
             w.apply(att.pointer, rows: tokens, xStride: d, bias: bias.pointer, into: y.mutablePointer, yStride: d, accumulate: true)
         } else {
@@ -360,7 +409,7 @@ extension MultiScaleBlock {
     }
 
     /// `y += mlp(norm2(y))`, chunk by chunk of rows, with GELU fused into the first layer.
-    private func mlpResidual(_ y: inout Tensor, bf16: Bool) {
+    private func mlpResidual(_ y: inout Tensor, reduced: Bool) {
         let d = dimOut
         let tokens = y.count / d
         let (fc1, fc2) = (mlp.layers[0], mlp.layers[1])
@@ -380,9 +429,9 @@ extension MultiScaleBlock {
                 AcceleratedOps.layerNorm(normedRows, rows: rows, channels: d, weight: gp,
                                          bias: bp, eps: norm2.eps)
                 fc1.applySingleThreaded(normedRows, rows: rows, xStride: d, bias: b1p,
-                                        into: hiddenRows, yStride: hidden, gelu: true, bfloat16: bf16)
+                                        into: hiddenRows, yStride: hidden, gelu: true, reduced: reduced)
                 fc2.applySingleThreaded(hiddenRows, rows: rows, xStride: hidden, bias: b2p,
-                                        into: base + r0 * d, yStride: d, accumulate: true, bfloat16: bf16)
+                                        into: base + r0 * d, yStride: d, accumulate: true, reduced: reduced)
             }
         }
     }

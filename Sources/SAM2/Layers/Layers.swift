@@ -9,22 +9,22 @@ struct Linear: Sendable {
     let bias: Tensor?
     /// The weight repacked for the packed GEMM, done once at load (nil without its kernels).
     let packed: PackedWeight?
-    /// The weight rounded to bf16 for the opt-in bf16 encoder (Hiera layers only, when the CPU
-    /// has AVX512_BF16).
-    let packedBF16: PackedWeightBF16?
+    /// The weight in the CPU's reduced precision (bf16 or 16-bit fixed point) for the
+    /// reduced-precision encoders (Hiera layers only; nil on CPUs without one).
+    let reducedPrecision: ReducedPrecisionWeight?
 
-    /// - Parameter bfloat16: also keep a bf16 copy for the reduced-precision encoder.
-    init(weight: Tensor, bias: Tensor?, bfloat16: Bool = false) {
+    /// - Parameter reduced: also keep a copy in the CPU's reduced precision.
+    init(weight: Tensor, bias: Tensor?, reduced: Bool = false) {
         self.weight = weight
         self.bias = bias
         packed = Accelerated.hasPackedKernels ? PackedWeight(weight) : nil
-        packedBF16 = bfloat16 && Accelerated.hasBFloat16 ? PackedWeightBF16(weight) : nil
+        reducedPrecision = reduced ? ReducedPrecisionWeight(weight) : nil
     }
 
     init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true,
-         bfloat16: Bool = false) throws {
+         reduced: Bool = false) throws {
         self.init(weight: try weights.load("\(name).weight", [outFeatures, inFeatures]),
-                  bias: bias ? try weights.load("\(name).bias", [outFeatures]) : nil, bfloat16: bfloat16)
+                  bias: bias ? try weights.load("\(name).bias", [outFeatures]) : nil, reduced: reduced)
     }
 
     /// A 1×1 convolution (`[out, in, 1, 1]`) acts on channels-last data as a linear layer.
@@ -78,11 +78,11 @@ struct MLP: Sendable {
     let sigmoidOutput: Bool
 
     init(_ weights: WeightReader, _ name: String, dimensions: [Int], activation: Activation, sigmoidOutput: Bool = false,
-         bfloat16: Bool = false) throws {
+         reduced: Bool = false) throws {
         var layers: [Linear] = []
         for i in 0..<(dimensions.count - 1) {
             layers.append(try Linear(weights, "\(name).layers.\(i)", inFeatures: dimensions[i], outFeatures: dimensions[i + 1],
-                                     bfloat16: bfloat16))
+                                     reduced: reduced))
         }
         self.layers = layers
         self.activation = activation

@@ -1,28 +1,28 @@
 import XCTest
 @testable import SAM2
 
-final class BFloat16PlanTests: XCTestCase {
+final class ReducedPrecisionPlanTests: XCTestCase {
     func testTheStudySyntaxSpellsTheStandardPlan() throws {
-        let parsed = try XCTUnwrap(BFloat16Plan(parsing: "start1,3:am;*:qam"))
-        XCTAssertEqual(parsed, .standard)
-        XCTAssertEqual(BFloat16Plan(parsing: "*:qapm"), .everything)
+        let parsed = try XCTUnwrap(ReducedPrecisionPlan(parsing: "start1,3:am;*:qam"))
+        XCTAssertEqual(parsed, .bfloat16)
+        XCTAssertEqual(ReducedPrecisionPlan(parsing: "*:qapm"), .everything)
         for bad in ["", "*", "x:q", "1,:q", "start:q", "*:z", "1:q:a"] {
-            XCTAssertNil(BFloat16Plan(parsing: bad), bad)
+            XCTAssertNil(ReducedPrecisionPlan(parsing: bad), bad)
         }
     }
 
     func testRulesApplyInOrderByIndexStageAndAttention() throws {
-        let plan = try XCTUnwrap(BFloat16Plan(parsing: "2:;global:a;start3:m;*:q"))
+        let plan = try XCTUnwrap(ReducedPrecisionPlan(parsing: "2:;global:a;start3:m;*:q"))
         XCTAssertEqual(plan.operations(block: 2, windowSize: 0), [])  // the first matching rule decides
         XCTAssertEqual(plan.operations(block: 5, windowSize: 0, startsStage: 3), [.attention])
         XCTAssertEqual(plan.operations(block: 3, windowSize: 14, startsStage: 3), [.mlp])
         XCTAssertEqual(plan.operations(block: 3, windowSize: 14, startsStage: 2), [.qkv])
         XCTAssertEqual(plan.operations(block: 4, windowSize: 14), [.qkv])
-        XCTAssertEqual(BFloat16Plan(parsing: "1:q")?.operations(block: 0, windowSize: 8), [])  // unnamed blocks stay fp32
+        XCTAssertEqual(ReducedPrecisionPlan(parsing: "1:q")?.operations(block: 0, windowSize: 8), [])  // unnamed blocks stay fp32
     }
 
-    func testTheStandardPlanKeepsTheFirstBlocksOfStagesOneAndThreeLinearExact() {
-        let standard = BFloat16Plan.standard
+    func testTheBFloat16PlanKeepsTheFirstBlocksOfStagesOneAndThreeLinearExact() {
+        let standard = ReducedPrecisionPlan.bfloat16  // what --precision bf16 runs
         XCTAssertEqual(standard.operations(block: 0, windowSize: 8, startsStage: 1), [.attention, .mlp])
         XCTAssertEqual(standard.operations(block: 3, windowSize: 14, startsStage: 3), [.attention, .mlp])
         XCTAssertEqual(standard.operations(block: 1, windowSize: 8, startsStage: 2), [.qkv, .attention, .mlp])
