@@ -314,16 +314,22 @@ public enum AcceleratedOps {
     /// One head of attention on the calling thread (`gs_attention_head`, or its AVX2 version with
     /// the same bits; requires `Accelerated.hasPackedKernels`); `scratch` holds
     /// `attentionScratchCount` floats.
-    /// With `bfloat16` (requires `Accelerated.hasBFloat16`), the two products take bf16 operands
-    /// with fp32 accumulation (`gs_attention_head_bf16`); `scratch` must then be sized for it.
+    /// With `reduced`, the two products take the CPU's reduced-precision operands: bf16 with fp32
+    /// accumulation where it has AVX512_BF16 (`gs_attention_head_bf16`), else 16-bit fixed point
+    /// with exact int32 sums where it has AVX2 (`gs_attention_head_i16_avx2`, head dimensions up
+    /// to 256); `scratch` must then be sized for it (`attentionScratchCount(…, reduced: true)`).
     public static func attentionHead(
         q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int, v: UnsafePointer<Float>, vStride: Int,
         into out: UnsafeMutablePointer<Float>, outStride: Int, queryCount: Int, keyCount: Int, headDim: Int,
-        scratch: UnsafeMutablePointer<Float>, bfloat16: Bool = false
+        scratch: UnsafeMutablePointer<Float>, reduced: Bool = false
     ) {
         let scale = 1 / Float(headDim).squareRoot()
-        if bfloat16 {
+        if reduced && Accelerated.hasBFloat16 {
             gs_attention_head_bf16(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
+        } else if reduced && Accelerated.hasFixed16,
+                  gs_attention_head_i16_avx2(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale,
+                                             scratch) == 0 {
+            return
         } else if Accelerated.isAvailable {
             gs_attention_head(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
         } else {
@@ -331,11 +337,13 @@ public enum AcceleratedOps {
         }
     }
 
-    /// Floats of scratch `attentionHead` needs (for the bf16 kernel when `bfloat16`).
-    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, bfloat16: Bool = false) -> Int {
-        if bfloat16 { return gs_attention_bf16_scratch_count(queryCount, keyCount, headDim) }
-        return Accelerated.isAvailable ? gs_attention_scratch_count(queryCount, keyCount, headDim)
+    /// Floats of scratch `attentionHead` needs (for the CPU's reduced-precision kernel when `reduced`).
+    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, reduced: Bool = false) -> Int {
+        if reduced && Accelerated.hasBFloat16 { return gs_attention_bf16_scratch_count(queryCount, keyCount, headDim) }
+        let exact = Accelerated.isAvailable ? gs_attention_scratch_count(queryCount, keyCount, headDim)
             : gs_attention_avx2_scratch_count(queryCount, keyCount, headDim)
+        // The fixed-point kernel falls back to the exact one for head dimensions past 256.
+        return reduced && Accelerated.hasFixed16 ? max(exact, gs_attention_i16_avx2_scratch_count(queryCount, keyCount, headDim)) : exact
     }
 
     /// Layer norm of `rows` rows on the calling thread (AVX-512, or AVX2 with the same bits).

@@ -45,29 +45,29 @@ public enum Attention {
 
     /// `batched` for one group on views: q `[queries, heads·headDim]`, k and v `[keys, heads·headDim]`
     /// (column blocks of a fused projection, say) into out `[queries, heads·headDim]`.
-    /// `bfloat16` as for `batched`.
+    /// `reduced` as for `batched`.
     public static func scaledDotProduct(q: MatrixView, k: MatrixView, v: MatrixView, into out: MutableMatrixView, heads: Int,
-                                        bfloat16: Bool = false) {
+                                        reduced: Bool = false) {
         precondition([q.columnStride, k.columnStride, v.columnStride, out.columnStride].allSatisfy { $0 == 1 },
                       "attention: views must be row-major")
         precondition(q.columns == k.columns && k.columns == v.columns && out.columns == q.columns && out.rows == q.rows
                         && k.rows == v.rows && heads > 0 && q.columns % heads == 0, "attention: shapes do not match")
         batched(q: q.base, qStride: q.rowStride, qBatchStride: 0, k: k.base, kStride: k.rowStride, kBatchStride: 0,
                 v: v.base, vStride: v.rowStride, vBatchStride: 0, into: out.base, outStride: out.rowStride, outBatchStride: 0,
-                batches: 1, queryCount: q.rows, keyCount: k.rows, heads: heads, headDim: q.columns / heads, bfloat16: bfloat16)
+                batches: 1, queryCount: q.rows, keyCount: k.rows, heads: heads, headDim: q.columns / heads, reduced: reduced)
     }
 
     /// Attention for `batches` independent groups (windows) of `queryCount` queries and
     /// `keyCount` keys, every head, with the groups `…BatchStride` floats apart. Runs the
     /// (group, head) pairs in parallel; uses the flash-style kernel (AVX-512 or AVX2) when
-    /// available, with bf16 products and fp32 accumulation when `bfloat16` is set and the CPU has
-    /// AVX512_BF16.
+    /// available, with the CPU's reduced-precision products (bf16 or 16-bit fixed point:
+    /// `AcceleratedOps.attentionHead`) when `reduced` is set.
     public static func batched(
         q: UnsafePointer<Float>, qStride: Int, qBatchStride: Int,
         k: UnsafePointer<Float>, kStride: Int, kBatchStride: Int,
         v: UnsafePointer<Float>, vStride: Int, vBatchStride: Int,
         into out: UnsafeMutablePointer<Float>, outStride: Int, outBatchStride: Int,
-        batches: Int, queryCount: Int, keyCount: Int, heads: Int, headDim: Int, bfloat16: Bool = false
+        batches: Int, queryCount: Int, keyCount: Int, heads: Int, headDim: Int, reduced: Bool = false
     ) {
         guard batches > 0, heads > 0, queryCount > 0 else { return }
         let scale = 1 / Float(headDim).squareRoot()
@@ -93,9 +93,8 @@ public enum Attention {
             return
         }
         Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
-            let reduced = bfloat16 && Accelerated.hasBFloat16
             let count = AcceleratedOps.attentionScratchCount(queryCount: queryCount, keyCount: keyCount, headDim: headDim,
-                                                             bfloat16: reduced)
+                                                             reduced: reduced)
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { scratch.deallocate() }
             for pair in range {
@@ -105,7 +104,7 @@ public enum Attention {
                     q: q + b * qBatchStride + offset, qStride: qStride, k: k + b * kBatchStride + offset, kStride: kStride,
                     v: v + b * vBatchStride + offset, vStride: vStride, into: out + b * outBatchStride + offset,
                     outStride: outStride, queryCount: queryCount, keyCount: keyCount, headDim: headDim, scratch: scratch,
-                    bfloat16: reduced)
+                    reduced: reduced)
             }
         }
     }

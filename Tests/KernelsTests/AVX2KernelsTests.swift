@@ -382,6 +382,97 @@ final class AVX2KernelsTests: XCTestCase {
         }
     }
 
+    /// The fixed-point flash attention (`--precision int16`'s global blocks): against its plain
+    /// emulation in Double where one key block holds every key (queries, keys, the values of each
+    /// head dimension and the softmax weights rounded as the kernel rounds them; only the exp
+    /// polynomial and fp32 sums differ), and against exact attention within the rounding's error
+    /// at every shape, several key blocks and odd counts included; past 256 head dimensions
+    /// `attentionHead` falls back to the exact kernel.
+    func testFixedPointFlashAttentionMatchesItsEmulationAndExactAttention() {
+        for (nq, nk, hd) in [(5, 7, 3), (33, 37, 7), (64, 64, 96), (49, 49, 96), (40, 383, 56), (100, 900, 72), (70, 1200, 33)] {
+            let ld = hd + 3
+            let q = randomTensor([nq, ld], seed: UInt64(nq), scale: 2).toArray(), k = randomTensor([nk, ld], seed: UInt64(nk + 1), scale: 2).toArray()
+            let v = randomTensor([nk, ld], seed: UInt64(nk + 2)).toArray()
+            let scale = 1 / Float(hd).squareRoot()
+            var out = [Float](repeating: .nan, count: nq * hd)
+            var scratch = [Float](repeating: .nan, count: gs_attention_i16_avx2_scratch_count(nq, nk, hd))
+            let status = q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        out.withUnsafeMutableBufferPointer { op in
+                            scratch.withUnsafeMutableBufferPointer {
+                                gs_attention_head_i16_avx2(qp.baseAddress!, ld, kp.baseAddress!, ld, vp.baseAddress!, ld, op.baseAddress!, hd,
+                                                           nq, nk, hd, scale, $0.baseAddress!)
+                            }
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(status, 0)
+            let label = "\(nq)×\(nk)×\(hd)"
+            let rows = { (m: [Float], i: Int) in m[(i * ld)..<(i * ld + hd)] }
+            let (qi, ki) = ((0..<nq).map { ReferenceKernels.fixedPoint(rows(q, $0), limit: 4095) },
+                            (0..<nk).map { ReferenceKernels.fixedPoint(rows(k, $0), limit: 2047) })
+            let vi = (0..<hd).map { d in ReferenceKernels.fixedPoint((0..<nk).map { v[$0 * ld + d] }[...], limit: 2047) }
+            var exactSquares = 0.0, errorSquares = 0.0, largestError = 0.0, largestEmulationError = 0.0
+            for i in 0..<nq {
+                var scores = [Double](repeating: 0, count: nk), exactScores = scores
+                for j in 0..<nk {
+                    var sum = 0, exact = 0.0
+                    for d in 0..<hd {
+                        sum += qi[i].integers[d] * ki[j].integers[d]
+                        exact += Double(q[i * ld + d]) * Double(k[j * ld + d])
+                    }
+                    scores[j] = Double(Float(sum) * (qi[i].step * scale) * ki[j].step)
+                    exactScores[j] = exact * Double(scale)
+                }
+                let (m, exactMax) = (scores.max()!, exactScores.max()!)
+                let weights = scores.map { (exp($0 - m) * 32767).rounded(.toNearestOrEven) }
+                let exactWeights = exactScores.map { exp($0 - exactMax) }
+                let (total, exactTotal) = (weights.reduce(0, +), exactWeights.reduce(0, +))
+                for d in 0..<hd {
+                    var emulated = 0.0, exact = 0.0
+                    for j in 0..<nk {
+                        emulated += weights[j] * Double(vi[d].integers[j]) * Double(vi[d].step)
+                        exact += exactWeights[j] * Double(v[j * ld + d])
+                    }
+                    let (got, e) = (Double(out[i * hd + d]), exact / exactTotal)
+                    if nk <= 384 { largestEmulationError = max(largestEmulationError, abs(got - emulated / total)) }
+                    exactSquares += e * e
+                    errorSquares += (got - e) * (got - e)
+                    largestError = max(largestError, abs(got - e))
+                }
+            }
+            // The rounding's error: 2-5e-4 of the output's rms here (1e-7 for the fp32 kernel); the
+            // kernel is within 3.3e-6 of its emulation.
+            let relative = (errorSquares / exactSquares).squareRoot()
+            XCTAssertLessThan(relative, 4e-3, "\(label): rms error / rms \(relative)")
+            XCTAssertGreaterThan(relative, 1e-5, "\(label): no rounding at all: not the fixed-point kernel")
+            XCTAssertLessThan(largestError, 2.5e-2, label)
+            XCTAssertLessThan(largestEmulationError, 2e-5, "\(label): against the emulation")
+        }
+        // Head dimensions past 256: the kernel declines, attentionHead computes it exactly.
+        let (nq, nk, hd) = (9, 20, 300)
+        let q = randomTensor([nq, hd], seed: 1), k = randomTensor([nk, hd], seed: 2), v = randomTensor([nk, hd], seed: 3)
+        var scratch = [Float](repeating: 0, count: AcceleratedOps.attentionScratchCount(queryCount: nq, keyCount: nk, headDim: hd, reduced: true))
+        var (reduced, exact) = ([Float](repeating: 0, count: nq * hd), [Float](repeating: 1, count: nq * hd))
+        let (qp, kp, vp) = (q.pointer, k.pointer, v.pointer)
+        XCTAssertEqual(gs_attention_head_i16_avx2(qp, hd, kp, hd, vp, hd, &reduced, hd, nq, nk, hd, 0.1, &scratch), -1)
+        for (flag, result) in [(true, 0), (false, 1)] {
+            var o = [Float](repeating: .nan, count: nq * hd)
+            scratch.withUnsafeMutableBufferPointer { sp in
+                o.withUnsafeMutableBufferPointer {
+                    AcceleratedOps.attentionHead(q: qp, qStride: hd, k: kp, kStride: hd, v: vp, vStride: hd, into: $0.baseAddress!, outStride: hd,
+                                                 queryCount: nq, keyCount: nk, headDim: hd, scratch: sp.baseAddress!, reduced: flag)
+                }
+            }
+            if result == 0 { reduced = o } else { exact = o }
+        }
+        if !Accelerated.isAvailable && !Accelerated.hasBFloat16 {
+            XCTAssertEqual(reduced.map(\.bitPattern), exact.map(\.bitPattern), "hd 300 falls back to the exact kernel")
+        }
+    }
+
     typealias GEMMKernel = @convention(c) (UnsafePointer<Float>?, Int, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                            UnsafeMutablePointer<Float>?, Int, Int, Int, Int, Int, Int, Int32) -> Void
 

@@ -147,6 +147,14 @@ size_t gs_attention_bf16_scratch_count(long nq, long nk, long hd);
 void gs_attention_head_bf16(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
                             float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
 
+/// `gs_attention_head` with 16-bit fixed-point products and exact int32 sums (queries, keys,
+/// the softmax weights and the values rounded to fixed point; scores, softmax and output fp32),
+/// for the int16 encoder. `scratch` must hold `gs_attention_i16_avx2_scratch_count(nq, nk, hd)`
+/// floats. Returns -1 (nothing written) when hd is outside 1…256, else 0. Requires AVX2 and FMA.
+size_t gs_attention_i16_avx2_scratch_count(long nq, long nk, long hd);
+int gs_attention_head_i16_avx2(const float *q, long ldq, const float *k, long ldk, const float *v, long ldv,
+                               float *out, long ldo, long nq, long nk, long hd, float scale, float *scratch);
+
 /// Exact GELU `0.5·x·(1 + erf(x/√2))` in place.
 void gs_gelu(float *x, long count);
 

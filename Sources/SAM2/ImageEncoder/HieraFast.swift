@@ -74,7 +74,7 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// The fused qkv projection.
     public static let qkv = ReducedOperations(rawValue: 1)
-    /// q·kᵀ and p·v inside attention (bf16 only: the fixed-point encoder keeps them fp32).
+    /// q·kᵀ and p·v inside attention.
     public static let attention = ReducedOperations(rawValue: 2)
     /// The attention's output projection.
     public static let projection = ReducedOperations(rawValue: 4)
@@ -84,8 +84,7 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
 
     /// The operations this CPU's reduced-precision kernels cover.
     static var supported: ReducedOperations {
-        if Accelerated.hasBFloat16 { return .all }
-        return Accelerated.hasFixed16 ? [.qkv, .projection, .mlp] : []
+        Accelerated.hasBFloat16 || Accelerated.hasFixed16 ? .all : []
     }
 }
 
@@ -140,7 +139,7 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
     /// The plan of `EncoderPrecision.fixed16`: every linear layer of every block (attention stays
     /// fp32 in that precision). Measured with tools/parity/precision_fidelity.py
     /// (docs/performance.md "Reduced precision").
-    public static let fixed16 = ReducedPrecisionPlan(rules: [(.every, [.qkv, .projection, .mlp])])
+    public static let fixed16 = ReducedPrecisionPlan(rules: [(.global, .all), (.every, [.qkv, .projection, .mlp])])
 
     /// Parses the study syntax `BLOCKS:OPS[;BLOCKS:OPS…]`: BLOCKS is `*`, `global`,
     /// comma-separated block indices, or `start` and comma-separated stages (their first
@@ -275,10 +274,10 @@ extension MultiScaleBlock {
         let group = max(1, 384 / tokens)  // windows per GEMM: a few hundred rows
         let qkvBias = attn.qkv.bias ?? Tensor(shape: [fused])
         let (src, out, qkvB, projBias) = (normed.pointer, y.mutablePointer, qkvBias.pointer, attn.proj.bias?.pointer)
-        let (reducedQkv, bf16Attention, reducedProjection) =
+        let (reducedQkv, reducedAttention, reducedProjection) =
             (reduced.contains(.qkv), reduced.contains(.attention), reduced.contains(.projection))
         let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd,
-                                                                bfloat16: bf16Attention)
+                                                                reduced: reducedAttention)
         // Groups of windows claimed one at a time (each window's result is its own).
         Parallel.share(windows, piece: group) { pieces in
             // Per-worker buffers, small enough to stay in cache.
@@ -351,7 +350,7 @@ extension MultiScaleBlock {
                         AcceleratedOps.attentionHead(
                             q: q + wi * queries * qStride + o, qStride: qStride, k: kv + d + o, kStride: fused,
                             v: kv + 2 * d + o, vStride: fused, into: attBuf + wi * queries * d + o, outStride: d,
-                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch, bfloat16: bf16Attention)
+                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch, reduced: reducedAttention)
                     }
                 }
                 // 5. Output projection of the queries that survive the crop, added into y.
@@ -399,7 +398,7 @@ extension MultiScaleBlock {
         var att = Tensor(unsafeUninitializedShape: [tokens, d])  // attention writes every element
         Attention.scaledDotProduct(q: fusedRows.columnBlock(0, size: d), k: fusedRows.columnBlock(1, size: d),
                                    v: fusedRows.columnBlock(2, size: d), into: att.mutableMatrix(), heads: attn.heads,
-                                   bfloat16: reduced.contains(.attention))
+                                   reduced: reduced.contains(.attention))
         if reduced.contains(.projection), let w = attn.proj.reducedPrecision {
             let bias = attn.proj.bias ?? Tensor(shape: [d])
             w.apply(att.pointer, rows: tokens, xStride: d, bias: bias.pointer, into: y.mutablePointer, yStride: d, accumulate: true)
