@@ -23,11 +23,15 @@
 // [kbn/2][hd][2] (broadcast a head dimension's pair of keys); the weights [kbn/2][QB][2].
 
 enum { QB = GS_ATTENTION_QB, KT = GS_ATTENTION_KT, KB = GS_ATTENTION_KB, JC = 32 };
+
+/// A pair of int16 read as one 32-bit word: the pairs are written as int16, so the word type
+/// may alias them.
+typedef int32_t word_t __attribute__((may_alias));
 enum { Q_MAX = 4095, K_MAX = 2047, P_MAX = 32767, V_MAX = 2047, HD_MAX = 256 };
 _Static_assert((long)HD_MAX * Q_MAX * K_MAX < 2147483648L, "a score's sum must fit int32");
 _Static_assert((long)JC * P_MAX * V_MAX < 2147483648L, "a chunk's sum must fit int32");
 
-/// Words (32 bits) per query block's pairs, per key tile, and of the block's values.
+/// Pairs (32-bit words) that hold n int16: ⌈n/2⌉.
 static long pairs_of(long n) { return (n + 1) / 2; }
 
 size_t gs_attention_i16_avx2_scratch_count(long nq, long nk, long hd) {
@@ -41,13 +45,18 @@ size_t gs_attention_i16_avx2_scratch_count(long nq, long nk, long hd) {
 }
 
 /// Rounds `n` values of a row (`stride` apart) to ±limit steps of their largest magnitude;
-/// returns the step (0 for a row of zeros, whose integers are all 0) and writes the integers.
+/// returns the step (gs_i16_step: 0 for a row of zeros, NaN for one with a NaN or infinity) and
+/// writes the integers.
 static float quantize(const float *row, long stride, long n, float limit, int16_t *out, long outStride) {
-    float largest = 0;
-    for (long i = 0; i < n; i++) largest = fmaxf(largest, fabsf(row[i * stride]));
-    float inverse = largest > 0 ? limit / largest : 0;
+    float largest = 0, step, inverse;
+    int nonFinite = 0;
+    for (long i = 0; i < n; i++) {
+        largest = fmaxf(largest, fabsf(row[i * stride]));
+        nonFinite |= !isfinite(row[i * stride]);
+    }
+    gs_i16_step(nonFinite ? NAN : largest, limit, &step, &inverse);
     for (long i = 0; i < n; i++) out[i * outStride] = (int16_t)lrintf(row[i * stride] * inverse);
-    return largest / limit;
+    return step;
 }
 
 /// Query block b: [hdp][QB][2] int16 (zero for missing queries and the odd dimension's pair
@@ -58,7 +67,7 @@ static void load_queries(const float *q, long ldq, long qn, long hd, float scale
     for (long i = 0; i < QB; i++) steps[i] = 0;
     for (long i = 0; i < qn; i++) {
         // Dimension d of query i at dst[((d/2)·QB + i)·2 + d%2].
-        int16_t tmp[2 * HD_MAX];
+        int16_t tmp[HD_MAX];
         float step = quantize(q + i * ldq, 1, hd, Q_MAX, tmp, 1);
         for (long d = 0; d < hd; d++) dst[((d / 2) * QB + i) * 2 + d % 2] = tmp[d];
         steps[i] = step * scale;
@@ -71,7 +80,7 @@ static void pack_keys(const float *k, long ldk, long kbn, long hd, int16_t *dst,
     for (long i = 0; i < tiles * hdp * KT * 2; i++) dst[i] = 0;
     for (long j = kbn; j < tiles * KT; j++) steps[j] = 0;  // the padding keys' scores are never read
     for (long j = 0; j < kbn; j++) {
-        int16_t tmp[2 * HD_MAX];
+        int16_t tmp[HD_MAX];
         steps[j] = quantize(k + j * ldk, 1, hd, K_MAX, tmp, 1);
         int16_t *tile = dst + (j / KT) * hdp * KT * 2;
         for (long d = 0; d < hd; d++) tile[((d / 2) * KT + j % KT) * 2 + d % 2] = tmp[d];
@@ -82,25 +91,23 @@ static void pack_keys(const float *k, long ldk, long kbn, long hd, int16_t *dst,
 /// dimension's step over the block.
 static void pack_values(const float *v, long ldv, long kbn, long hd, int16_t *dst, float *steps) {
     long kp = pairs_of(kbn);
+    int16_t column[KB];
     for (long d = 0; d < hd; d++) {
-        float largest = 0;
-        for (long j = 0; j < kbn; j++) largest = fmaxf(largest, fabsf(v[j * ldv + d]));
-        float inverse = largest > 0 ? V_MAX / largest : 0;
-        steps[d] = largest / V_MAX;
-        for (long j = 0; j < 2 * kp; j++) dst[((j / 2) * hd + d) * 2 + j % 2] = j < kbn ? (int16_t)lrintf(v[j * ldv + d] * inverse) : 0;
+        steps[d] = quantize(v + d, ldv, kbn, V_MAX, column, 1);
+        for (long j = 0; j < 2 * kp; j++) dst[((j / 2) * hd + d) * 2 + j % 2] = j < kbn ? column[j] : 0;
     }
 }
 
 /// Scores of keys [0, R) of a tile against NV vectors of 8 queries: st[r][:] = Σ over pairs ·
 /// key step · query steps.
-GS_INLINE_AVX2 void scores_tile(const int R, const int NV, const int32_t *kp, const int32_t *qt, long hdp, const float *kstep,
+GS_INLINE_AVX2 void scores_tile(const int R, const int NV, const word_t *kp, const word_t *qt, long hdp, const float *kstep,
                                 const __m256 *qstep, float *st) {
     __m256i acc[12][2];
     _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) acc[r][u] = _mm256_setzero_si256();
     for (long d = 0; d < hdp; d++) {
         __m256i b[2];
         _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) b[u] = _mm256_loadu_si256((const __m256i *)(qt + d * QB + 8 * u));
-        const int32_t *a = kp + d * KT;
+        const word_t *a = kp + d * KT;
         _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
             __m256i x = _mm256_set1_epi32(a[r]);
             _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) acc[r][u] = _mm256_add_epi32(acc[r][u], _mm256_madd_epi16(x, b[u]));
@@ -115,14 +122,14 @@ GS_INLINE_AVX2 void scores_tile(const int R, const int NV, const int32_t *kp, co
 
 /// Oᵀ rows [d0, d0+R) over key pairs [0, pn) of a chunk: ot[d][:] (·corr on the block's first
 /// chunk) += (Σ v pairs · weight pairs) · weight step · value step of d.
-GS_INLINE_AVX2 void values_tile(const int R, const int NV, const int32_t *v, long hd, const int32_t *pt, long pn, float *ot,
+GS_INLINE_AVX2 void values_tile(const int R, const int NV, const word_t *v, long hd, const word_t *pt, long pn, float *ot,
                                 const float *vstep, const __m256 *corr, int first) {
     __m256i acc[12][2];
     _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) acc[r][u] = _mm256_setzero_si256();
     for (long j = 0; j < pn; j++) {
         __m256i b[2];
         _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) b[u] = _mm256_loadu_si256((const __m256i *)(pt + j * QB + 8 * u));
-        const int32_t *a = v + j * hd;
+        const word_t *a = v + j * hd;
         _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
             __m256i x = _mm256_set1_epi32(a[r]);
             _Pragma("clang loop unroll(full)") for (int u = 0; u < NV; u++) acc[r][u] = _mm256_add_epi32(acc[r][u], _mm256_madd_epi16(x, b[u]));
@@ -139,8 +146,8 @@ GS_INLINE_AVX2 void values_tile(const int R, const int NV, const int32_t *v, lon
 }
 
 /// One query block of `nv` vectors of 8 queries (1…4) against one key block of `kbn` keys.
-GS_INLINE_AVX2 void query_block(long nv, const int32_t *kp, const float *kstep, const int32_t *qt, const float *qsteps, float *st,
-                                int32_t *pt, const int32_t *vp, const float *vstep, long kbn, long hd, float *s) {
+GS_INLINE_AVX2 void query_block(long nv, const word_t *kp, const float *kstep, const word_t *qt, const float *qsteps, float *st,
+                                word_t *pt, const word_t *vp, const float *vstep, long kbn, long hd, float *s) {
     const long hdp = pairs_of(hd), tiles = (kbn + KT - 1) / KT, kbp = pairs_of(kbn);
     // Scores, pairs of vectors at a time (12 accumulators), 12/NV keys per register tile.
     for (long u0 = 0; u0 < nv; u0 += 2) {
@@ -148,7 +155,7 @@ GS_INLINE_AVX2 void query_block(long nv, const int32_t *kp, const float *kstep, 
         __m256 qs[2] = {_mm256_loadu_ps(qsteps + 8 * u0), NV == 2 ? _mm256_loadu_ps(qsteps + 8 * u0 + 8) : _mm256_setzero_ps()};
         for (long t = 0; t < tiles; t++) {
             long rows = kbn - t * KT;
-            const int32_t *tile = kp + t * hdp * KT;
+            const word_t *tile = kp + t * hdp * KT;
             // Rows past the block's last key score its zero padding; the softmax never reads them.
             for (long r0 = 0; r0 < rows && r0 < KT; r0 += 12 / NV) {
                 if (NV == 2) scores_tile(6, 2, tile + r0, qt + 8 * u0, hdp, kstep + t * KT + r0, qs, st + (t * KT + r0) * QB + 8 * u0);
@@ -189,7 +196,7 @@ GS_INLINE_AVX2 void query_block(long nv, const int32_t *kp, const float *kstep, 
         const int R = 12 / NV;
         for (long j0 = 0; j0 < kbp; j0 += JC / 2) {
             long pn = kbp - j0 < JC / 2 ? kbp - j0 : JC / 2;
-            const int32_t *vc = vp + j0 * hd, *pc = pt + j0 * QB + 8 * u0;
+            const word_t *vc = vp + j0 * hd, *pc = pt + j0 * QB + 8 * u0;
             float *ot = s + 8 * u0;
             long d0 = 0;
             if (NV == 2) {
@@ -208,15 +215,15 @@ GS_TARGET_AVX2 int gs_attention_head_i16_avx2(const float *q, long ldq, const fl
     if (hd > HD_MAX || hd <= 0) return -1;
     if (nq <= 0) return 0;
     const long nqb = (nq + QB - 1) / QB, hdp = pairs_of(hd), tiles = (KB + KT - 1) / KT;
-    int32_t *queries = (int32_t *)scratch;                  // [nqb][hdp][QB]
-    float *qsteps = (float *)(queries + nqb * hdp * QB);    // [nqb][QB]
-    int32_t *kp = (int32_t *)(qsteps + nqb * QB);           // [tiles][hdp][KT]
-    float *ksteps = (float *)(kp + tiles * hdp * KT);       // [KB]
-    int32_t *vp = (int32_t *)(ksteps + KB);                 // [KB/2][hd]
-    float *vsteps = (float *)(vp + (KB / 2) * hd);          // [hd]
-    float *st = vsteps + hd;                                // [KB][QB]: scores, then weights
-    int32_t *pt = (int32_t *)(st + KB * QB);                // [KB/2][QB]: the weights' pairs
-    float *state = (float *)(pt + (KB / 2) * QB);           // per query block: Oᵀ [hd][QB], m [QB], l [QB]
+    word_t *queries = (word_t *)scratch;                // [nqb][hdp][QB]
+    float *qsteps = (float *)(queries + nqb * hdp * QB);  // [nqb][QB]
+    word_t *kp = (word_t *)(qsteps + nqb * QB);           // [tiles][hdp][KT]
+    float *ksteps = (float *)(kp + tiles * hdp * KT);     // [KB]
+    word_t *vp = (word_t *)(ksteps + KB);                 // [KB/2][hd]
+    float *vsteps = (float *)(vp + (KB / 2) * hd);        // [hd]
+    float *st = vsteps + hd;                              // [KB][QB]: scores, then weights
+    word_t *pt = (word_t *)(st + KB * QB);                // [KB/2][QB]: the weights' pairs
+    float *state = (float *)(pt + (KB / 2) * QB);         // per query block: Oᵀ [hd][QB], m [QB], l [QB]
     const long stateSize = hd * QB + 2 * QB;
     gs_attention_start(state, nqb, hd);
     for (long b = 0; b < nqb; b++) {

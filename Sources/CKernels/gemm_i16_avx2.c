@@ -40,11 +40,15 @@ void gs_pack_weight_i16(const float *w, long ldw, long n, long k, int16_t *packe
         int16_t *dst = packed + h * pairs * PAIR;
         for (long j = 0; j < HALF; j++) {
             long row = h * HALF + j;
-            float largest = 0, inverse = 0;
+            float inverse = 0;
             if (row < n) {
-                for (long t = 0; t < k; t++) largest = fmaxf(largest, fabsf(w[row * ldw + t]));
-                scales[row] = largest / GS_I16_WEIGHT_MAX;
-                inverse = largest > 0 ? GS_I16_WEIGHT_MAX / largest : 0;
+                float largest = 0;
+                int nonFinite = 0;
+                for (long t = 0; t < k; t++) {
+                    largest = fmaxf(largest, fabsf(w[row * ldw + t]));
+                    nonFinite |= !isfinite(w[row * ldw + t]);
+                }
+                gs_i16_step(nonFinite ? NAN : largest, GS_I16_WEIGHT_MAX, &scales[row], &inverse);
             }
             for (long t = 0; t < 2 * pairs; t++) {
                 float q = row < n && t < k ? nearbyintf(w[row * ldw + t] * inverse) : 0;
@@ -56,26 +60,36 @@ void gs_pack_weight_i16(const float *w, long ldw, long n, long k, int16_t *packe
 }
 
 /// The step of each of `rows` rows of x (`scale[i]`, largest magnitude / GS_I16_INPUT_MAX) and
-/// its inverse (0 for a row of zeros).
+/// its inverse (see gs_i16_step: a row with a NaN or an infinity gets a NaN step, so its outputs
+/// are NaN as fp32's would be).
 GS_TARGET_AVX2 static void row_scales(const float *x, long xs, long rows, long k, float *scale, float *inverse) {
     const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (long i = 0; i < rows; i++) {
         const float *row = x + i * xs;
-        __m256 m = _mm256_setzero_ps();
+        // max_ps returns its second operand when either is NaN: with the running max second, a
+        // NaN would be dropped, so non-finite values are flagged on their own.
+        __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        const __m256 infinity = _mm256_set1_ps(INFINITY);
         long t = 0;
-        for (; t + 8 <= k; t += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(row + t), magnitude));
+        for (; t + 8 <= k; t += 8) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(row + t), magnitude);
+            m = _mm256_max_ps(m, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, infinity, _CMP_NLT_UQ));  // NaN or ∞
+        }
         float largest = gs_max8(m);
-        for (; t < k; t++) largest = fmaxf(largest, fabsf(row[t]));
-        scale[i] = largest / GS_I16_INPUT_MAX;
-        inverse[i] = largest > 0 ? GS_I16_INPUT_MAX / largest : 0;
+        int nonFinite = _mm256_movemask_ps(bad) != 0;
+        for (; t < k; t++) {
+            largest = fmaxf(largest, fabsf(row[t]));
+            nonFinite |= !isfinite(row[t]);
+        }
+        gs_i16_step(nonFinite ? NAN : largest, GS_I16_INPUT_MAX, &scale[i], &inverse[i]);
     }
 }
 
-/// Quantises columns [0, kc) of up to MR rows of x into one slice, [pair][MR][2] int16 (zero past
-/// `rows` and, for an odd kc, in the last pair's second half).
-GS_TARGET_AVX2 static void pack_slice(const float *x, long xs, long rows, long kc, const float *inverse, int16_t *dst) {
+/// Quantises columns [0, kc) of up to MR rows of x into one slice, [pair][MR] words of two int16
+/// (zero past `rows` and, for an odd kc, in the last pair's second half).
+GS_TARGET_AVX2 static void pack_slice(const float *x, long xs, long rows, long kc, const float *inverse, int32_t *out) {
     long pairs = (kc + 1) / 2;
-    int32_t *out = (int32_t *)dst;
     for (int i = 0; i < MR; i++) {
         if (i >= rows) {
             for (long p = 0; p < pairs; p++) out[p * MR + i] = 0;
@@ -104,11 +118,10 @@ GS_TARGET_AVX2 static void pack_slice(const float *x, long xs, long rows, long k
 
 /// The 6×16 micro-kernel on one k block of a half: exact int32 sums over `pairs` k pairs, then
 /// y = sum · (row step · column step) (+ bias) (+ y) (then GELU) for `mr` rows and `width` columns.
-GS_INLINE_AVX2 void micro_i16(const int16_t *a, const int16_t *b, long pairs, float *y, long ldy, long mr, long width,
+GS_INLINE_AVX2 void micro_i16(const int32_t *a32, const int16_t *b, long pairs, float *y, long ldy, long mr, long width,
                               const float *rowScale, __m256 colScale0, __m256 colScale1, const float *bias, int mode) {
     __m256i c[MR][2];
     _Pragma("clang loop unroll(full)") for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm256_setzero_si256();
-    const int32_t *a32 = (const int32_t *)a;
     for (long t = 0; t < pairs; t++) {
         __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + t * PAIR));  // Swift arrays are 16-byte aligned
         __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + t * PAIR + HALF));
@@ -139,8 +152,8 @@ GS_TARGET_AVX2 void gs_gemm_i16_avx2(const float *x, long xs, const int16_t *pac
         return;
     }
     // The row block's quantised slices ([slice][pair][MR][2]) and its rows' steps, per thread.
-    static _Thread_local int16_t abuf[MC * KC] __attribute__((aligned(64)));
-    static _Thread_local float rowScale[MC + MR], rowInverse[MC];
+    static _Thread_local int32_t abuf[MC * KC / 2] __attribute__((aligned(64)));
+    static _Thread_local float rowScale[MC], rowInverse[MC];
     const long halves = (n + HALF - 1) / HALF, pairsTotal = (k + 1) / 2;
     for (long m0 = 0; m0 < m; m0 += MC) {
         long mc = m - m0 < MC ? m - m0 : MC;
@@ -153,7 +166,7 @@ GS_TARGET_AVX2 void gs_gemm_i16_avx2(const float *x, long xs, const int16_t *pac
             if (k0 + KC >= k) mode |= flags & GS_GELU;
             for (long s = 0; s < mc; s += MR) {
                 long rows = mc - s < MR ? mc - s : MR;
-                pack_slice(x + (m0 + s) * xs + k0, xs, rows, kc, rowInverse + s, abuf + s * 2 * pairs);
+                pack_slice(x + (m0 + s) * xs + k0, xs, rows, kc, rowInverse + s, abuf + s * pairs);
             }
             for (long h = 0; h < halves; h++) {
                 const int16_t *b = packed + h * pairsTotal * PAIR + (k0 / 2) * PAIR;
@@ -163,7 +176,7 @@ GS_TARGET_AVX2 void gs_gemm_i16_avx2(const float *x, long xs, const int16_t *pac
                 const float *pb = bias && k0 == 0 ? bias + c0 : NULL;
                 for (long s = 0; s < mc; s += MR) {
                     long mr = mc - s < MR ? mc - s : MR;
-                    micro_i16(abuf + s * 2 * pairs, b, pairs, y + (m0 + s) * ldy + c0, ldy, mr, width, rowScale + s, cs0, cs1,
+                    micro_i16(abuf + s * pairs, b, pairs, y + (m0 + s) * ldy + c0, ldy, mr, width, rowScale + s, cs0, cs1,
                               pb, mode);
                 }
             }

@@ -134,4 +134,19 @@ GS_INLINE_AVX2 void gs_finish_row16(float *out, __m256 v0, __m256 v1, __m256 bia
     if (width > 8) gs_store8(out, 8, width, v1);
 }
 
+/// The step of a fixed-point row whose largest magnitude is `largest`, rounded to ±`limit`
+/// steps, and its inverse: 0 and 0 for a row of zeros or one so small that limit/largest
+/// overflows (below 2⁻¹¹⁴ or so: its integers are all 0, an error below that magnitude); NaN and 0
+/// for a row with a NaN or infinity (`largest` NaN or ∞), so that the products of the row are NaN.
+static inline void gs_i16_step(float largest, float limit, float *step, float *inverse) {
+    if (!isfinite(largest)) {
+        *step = NAN;
+        *inverse = 0;
+        return;
+    }
+    float i = largest > 0 ? limit / largest : 0;
+    *step = isfinite(i) ? largest / limit : 0;
+    *inverse = isfinite(i) ? i : 0;
+}
+
 #endif

@@ -1,4 +1,5 @@
 import CKernels
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -314,19 +315,20 @@ public enum AcceleratedOps {
     /// One head of attention on the calling thread (`gs_attention_head`, or its AVX2 version with
     /// the same bits; requires `Accelerated.hasPackedKernels`); `scratch` holds
     /// `attentionScratchCount` floats.
-    /// With `reduced`, the two products take the CPU's reduced-precision operands: bf16 with fp32
-    /// accumulation where it has AVX512_BF16 (`gs_attention_head_bf16`), else 16-bit fixed point
-    /// with exact int32 sums where it has AVX2 (`gs_attention_head_i16_avx2`, head dimensions up
-    /// to 256); `scratch` must then be sized for it (`attentionScratchCount(…, reduced: true)`).
+    /// With `reduced`, the two products take that precision's operands: bf16 with fp32
+    /// accumulation (`gs_attention_head_bf16`, requires `Accelerated.hasBFloat16`) or 16-bit fixed
+    /// point with exact int32 sums (`gs_attention_head_i16_avx2`, requires `Accelerated.hasFixed16`;
+    /// head dimensions past 256 fall back to the exact kernel); `scratch` must then be sized for it
+    /// (`attentionScratchCount(…, reduced:)`).
     public static func attentionHead(
         q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int, v: UnsafePointer<Float>, vStride: Int,
         into out: UnsafeMutablePointer<Float>, outStride: Int, queryCount: Int, keyCount: Int, headDim: Int,
-        scratch: UnsafeMutablePointer<Float>, reduced: Bool = false
+        scratch: UnsafeMutablePointer<Float>, reduced: ReducedPrecision? = nil
     ) {
         let scale = 1 / Float(headDim).squareRoot()
-        if reduced && Accelerated.hasBFloat16 {
+        if reduced == .bfloat16 {
             gs_attention_head_bf16(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale, scratch)
-        } else if reduced && Accelerated.hasFixed16,
+        } else if reduced == .fixed16,
                   gs_attention_head_i16_avx2(q, qStride, k, kStride, v, vStride, out, outStride, queryCount, keyCount, headDim, scale,
                                              scratch) == 0 {
             return
@@ -337,13 +339,13 @@ public enum AcceleratedOps {
         }
     }
 
-    /// Floats of scratch `attentionHead` needs (for the CPU's reduced-precision kernel when `reduced`).
-    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, reduced: Bool = false) -> Int {
-        if reduced && Accelerated.hasBFloat16 { return gs_attention_bf16_scratch_count(queryCount, keyCount, headDim) }
+    /// Floats of scratch `attentionHead` needs (for the reduced-precision kernel when `reduced`).
+    public static func attentionScratchCount(queryCount: Int, keyCount: Int, headDim: Int, reduced: ReducedPrecision? = nil) -> Int {
+        if reduced == .bfloat16 { return gs_attention_bf16_scratch_count(queryCount, keyCount, headDim) }
         let exact = Accelerated.isAvailable ? gs_attention_scratch_count(queryCount, keyCount, headDim)
             : gs_attention_avx2_scratch_count(queryCount, keyCount, headDim)
         // The fixed-point kernel falls back to the exact one for head dimensions past 256.
-        return reduced && Accelerated.hasFixed16 ? max(exact, gs_attention_i16_avx2_scratch_count(queryCount, keyCount, headDim)) : exact
+        return reduced == .fixed16 ? max(exact, gs_attention_i16_avx2_scratch_count(queryCount, keyCount, headDim)) : exact
     }
 
     /// Layer norm of `rows` rows on the calling thread (AVX-512, or AVX2 with the same bits).
@@ -451,27 +453,40 @@ extension Accelerated {
     /// Whether the CPU has AVX512_BF16, needed by the bf16 encoder.
     public static let hasBFloat16: Bool = isAvailable && gs_has_avx512_bf16() != 0
 
-    /// Whether the 16-bit fixed-point encoder runs (`gs_gemm_i16_avx2`): a CPU with AVX2 and FMA
-    /// and no AVX512_BF16. Each CPU keeps one reduced-precision copy of the weights, the kind it
-    /// runs fastest (bf16 where it has it).
-    public static let hasFixed16: Bool = !hasBFloat16 && hasAVX2
+    /// Whether the 16-bit fixed-point encoder runs (`gs_gemm_i16_avx2`, `gs_attention_head_i16_avx2`):
+    /// any CPU with AVX2 and FMA, AVX-512 ones included (so that an int16 store can be resumed
+    /// anywhere it can be made).
+    public static let hasFixed16: Bool = hasAVX2
+
+    /// The reduced precision this CPU runs by default: bf16 where it has AVX512_BF16, else int16
+    /// where the fp32 products run on AVX2 (on AVX-512 they are as fast as int16 on AVX2), else
+    /// none (fp32).
+    public static let defaultReduced: ReducedPrecision? =
+        hasBFloat16 ? .bfloat16 : (hasFixed16 && !isAvailable ? .fixed16 : nil)
 }
 
-/// A linear layer's weight in the CPU's reduced precision, for the encoder's reduced-precision
-/// products: bf16 where the CPU has AVX512_BF16, else 16-bit fixed point where it has AVX2 (nil on
-/// other CPUs).
+/// A reduced arithmetic for the encoder's products.
+public enum ReducedPrecision: Sendable, Hashable {
+    /// bf16 operands, fp32 accumulation (AVX512_BF16).
+    case bfloat16
+    /// 16-bit fixed-point operands, exact int32 sums (AVX2).
+    case fixed16
+
+    /// Whether this CPU runs it.
+    public var isAvailable: Bool { self == .bfloat16 ? Accelerated.hasBFloat16 : Accelerated.hasFixed16 }
+}
+
+/// A linear layer's weight packed in one reduced precision.
 public enum ReducedPrecisionWeight: Sendable {
     case bfloat16(PackedWeightBF16)
     case fixed16(PackedWeightFixed16)
 
-    /// Packs `weight` (`[out, in]`) in this CPU's reduced precision; nil where it has none.
-    public init?(_ weight: Tensor) {
-        if Accelerated.hasBFloat16 {
-            self = .bfloat16(PackedWeightBF16(weight))
-        } else if Accelerated.hasFixed16 {
-            self = .fixed16(PackedWeightFixed16(weight))
-        } else {
-            return nil
+    /// Packs `weight` (`[out, in]`) in `precision`; nil where the CPU does not run it.
+    public init?(_ weight: Tensor, precision: ReducedPrecision) {
+        guard precision.isAvailable else { return nil }
+        switch precision {
+        case .bfloat16: self = .bfloat16(PackedWeightBF16(weight))
+        case .fixed16: self = .fixed16(PackedWeightFixed16(weight))
         }
     }
 
@@ -502,10 +517,35 @@ public enum ReducedPrecisionWeight: Sendable {
     }
 }
 
+/// A linear layer's reduced-precision copies: the CPU's default one packed at load, any other the
+/// first time it is asked for (a CPU keeps only what it uses: about 2 bytes a weight each).
+public final class ReducedPrecisionWeights: Sendable {
+    private let weight: Tensor
+    private let copies: Mutex<[ReducedPrecision: ReducedPrecisionWeight]>
+
+    /// Keeps `weight` (`[out, in]`) and packs it at once in `Accelerated.defaultReduced`.
+    public init(_ weight: Tensor) {
+        self.weight = weight
+        var copies: [ReducedPrecision: ReducedPrecisionWeight] = [:]
+        if let kind = Accelerated.defaultReduced { copies[kind] = ReducedPrecisionWeight(weight, precision: kind) }
+        self.copies = Mutex(copies)
+    }
+
+    /// The weight in `precision`, packed on first use; nil where the CPU does not run it.
+    public func packed(_ precision: ReducedPrecision) -> ReducedPrecisionWeight? {
+        copies.withLock { copies in
+            if let copy = copies[precision] { return copy }
+            let copy = ReducedPrecisionWeight(weight, precision: precision)
+            copies[precision] = copy
+            return copy
+        }
+    }
+}
+
 /// An `nn.Linear` weight in 16-bit fixed point for `gs_gemm_i16_avx2`: each output feature's
 /// weights rounded to ±2047 steps of its largest magnitude / 2047. At every call each row of x is
 /// rounded the same way to ±4095 steps, and the products are summed exactly in int32 (k blocks of
-/// 256), then scaled back to fp32. Requires `Accelerated.hasAVX2`.
+/// 256), then scaled back to fp32. Requires `Accelerated.hasFixed16`.
 public struct PackedWeightFixed16: Sendable {
     public let outFeatures: Int
     public let inFeatures: Int
@@ -513,8 +553,9 @@ public struct PackedWeightFixed16: Sendable {
     /// The step of each output feature.
     let scales: [Float]
 
-    /// Quantises and packs `weight` (`[out, in]`).
+    /// Quantises and packs `weight` (`[out, in]`). Requires `Accelerated.hasFixed16`.
     public init(_ weight: Tensor) {
+        precondition(gs_has_avx2_fma() != 0, "the fixed-point GEMM needs AVX2 and FMA")
         precondition(weight.rank == 2, "PackedWeightFixed16 expects [out, in], got \(weight.shape)")
         let (n, k) = (weight.shape[0], weight.shape[1])
         outFeatures = n

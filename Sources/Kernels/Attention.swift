@@ -47,7 +47,7 @@ public enum Attention {
     /// (column blocks of a fused projection, say) into out `[queries, heads·headDim]`.
     /// `reduced` as for `batched`.
     public static func scaledDotProduct(q: MatrixView, k: MatrixView, v: MatrixView, into out: MutableMatrixView, heads: Int,
-                                        reduced: Bool = false) {
+                                        reduced: ReducedPrecision? = nil) {
         precondition([q.columnStride, k.columnStride, v.columnStride, out.columnStride].allSatisfy { $0 == 1 },
                       "attention: views must be row-major")
         precondition(q.columns == k.columns && k.columns == v.columns && out.columns == q.columns && out.rows == q.rows
@@ -60,14 +60,14 @@ public enum Attention {
     /// Attention for `batches` independent groups (windows) of `queryCount` queries and
     /// `keyCount` keys, every head, with the groups `…BatchStride` floats apart. Runs the
     /// (group, head) pairs in parallel; uses the flash-style kernel (AVX-512 or AVX2) when
-    /// available, with the CPU's reduced-precision products (bf16 or 16-bit fixed point:
-    /// `AcceleratedOps.attentionHead`) when `reduced` is set.
+    /// available, with reduced-precision products (bf16 or 16-bit fixed point:
+    /// `AcceleratedOps.attentionHead`) when `reduced` names one the CPU runs.
     public static func batched(
         q: UnsafePointer<Float>, qStride: Int, qBatchStride: Int,
         k: UnsafePointer<Float>, kStride: Int, kBatchStride: Int,
         v: UnsafePointer<Float>, vStride: Int, vBatchStride: Int,
         into out: UnsafeMutablePointer<Float>, outStride: Int, outBatchStride: Int,
-        batches: Int, queryCount: Int, keyCount: Int, heads: Int, headDim: Int, reduced: Bool = false
+        batches: Int, queryCount: Int, keyCount: Int, heads: Int, headDim: Int, reduced: ReducedPrecision? = nil
     ) {
         guard batches > 0, heads > 0, queryCount > 0 else { return }
         let scale = 1 / Float(headDim).squareRoot()
@@ -93,6 +93,7 @@ public enum Attention {
             return
         }
         Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
+            let reduced = reduced?.isAvailable == true ? reduced : nil
             let count = AcceleratedOps.attentionScratchCount(queryCount: queryCount, keyCount: keyCount, headDim: headDim,
                                                              reduced: reduced)
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)

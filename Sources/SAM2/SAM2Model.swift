@@ -85,7 +85,7 @@ public struct SAM2Model: Sendable {
     }
 
     /// `encode` with an explicit choice of reduced-precision products per trunk block (nil:
-    /// fp32), in the CPU's reduced precision, for measuring where its error comes from.
+    /// fp32), for measuring where a reduced precision's error comes from.
     public func encode(_ image: RGBImage, reducedPlan plan: ReducedPrecisionPlan?) throws -> ImageFeatures {
         let s0: Tensor, s1: Tensor
         var embedding: Tensor

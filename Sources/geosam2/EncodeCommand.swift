@@ -92,7 +92,7 @@ struct Encode: ParsableCommand {
         options.force = force
         options.crs = crs
         options.shard = try shard.map(shardOption)
-        // auto: a resumed store keeps its own precision, a new one gets bf16 where the CPU has it.
+        // auto: a resumed store keeps its own precision, a new one gets the CPU's default (bf16, int16 or fp32).
         if modelOptions.precision.lowercased() != "auto" { options.precision = try modelOptions.encoderPrecision() }
         guard !rasters.isEmpty else { throw CLIError("give a raster to encode") }
         var inputs: [String] = []

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GeoSegment
+import Kernels
 import SAM2
 
 /// How a command names its model.
@@ -18,12 +19,12 @@ struct ModelOptions: ParsableArguments {
     var preset: String?
 
     @Option(name: .long, help: ArgumentHelp(
-        "Image-encoder precision: auto (default: bf16 where the CPU has AVX512_BF16, int16 where it has AVX2 but no AVX-512, else fp32), fp32 (exact: parity with the official code), bf16 or int16.",
+        "Image-encoder precision: auto (default: bf16 where the CPU has AVX512_BF16, int16 where it has AVX2 but no AVX-512, else fp32), fp32 (exact: parity with the official code), bf16 (AVX512_BF16) or int16 (AVX2).",
         valueName: "precision"))
     var precision: String = "auto"
 
     @Option(name: .customLong("reduced-plan"), help: ArgumentHelp(
-        "Study only: the CPU's reduced-precision products per trunk block, BLOCKS:OPS;… (OPS from q, a, p, m).",
+        "Study only: reduced-precision products per trunk block, BLOCKS:OPS;… (OPS from q, a, p, m), in --precision's arithmetic (auto: the CPU's).",
         visibility: .private))
     var reducedPlan: String?
 
@@ -38,7 +39,7 @@ struct ModelOptions: ParsableArguments {
         default: throw CLIError("unknown precision \(precision); choose auto, fp32, bf16 or int16")
         }
         guard chosen.isAvailable else {
-            throw CLIError("--precision \(chosen.rawValue) needs \(chosen.requirement); this one is not (use auto or fp32)")
+            throw CLIError("--precision \(chosen.rawValue) needs \(chosen.requirement), which this one is not (use auto or fp32)")
         }
         return chosen
     }
@@ -46,7 +47,12 @@ struct ModelOptions: ParsableArguments {
     /// Encodes `picture` at the chosen precision (or the study's `--reduced-plan`).
     func encode(_ picture: RGBImage, with model: SAM2Model) throws -> ImageFeatures {
         if let reducedPlan {
-            guard let plan = ReducedPrecisionPlan(parsing: reducedPlan) else { throw CLIError("--reduced-plan \(reducedPlan): not BLOCKS:OPS;…") }
+            guard let kind = try encoderPrecision().reduced ?? Accelerated.defaultReduced else {
+                throw CLIError("--reduced-plan needs a reduced precision, and this CPU has no default one (use --precision int16 or bf16)")
+            }
+            guard let plan = ReducedPrecisionPlan(parsing: reducedPlan, precision: kind) else {
+                throw CLIError("--reduced-plan \(reducedPlan): not BLOCKS:OPS;…")
+            }
             return try model.encode(picture, reducedPlan: plan)
         }
         return try model.encode(picture, precision: try encoderPrecision())

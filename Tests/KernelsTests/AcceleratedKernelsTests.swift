@@ -380,7 +380,7 @@ final class AcceleratedKernelsTests: XCTestCase {
                     Attention.batched(
                         q: qp, qStride: width, qBatchStride: 0, k: kp, kStride: width, kBatchStride: 0,
                         v: vp, vStride: width, vBatchStride: 0, into: op.baseAddress!, outStride: width,
-                        outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd, reduced: bfloat16)
+                        outBatchStride: 0, batches: 1, queryCount: nq, keyCount: nk, heads: heads, headDim: hd, reduced: bfloat16 ? .bfloat16 : nil)
                 }
                 return result
             }

@@ -36,6 +36,17 @@ def cpu_description():
             f"{os.cpu_count()} logical CPUs, flags used: {' '.join(used) or 'none'}")
 
 
+def default_precision():
+    """What `--precision auto` resolves to on this CPU (EncoderPrecision.automatic)."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "").split())
+    if "avx512_bf16" in flags and "avx512f" in flags:
+        return "bf16"
+    if "avx2" in flags and "fma" in flags and "avx512f" not in flags:
+        return "int16"
+    return "fp32"
+
+
 def bench(binary, args):
     out = subprocess.run([binary, "bench", *args, "--json"], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])

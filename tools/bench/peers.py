@@ -48,7 +48,7 @@ warnings.filterwarnings("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "parity"))
-from ab import cpu_description  # noqa: E402
+from ab import cpu_description, default_precision  # noqa: E402
 from bench_torch import CONFIGS, scene  # noqa: E402
 
 SIDE = 1024
@@ -299,9 +299,8 @@ def main():
         feats, masks, iou = geosam2_outputs(args.binary, args.checkpoint, image_png, precision, os.path.join(work, f"out-{precision}"))
         label = "fp32" if precision == "fp32" else None
         rows[name] = {"runtime": name, "precision": label, "fidelity": fidelity(reference, feats, masks, iou)}
-    # `--precision auto` picks bf16 exactly where the CPU has AVX512_BF16.
-    rows["GeoSAM2, default"]["precision"] = ("bf16 (its own choice)" if "avx512_bf16" in cpu_description()
-                                             else "fp32 (its own choice)")
+    # `--precision auto`: bf16 where the CPU has AVX512_BF16, int16 on AVX2 without AVX-512.
+    rows["GeoSAM2, default"]["precision"] = f"{default_precision()} (its own choice)"
 
     samples = {name: {"encode": [], "decode": []} for name in rows}
     order = list(rows)

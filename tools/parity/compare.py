@@ -49,7 +49,7 @@ def build_command(binary, ref, model, case_dir, case):
         "predict",
         "--model", os.path.join(ref, model["checkpoint"]),
         "--image", os.path.join(ref, case["image"]),
-        # Parity is the fp32 encoder's (the default picks bf16 on CPUs that have it); a later
+        # Parity is the fp32 encoder's (the default picks bf16 or int16 on CPUs that have them); a later
         # --precision (--extra) overrides this one.
         "--precision", "fp32",
     ]

@@ -2,7 +2,7 @@
 """How far the reduced-precision encoder is from GeoSAM2's own fp32, on every parity case.
 
     python3 tools/parity/precision_fidelity.py --reference DIR --binary PATH/TO/geosam2
-                                               [--precision bf16] [--models tiny,small]
+                                               [--precision auto|bf16|int16] [--models tiny,small]
 
 For each (model, image) of DIR/manifest.json (make_reference.py) the image is encoded twice,
 `--precision fp32` and `--precision P`; every case's prompt is then decoded against both
@@ -39,7 +39,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reference", required=True, help="directory written by make_reference.py")
     ap.add_argument("--binary", required=True, help="geosam2 executable")
-    ap.add_argument("--precision", default="bf16", help="the precision to hold against fp32 (default bf16)")
+    ap.add_argument("--precision", default="auto", help="the precision to hold against fp32 (default auto: the CPU's)")
     ap.add_argument("--plan", help="study a plan of the CPU's reduced precision (predict's hidden --reduced-plan BLOCKS:OPS;…) instead of --precision")
     ap.add_argument("--models", help="comma-separated subset of models")
     ap.add_argument("--mask-agreement", type=float, default=99.9, help="min %% of equal mask pixels (default 99.9)")

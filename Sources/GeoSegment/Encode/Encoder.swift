@@ -196,7 +196,7 @@ public enum RasterEncoder {
             guard precision.isAvailable else { _ = try existing.precision(); return precision }
         }
         guard precision.isAvailable else {
-            throw GeoSegmentError("--precision \(precision.rawValue) needs \(precision.requirement); this one is not (use auto or fp32)")
+            throw GeoSegmentError("--precision \(precision.rawValue) needs \(precision.requirement), which this one is not (use auto or fp32)")
         }
         return precision
     }

@@ -303,11 +303,11 @@ public final class FeatureStore: @unchecked Sendable {
 
     /// The precision the store's tiles are encoded in, refusing one this CPU cannot run (a bf16
     /// store resumed or encoded on demand on a CPU without AVX512_BF16, an int16 one on a CPU
-    /// with it).
+    /// without AVX2).
     public func precision() throws -> EncoderPrecision {
         let precision = manifest.model.precision
         guard precision.isAvailable else {
-            throw GeoSegmentError("\(url.path) is encoded in \(precision.rawValue), which needs \(precision.requirement); this one is not (encode it anew with --precision auto --force)")
+            throw GeoSegmentError("\(url.path) is encoded in \(precision.rawValue), which needs \(precision.requirement), which this one is not (encode it anew with --precision auto --force)")
         }
         return precision
     }

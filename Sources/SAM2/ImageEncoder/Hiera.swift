@@ -243,7 +243,8 @@ struct Hiera: Sendable {
         let fast = Accelerated.hasPackedKernels
         for (i, block) in blocks.enumerated() {
             if fast {
-                block.fast(&x, reduced: plan?.operations(block: i, windowSize: block.windowSize, startsStage: starts[i]) ?? [])
+                block.fast(&x, reduced: plan?.operations(block: i, windowSize: block.windowSize, startsStage: starts[i]) ?? [],
+                           in: plan?.precision)
             } else {
                 x = block(x)
             }

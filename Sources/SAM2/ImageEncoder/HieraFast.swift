@@ -25,35 +25,45 @@ public enum EncoderPrecision: String, Sendable, CaseIterable, Codable {
     /// ≥ 99.63 % with every preset, IoU predictions within 1.4e-3 (docs/performance.md,
     /// "Reduced precision"). Needs a CPU with AVX512_BF16.
     case bfloat16 = "bf16"
-    /// 16-bit fixed-point products with exact int32 sums (`gs_gemm_i16_avx2`) in the Hiera blocks'
-    /// linear layers — qkv, projections, MLPs (`ReducedPrecisionPlan.fixed16`); attention, norms,
+    /// 16-bit fixed-point products with exact int32 sums in the Hiera blocks' linear layers — qkv,
+    /// projections, MLPs (`gs_gemm_i16_avx2`) — and the global blocks' attention
+    /// (`gs_attention_head_i16_avx2`; `ReducedPrecisionPlan.fixed16`); windowed attention, norms,
     /// softmax, residuals and the neck stay fp32. Each row of x is rounded to ±4095 steps of its
     /// largest magnitude and each output feature's weights to ±2047, an error a quarter to a third
-    /// of bf16's. For CPUs with AVX2 and no AVX512_BF16 (docs/performance.md, "Reduced precision").
+    /// of bf16's: masks agree with fp32 on ≥ 99.9 % of pixels on every preset's parity cases. The
+    /// default on CPUs with AVX2 and no AVX-512; runs on any CPU with AVX2 (docs/performance.md,
+    /// "The int16 encoder").
     case fixed16 = "int16"
 
     /// The precision to use when none is asked for: bf16 where the CPU has it, else int16 where
-    /// the fp32 products run on AVX2 (on AVX-512 they are as fast as int16 on AVX2), else fp32.
+    /// the fp32 products run on AVX2 (on AVX-512 they are as fast as int16 on AVX2), else fp32
+    /// (`Accelerated.defaultReduced`).
     public static var automatic: EncoderPrecision {
-        if Accelerated.hasBFloat16 { return .bfloat16 }
-        return Accelerated.hasFixed16 && !Accelerated.isAvailable ? .fixed16 : .float32
+        switch Accelerated.defaultReduced {
+        case .bfloat16: .bfloat16
+        case .fixed16: .fixed16
+        case nil: .float32
+        }
+    }
+
+    /// The reduced arithmetic of the precision; nil for fp32.
+    public var reduced: ReducedPrecision? {
+        switch self {
+        case .float32: nil
+        case .bfloat16: .bfloat16
+        case .fixed16: .fixed16
+        }
     }
 
     /// Whether this CPU can run the precision.
-    public var isAvailable: Bool {
-        switch self {
-        case .float32: true
-        case .bfloat16: Accelerated.hasBFloat16
-        case .fixed16: Accelerated.hasFixed16
-        }
-    }
+    public var isAvailable: Bool { reduced?.isAvailable ?? true }
 
     /// What a CPU needs to run the precision, for error messages.
     public var requirement: String {
         switch self {
         case .float32: "nothing"
         case .bfloat16: "a CPU with AVX512_BF16"
-        case .fixed16: "a CPU with AVX2 and FMA and no AVX512_BF16 (where bf16 runs instead)"
+        case .fixed16: "a CPU with AVX2 and FMA"
         }
     }
 
@@ -74,7 +84,8 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// The fused qkv projection.
     public static let qkv = ReducedOperations(rawValue: 1)
-    /// q·kᵀ and p·v inside attention.
+    /// q·kᵀ and p·v inside attention (int16's plan takes it in the global blocks only: the
+    /// fixed-point kernel packs its operands with scalar code, too slow for small windows).
     public static let attention = ReducedOperations(rawValue: 2)
     /// The attention's output projection.
     public static let projection = ReducedOperations(rawValue: 4)
@@ -82,18 +93,16 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
     public static let mlp = ReducedOperations(rawValue: 8)
     public static let all: ReducedOperations = [.qkv, .attention, .projection, .mlp]
 
-    /// The operations this CPU's reduced-precision kernels cover.
-    static var supported: ReducedOperations {
-        Accelerated.hasBFloat16 || Accelerated.hasFixed16 ? .all : []
-    }
 }
 
-/// A per-block choice of reduced-precision products for the trunk, run in the CPU's reduced
-/// precision (bf16 or 16-bit fixed point): what `EncoderPrecision.bfloat16` and `.fixed16` run.
+/// A per-block choice of reduced-precision products for the trunk, and their arithmetic: what
+/// `EncoderPrecision.bfloat16` and `.fixed16` run.
 public struct ReducedPrecisionPlan: Sendable, Hashable {
     /// Rules in order; the first whose blocks contain a block decides its operations. A block no
     /// rule names runs in fp32.
     public var rules: [(blocks: BlockSet, operations: ReducedOperations)]
+    /// The arithmetic of the reduced products.
+    public var precision: ReducedPrecision
 
     /// Blocks a rule applies to.
     public enum BlockSet: Sendable, Hashable {
@@ -105,7 +114,10 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
         case stageStarts(Set<Int>)
     }
 
-    public init(rules: [(blocks: BlockSet, operations: ReducedOperations)]) { self.rules = rules }
+    public init(rules: [(blocks: BlockSet, operations: ReducedOperations)], precision: ReducedPrecision) {
+        self.rules = rules
+        self.precision = precision
+    }
 
     /// The operations of block `index` (global attention when `windowSize` is 0; `startsStage`
     /// is the 1-based stage the block opens, if it is the first block of one).
@@ -122,8 +134,10 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
         return []
     }
 
-    /// Every product reduced.
-    public static let everything = ReducedPrecisionPlan(rules: [(.every, .all)])
+    /// Every product reduced, in `precision`.
+    public static func everything(in precision: ReducedPrecision) -> ReducedPrecisionPlan {
+        ReducedPrecisionPlan(rules: [(.every, .all)], precision: precision)
+    }
 
     /// The plan of `EncoderPrecision.bfloat16`, chosen from measurement
     /// (tools/parity/precision_fidelity.py, docs/performance.md "Reduced precision"): the error
@@ -134,18 +148,20 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
     public static let bfloat16 = ReducedPrecisionPlan(rules: [
         (.stageStarts([1, 3]), [.attention, .mlp]),
         (.every, [.qkv, .attention, .mlp]),
-    ])
+    ], precision: .bfloat16)
 
-    /// The plan of `EncoderPrecision.fixed16`: every linear layer of every block (attention stays
-    /// fp32 in that precision). Measured with tools/parity/precision_fidelity.py
-    /// (docs/performance.md "Reduced precision").
-    public static let fixed16 = ReducedPrecisionPlan(rules: [(.global, .all), (.every, [.qkv, .projection, .mlp])])
+    /// The plan of `EncoderPrecision.fixed16`: every linear layer of every block, and the global
+    /// blocks' attention (windowed attention stays fp32: see `ReducedOperations.attention`).
+    /// Measured with tools/parity/precision_fidelity.py (docs/performance.md "The int16 encoder"):
+    /// no layer needs keeping exact.
+    public static let fixed16 = ReducedPrecisionPlan(rules: [(.global, .all), (.every, [.qkv, .projection, .mlp])],
+                                                     precision: .fixed16)
 
     /// Parses the study syntax `BLOCKS:OPS[;BLOCKS:OPS…]`: BLOCKS is `*`, `global`,
     /// comma-separated block indices, or `start` and comma-separated stages (their first
     /// blocks); OPS letters q (qkv), a (attention), p (projection), m (MLP), or nothing for fp32.
-    /// E.g. `0:;*:qapm` keeps block 0 exact; `start1,3:am;*:qam` is `bfloat16`.
-    public init?(parsing text: String) {
+    /// E.g. `0:;*:qapm` keeps block 0 exact; `start1,3:am;*:qam` in bf16 is `bfloat16`.
+    public init?(parsing text: String, precision: ReducedPrecision) {
         var rules: [(BlockSet, ReducedOperations)] = []
         for item in text.split(separator: ";") {
             let parts = item.split(separator: ":", omittingEmptySubsequences: false)
@@ -175,13 +191,15 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
         }
         guard !rules.isEmpty else { return nil }
         self.rules = rules
+        self.precision = precision
     }
 
     public static func == (a: ReducedPrecisionPlan, b: ReducedPrecisionPlan) -> Bool {
-        a.rules.count == b.rules.count && zip(a.rules, b.rules).allSatisfy { $0.blocks == $1.blocks && $0.operations == $1.operations }
+        a.precision == b.precision && a.rules.count == b.rules.count && zip(a.rules, b.rules).allSatisfy { $0.blocks == $1.blocks && $0.operations == $1.operations }
     }
 
     public func hash(into hasher: inout Hasher) {
+        hasher.combine(precision)
         for rule in rules {
             hasher.combine(rule.blocks)
             hasher.combine(rule.operations)
@@ -190,13 +208,13 @@ public struct ReducedPrecisionPlan: Sendable, Hashable {
 }
 
 extension Linear {
-    /// The layer's GEMM on the calling thread: packed fp32, or the CPU's reduced precision when
-    /// asked (`reduced`) and the layer has a copy in it.
+    /// The layer's GEMM on the calling thread: packed fp32, or `reduced` when given and the layer
+    /// keeps reduced copies.
     func applySingleThreaded(
         _ x: UnsafePointer<Float>, rows: Int, xStride: Int, bias: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,
-        yStride: Int, accumulate: Bool = false, gelu: Bool = false, reduced: Bool
+        yStride: Int, accumulate: Bool = false, gelu: Bool = false, reduced: ReducedPrecision?
     ) {
-        if reduced, let w = reducedPrecision {
+        if let reduced, let w = reducedPrecision?.packed(reduced) {
             w.applySingleThreaded(x, rows: rows, xStride: xStride, bias: bias, into: y, yStride: yStride,
                                   accumulate: accumulate, gelu: gelu)
         } else if let w = packed {
@@ -210,10 +228,12 @@ extension Linear {
 
 extension MultiScaleBlock {
     /// Runs the block in place: `x` `[H, W, dim]` becomes `[H', W', dimOut]`.
-    /// - Parameter reduced: the products that take the CPU's reduced-precision operands (none:
-    ///   exact fp32); those its kernels do not cover stay fp32.
-    func fast(_ x: inout Tensor, reduced: ReducedOperations = []) {
-        let reduced = reduced.intersection(.supported)
+    /// - Parameters:
+    ///   - reduced: the products that take reduced-precision operands (none: exact fp32).
+    ///   - precision: their arithmetic; a precision the CPU does not run leaves the block fp32.
+    func fast(_ x: inout Tensor, reduced: ReducedOperations = [], in precision: ReducedPrecision? = nil) {
+        let kind = precision?.isAvailable == true ? precision : nil
+        let reduced = kind == nil ? [] : reduced
         let normed = norm1(x)
         var y: Tensor
         if let proj {
@@ -225,11 +245,11 @@ extension MultiScaleBlock {
         }
         x = Tensor(shape: [0])  // y is now the only reference: it is updated in place
         if windowSize > 0 {
-            windowedAttention(normed, into: &y, reduced: reduced)
+            windowedAttention(normed, into: &y, reduced: reduced, in: kind)
         } else {
-            globalAttention(normed, into: &y, reduced: reduced)
+            globalAttention(normed, into: &y, reduced: reduced, in: kind)
         }
-        mlpResidual(&y, reduced: reduced.contains(.mlp))
+        mlpResidual(&y, reduced: reduced.contains(.mlp) ? kind : nil)
         x = y
     }
 
@@ -249,7 +269,7 @@ extension MultiScaleBlock {
             while let rows = pieces.next() {
                 for oy in rows {
                     proj.applySingleThreaded(src + 2 * oy * w * c, rows: 2 * w, xStride: c, bias: bias, into: band,
-                                             yStride: d, reduced: false)
+                                             yStride: d, reduced: nil)
                     Pooling.maxPool2x2(band, height: 2, width: w, channels: d, tokenStride: d, into: dst + oy * ow * d)
                 }
             }
@@ -258,7 +278,8 @@ extension MultiScaleBlock {
     }
 
     /// `y += proj(attn(window_partition(normed)))` cropped by `window_unpartition`.
-    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations) {
+    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations,
+                                   in kind: ReducedPrecision?) {
         let (h, w, c) = (normed.shape[0], normed.shape[1], normed.shape[2])
         let ws = windowSize
         let ph = h + (ws - h % ws) % ws, pw = w + (ws - w % ws) % ws
@@ -275,7 +296,7 @@ extension MultiScaleBlock {
         let qkvBias = attn.qkv.bias ?? Tensor(shape: [fused])
         let (src, out, qkvB, projBias) = (normed.pointer, y.mutablePointer, qkvBias.pointer, attn.proj.bias?.pointer)
         let (reducedQkv, reducedAttention, reducedProjection) =
-            (reduced.contains(.qkv), reduced.contains(.attention), reduced.contains(.projection))
+            (reduced.contains(.qkv) ? kind : nil, reduced.contains(.attention) ? kind : nil, reduced.contains(.projection) ? kind : nil)
         let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd,
                                                                 reduced: reducedAttention)
         // Groups of windows claimed one at a time (each window's result is its own).
@@ -380,13 +401,14 @@ extension MultiScaleBlock {
     }
 
     /// Global attention over all tokens: `y += proj(attn(normed))`.
-    private func globalAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations) {
+    private func globalAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations,
+                                 in kind: ReducedPrecision?) {
         precondition(!poolsQueries, "no q-pool block uses global attention")
         let tokens = normed.count / dim
         let (d, fused) = (dimOut, 3 * dimOut)
         guard let projWeight = attn.proj.packed else { preconditionFailure("fast path without packed weights") }
         var qkv: Tensor
-        if reduced.contains(.qkv), let w = attn.qkv.reducedPrecision {
+        if reduced.contains(.qkv), let kind, let w = attn.qkv.reducedPrecision?.packed(kind) {
             qkv = Tensor(unsafeUninitializedShape: [tokens, fused])
             let bias = attn.qkv.bias ?? Tensor(shape: [fused])
             w.apply(normed.pointer, rows: tokens, xStride: dim, bias: bias.pointer, into: qkv.mutablePointer, yStride: fused)
@@ -398,8 +420,8 @@ extension MultiScaleBlock {
         var att = Tensor(unsafeUninitializedShape: [tokens, d])  // attention writes every element
         Attention.scaledDotProduct(q: fusedRows.columnBlock(0, size: d), k: fusedRows.columnBlock(1, size: d),
                                    v: fusedRows.columnBlock(2, size: d), into: att.mutableMatrix(), heads: attn.heads,
-                                   reduced: reduced.contains(.attention))
-        if reduced.contains(.projection), let w = attn.proj.reducedPrecision {
+                                   reduced: reduced.contains(.attention) ? kind : nil)
+        if reduced.contains(.projection), let kind, let w = attn.proj.reducedPrecision?.packed(kind) {
             let bias = attn.proj.bias ?? Tensor(shape: [d])
             w.apply(att.pointer, rows: tokens, xStride: d, bias: bias.pointer, into: y.mutablePointer, yStride: d, accumulate: true)
         } else {
@@ -408,7 +430,7 @@ extension MultiScaleBlock {
     }
 
     /// `y += mlp(norm2(y))`, chunk by chunk of rows, with GELU fused into the first layer.
-    private func mlpResidual(_ y: inout Tensor, reduced: Bool) {
+    private func mlpResidual(_ y: inout Tensor, reduced: ReducedPrecision?) {
         let d = dimOut
         let tokens = y.count / d
         let (fc1, fc2) = (mlp.layers[0], mlp.layers[1])

@@ -9,16 +9,16 @@ struct Linear: Sendable {
     let bias: Tensor?
     /// The weight repacked for the packed GEMM, done once at load (nil without its kernels).
     let packed: PackedWeight?
-    /// The weight in the CPU's reduced precision (bf16 or 16-bit fixed point) for the
-    /// reduced-precision encoders (Hiera layers only; nil on CPUs without one).
-    let reducedPrecision: ReducedPrecisionWeight?
+    /// The weight's bf16 or 16-bit fixed-point copies for the reduced-precision encoders (Hiera
+    /// layers only; nil without the packed kernels).
+    let reducedPrecision: ReducedPrecisionWeights?
 
-    /// - Parameter reduced: also keep a copy in the CPU's reduced precision.
+    /// - Parameter reduced: also keep reduced-precision copies (the CPU's default one packed now).
     init(weight: Tensor, bias: Tensor?, reduced: Bool = false) {
         self.weight = weight
         self.bias = bias
         packed = Accelerated.hasPackedKernels ? PackedWeight(weight) : nil
-        reducedPrecision = reduced ? ReducedPrecisionWeight(weight) : nil
+        reducedPrecision = reduced && Accelerated.hasPackedKernels ? ReducedPrecisionWeights(weight) : nil
     }
 
     init(_ weights: WeightReader, _ name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true,
