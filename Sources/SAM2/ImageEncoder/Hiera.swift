@@ -79,7 +79,7 @@ struct MultiScaleBlock: Sendable {
         attn = try MultiScaleAttention(weights.scoped("attn"), dim: dim, dimOut: dimOut, heads: heads, poolsQueries: poolsQueries)
         norm2 = try LayerNorm(weights, "norm2", channels: dimOut, eps: 1e-6)
         mlp = try MLP(weights, "mlp", dimensions: [dimOut, 4 * dimOut, dimOut], activation: .gelu, reduced: true)
-        proj = dim != dimOut ? try Linear(weights, "proj", inFeatures: dim, outFeatures: dimOut) : nil
+        proj = dim != dimOut ? try Linear(weights, "proj", inFeatures: dim, outFeatures: dimOut, reduced: true) : nil
     }
 
     /// - Parameter x: `[H, W, dim]`. - Returns: `[H', W', dimOut]`.

@@ -87,7 +87,7 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
     /// q·kᵀ and p·v inside attention (int16's plan takes it in the global blocks only: the
     /// fixed-point kernel packs its operands with scalar code, too slow for small windows).
     public static let attention = ReducedOperations(rawValue: 2)
-    /// The attention's output projection.
+    /// The attention's output projection, and a stage change's projection of its residual.
     public static let projection = ReducedOperations(rawValue: 4)
     /// The two MLP layers.
     public static let mlp = ReducedOperations(rawValue: 8)
@@ -239,7 +239,7 @@ extension MultiScaleBlock {
         if let proj {
             // Parity: the residual of a stage-change block is the pooled projection of the
             // *normalised* input, not of x.
-            y = poolsQueries ? pooledProjection(normed, proj) : proj(normed)
+            y = poolsQueries ? pooledProjection(normed, proj, reduced: reduced.contains(.projection) ? kind : nil) : proj(normed)
         } else {
             y = x
         }
@@ -257,7 +257,7 @@ extension MultiScaleBlock {
     /// projection into a small buffer and is pooled straight into the output, so the
     /// full-resolution projection (50 MB at the first stage change) is never materialised. The
     /// same products as one `proj(normed)`: the GEMM's result does not depend on the row split.
-    private func pooledProjection(_ normed: Tensor, _ proj: Linear) -> Tensor {
+    private func pooledProjection(_ normed: Tensor, _ proj: Linear, reduced: ReducedPrecision?) -> Tensor {
         let (h, w, c, d) = (normed.shape[0], normed.shape[1], normed.shape[2], proj.outFeatures)
         let (oh, ow) = (h / 2, w / 2)
         var out = Tensor(unsafeUninitializedShape: [oh, ow, d])  // every pooled element is written
@@ -269,7 +269,7 @@ extension MultiScaleBlock {
             while let rows = pieces.next() {
                 for oy in rows {
                     proj.applySingleThreaded(src + 2 * oy * w * c, rows: 2 * w, xStride: c, bias: bias, into: band,
-                                             yStride: d, reduced: nil)
+                                             yStride: d, reduced: reduced)
                     Pooling.maxPool2x2(band, height: 2, width: w, channels: d, tokenStride: d, into: dst + oy * ow * d)
                 }
             }
