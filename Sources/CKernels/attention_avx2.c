@@ -104,11 +104,7 @@ GS_INLINE_AVX2 void query_block(long nv, const float *kp, const float *qt, float
     __m256 corr[4];
     for (long u = 0; u < nv; u++) {
         float *ms = s + hd * QB + 8 * u, *ls = s + hd * QB + QB + 8 * u;
-        __m256 mOld = _mm256_loadu_ps(ms);
-        __m256 mx = mOld;
-        for (long j = 0; j < kbn; j++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(st + j * QB + 8 * u));
-        // exp(−∞ − m) on the first block: the partial output is zero, so any finite factor works.
-        corr[u] = gs_exp256(_mm256_sub_ps(mOld, mx));
+        __m256 mx = gs_attention_block_max(st + 8 * u, kbn, ms, &corr[u]);
         __m256 sum = _mm256_setzero_ps();
         for (long j = 0; j < kbn; j++) {
             __m256 p = gs_exp256(_mm256_sub_ps(_mm256_loadu_ps(st + j * QB + 8 * u), mx));

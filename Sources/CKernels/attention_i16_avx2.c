@@ -168,11 +168,7 @@ GS_INLINE_AVX2 void query_block(long nv, const word_t *kp, const float *kstep, c
     const __m256 pmax = _mm256_set1_ps(P_MAX);
     for (long u = 0; u < nv; u++) {
         float *ms = s + hd * QB + 8 * u, *ls = s + hd * QB + QB + 8 * u;
-        __m256 mOld = _mm256_loadu_ps(ms);
-        __m256 mx = mOld;
-        for (long j = 0; j < kbn; j++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(st + j * QB + 8 * u));
-        // exp(−∞ − m) on the first block: the partial output is zero, so any finite factor works.
-        corr[u] = gs_exp256(_mm256_sub_ps(mOld, mx));
+        __m256 mx = gs_attention_block_max(st + 8 * u, kbn, ms, &corr[u]);
         // The sums are of the rounded weights (in steps), so that the output is a weighted mean
         // of the values under exactly the weights its products used: a weight below half a step
         // drops out of both instead of out of the numerator alone.

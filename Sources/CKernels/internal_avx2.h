@@ -149,4 +149,16 @@ static inline void gs_i16_step(float largest, float limit, float *step, float *i
     *inverse = isfinite(i) ? i : 0;
 }
 
+/// The online softmax's first step for one vector of 8 queries against a key block: the running
+/// max over the block's `kbn` scores (`st`, rows GS_ATTENTION_QB apart) and the previous max at
+/// `ms`; `*corr` gets the factor of the partial output, exp(old max − new max) (on the first
+/// block exp(−∞ − m): the partial output is zero, so any finite factor works).
+GS_INLINE_AVX2 __m256 gs_attention_block_max(const float *st, long kbn, const float *ms, __m256 *corr) {
+    __m256 mOld = _mm256_loadu_ps(ms);
+    __m256 mx = mOld;
+    for (long j = 0; j < kbn; j++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(st + j * GS_ATTENTION_QB));
+    *corr = gs_exp256(_mm256_sub_ps(mOld, mx));
+    return mx;
+}
+
 #endif

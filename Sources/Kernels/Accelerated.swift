@@ -45,6 +45,9 @@ public enum Accelerated {
     }
 }
 
+/// The GEMM kernels' epilogue flags (`GS_ACC`, `GS_GELU`).
+func gemmFlags(accumulate: Bool, gelu: Bool) -> Int32 { Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0) }
+
 /// An `nn.Linear` weight `[out, in]` repacked once into the k-major 32-column panels the packed
 /// GEMM streams through (`gs_pack_weight`). Its products need `Accelerated.hasPackedKernels`.
 public struct PackedWeight: Sendable {
@@ -138,7 +141,7 @@ public struct PackedWeight: Sendable {
         into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
     ) {
         guard rows > 0 else { return }
-        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        let flags = gemmFlags(accumulate: accumulate, gelu: gelu)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
             Self.gemm(x, xStride, xInnerStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, 0, panelCount, flags)
@@ -179,7 +182,7 @@ public struct PackedWeight: Sendable {
     ) {
         guard rows > 0 else { return }
         let (n, k) = (outFeatures, inFeatures)
-        let add = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        let add = gemmFlags(accumulate: accumulate, gelu: gelu)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
             let work = rows * n * max(k, 1)
@@ -577,7 +580,7 @@ public struct PackedWeightFixed16: Sendable {
         into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
     ) {
         guard rows > 0 else { return }
-        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        let flags = gemmFlags(accumulate: accumulate, gelu: gelu)
         panels.withUnsafeBufferPointer { p in
             scales.withUnsafeBufferPointer { s in
                 guard let pb = p.baseAddress, let sb = s.baseAddress else { return }
@@ -613,7 +616,7 @@ public struct PackedWeightBF16: Sendable {
         into y: UnsafeMutablePointer<Float>, yStride: Int, accumulate: Bool = false, gelu: Bool = false
     ) {
         guard rows > 0 else { return }
-        let flags = Int32(accumulate ? GS_ACC : 0) | Int32(gelu ? GS_GELU : 0)
+        let flags = gemmFlags(accumulate: accumulate, gelu: gelu)
         panels.withUnsafeBufferPointer { p in
             guard let pb = p.baseAddress else { return }
             gs_gemm_bf16(x, xStride, pb, bias, y, yStride, rows, outFeatures, inFeatures, flags)
