@@ -3,8 +3,8 @@
 
 #include <stdint.h>
 
-// The flash attention of attention_avx2.c with 16-bit fixed-point products (`--precision int16`,
-// CPUs with AVX2 and no AVX512_BF16): both products run on `vpmaddwd` (16 products an
+// The flash attention of attention_avx2.c with 16-bit fixed-point products (`--precision int16`'s
+// global blocks; any CPU with AVX2): both products run on `vpmaddwd` (16 products an
 // instruction, where an fp32 FMA does 8) with exact int32 sums, as in gemm_i16_avx2.c; the
 // scores, the online softmax, its sums and the output stay fp32.
 //

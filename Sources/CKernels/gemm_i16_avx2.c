@@ -3,8 +3,8 @@
 
 #include <stdint.h>
 
-// The reduced-precision GEMM of the encoder on CPUs with AVX2 but no AVX512_BF16
-// (`--precision int16`): 16-bit fixed-point operands and exact int32 sums. `vpmaddwd` multiplies
+// The int16 encoder's GEMM (`--precision int16`, the default on CPUs with AVX2 and no AVX-512;
+// it runs on any CPU with AVX2): 16-bit fixed-point operands and exact int32 sums. `vpmaddwd` multiplies
 // 16 pairs of int16 and adds each pair into an int32 lane: 16 products an instruction where an
 // fp32 FMA does 8, and these CPUs issue two of each a cycle (the micro-kernel in L1 runs 1.5×
 // the fp32 one's rate on AMD EPYC family 25 model 1; the `vpaddd` of every product shares the
