@@ -92,8 +92,8 @@ public enum Attention {
             }
             return
         }
+        let reduced = reduced?.isAvailable == true ? reduced : nil
         Parallel.forEachChunk(pairs, minimumChunk: minimumChunk) { range in
-            let reduced = reduced?.isAvailable == true ? reduced : nil
             let count = AcceleratedOps.attentionScratchCount(queryCount: queryCount, keyCount: keyCount, headDim: headDim,
                                                              reduced: reduced)
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: count)

@@ -47,13 +47,7 @@ public enum EncoderPrecision: String, Sendable, CaseIterable, Codable {
     }
 
     /// The reduced arithmetic of the precision; nil for fp32.
-    public var reduced: ReducedPrecision? {
-        switch self {
-        case .float32: nil
-        case .bfloat16: .bfloat16
-        case .fixed16: .fixed16
-        }
-    }
+    public var reduced: ReducedPrecision? { plan?.precision }
 
     /// Whether this CPU can run the precision.
     public var isAvailable: Bool { reduced?.isAvailable ?? true }
@@ -92,7 +86,6 @@ public struct ReducedOperations: OptionSet, Sendable, Hashable {
     /// The two MLP layers.
     public static let mlp = ReducedOperations(rawValue: 8)
     public static let all: ReducedOperations = [.qkv, .attention, .projection, .mlp]
-
 }
 
 /// A per-block choice of reduced-precision products for the trunk, and their arithmetic: what
@@ -226,30 +219,41 @@ extension Linear {
     }
 }
 
+/// The arithmetic of each product of one block (nil: fp32), from the block's reduced operations
+/// and the plan's precision; a precision the CPU does not run leaves them all fp32.
+private struct BlockArithmetic {
+    let qkv, attention, projection, mlp: ReducedPrecision?
+
+    init(_ operations: ReducedOperations, in precision: ReducedPrecision?) {
+        let kind = precision?.isAvailable == true ? precision : nil
+        func of(_ operation: ReducedOperations) -> ReducedPrecision? { operations.contains(operation) ? kind : nil }
+        (qkv, attention, projection, mlp) = (of(.qkv), of(.attention), of(.projection), of(.mlp))
+    }
+}
+
 extension MultiScaleBlock {
     /// Runs the block in place: `x` `[H, W, dim]` becomes `[H', W', dimOut]`.
     /// - Parameters:
     ///   - reduced: the products that take reduced-precision operands (none: exact fp32).
     ///   - precision: their arithmetic; a precision the CPU does not run leaves the block fp32.
     func fast(_ x: inout Tensor, reduced: ReducedOperations = [], in precision: ReducedPrecision? = nil) {
-        let kind = precision?.isAvailable == true ? precision : nil
-        let reduced = kind == nil ? [] : reduced
+        let arithmetic = BlockArithmetic(reduced, in: precision)
         let normed = norm1(x)
         var y: Tensor
         if let proj {
             // Parity: the residual of a stage-change block is the pooled projection of the
             // *normalised* input, not of x.
-            y = poolsQueries ? pooledProjection(normed, proj, reduced: reduced.contains(.projection) ? kind : nil) : proj(normed)
+            y = poolsQueries ? pooledProjection(normed, proj, reduced: arithmetic.projection) : proj(normed)
         } else {
             y = x
         }
         x = Tensor(shape: [0])  // y is now the only reference: it is updated in place
         if windowSize > 0 {
-            windowedAttention(normed, into: &y, reduced: reduced, in: kind)
+            windowedAttention(normed, into: &y, arithmetic: arithmetic)
         } else {
-            globalAttention(normed, into: &y, reduced: reduced, in: kind)
+            globalAttention(normed, into: &y, arithmetic: arithmetic)
         }
-        mlpResidual(&y, reduced: reduced.contains(.mlp) ? kind : nil)
+        mlpResidual(&y, reduced: arithmetic.mlp)
         x = y
     }
 
@@ -278,8 +282,7 @@ extension MultiScaleBlock {
     }
 
     /// `y += proj(attn(window_partition(normed)))` cropped by `window_unpartition`.
-    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations,
-                                   in kind: ReducedPrecision?) {
+    private func windowedAttention(_ normed: Tensor, into y: inout Tensor, arithmetic: BlockArithmetic) {
         let (h, w, c) = (normed.shape[0], normed.shape[1], normed.shape[2])
         let ws = windowSize
         let ph = h + (ws - h % ws) % ws, pw = w + (ws - w % ws) % ws
@@ -295,10 +298,8 @@ extension MultiScaleBlock {
         let group = max(1, 384 / tokens)  // windows per GEMM: a few hundred rows
         let qkvBias = attn.qkv.bias ?? Tensor(shape: [fused])
         let (src, out, qkvB, projBias) = (normed.pointer, y.mutablePointer, qkvBias.pointer, attn.proj.bias?.pointer)
-        let (reducedQkv, reducedAttention, reducedProjection) =
-            (reduced.contains(.qkv) ? kind : nil, reduced.contains(.attention) ? kind : nil, reduced.contains(.projection) ? kind : nil)
         let scratchCount = AcceleratedOps.attentionScratchCount(queryCount: queries, keyCount: tokens, headDim: hd,
-                                                                reduced: reducedAttention)
+                                                                reduced: arithmetic.attention)
         // Groups of windows claimed one at a time (each window's result is its own).
         Parallel.share(windows, piece: group) { pieces in
             // Per-worker buffers, small enough to stay in cache.
@@ -336,12 +337,12 @@ extension MultiScaleBlock {
                 let full = g * tokens
                 if count == full {
                     qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB, into: qkvBuf, yStride: fused,
-                                                 reduced: reducedQkv)
+                                                 reduced: arithmetic.qkv)
                 } else {
                     // Compute into the tail, then spread forward (sources never lag behind targets).
                     let offset = full - count
                     qkvLayer.applySingleThreaded(rowsBuf, rows: count, xStride: c, bias: qkvB,
-                                                 into: qkvBuf + offset * fused, yStride: fused, reduced: reducedQkv)
+                                                 into: qkvBuf + offset * fused, yStride: fused, reduced: arithmetic.qkv)
                     var next = offset
                     for t in 0..<full {
                         let dst = qkvBuf + t * fused
@@ -371,7 +372,7 @@ extension MultiScaleBlock {
                         AcceleratedOps.attentionHead(
                             q: q + wi * queries * qStride + o, qStride: qStride, k: kv + d + o, kStride: fused,
                             v: kv + 2 * d + o, vStride: fused, into: attBuf + wi * queries * d + o, outStride: d,
-                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch, reduced: reducedAttention)
+                            queryCount: queries, keyCount: tokens, headDim: hd, scratch: scratch, reduced: arithmetic.attention)
                     }
                 }
                 // 5. Output projection of the queries that survive the crop, added into y.
@@ -390,7 +391,7 @@ extension MultiScaleBlock {
                     }
                 }
                 projLayer.applySingleThreaded(attBuf, rows: kept, xStride: d, bias: projBias,
-                                              into: outBuf, yStride: d, reduced: reducedProjection)
+                                              into: outBuf, yStride: d, reduced: arithmetic.projection)
                 // Parity: shortcut + proj(attn), the projection's bias included first.
                 for r in 0..<kept {
                     let (o, s) = (out + targets[r] * d, outBuf + r * d)
@@ -401,14 +402,13 @@ extension MultiScaleBlock {
     }
 
     /// Global attention over all tokens: `y += proj(attn(normed))`.
-    private func globalAttention(_ normed: Tensor, into y: inout Tensor, reduced: ReducedOperations,
-                                 in kind: ReducedPrecision?) {
+    private func globalAttention(_ normed: Tensor, into y: inout Tensor, arithmetic: BlockArithmetic) {
         precondition(!poolsQueries, "no q-pool block uses global attention")
         let tokens = normed.count / dim
         let (d, fused) = (dimOut, 3 * dimOut)
         guard let projWeight = attn.proj.packed else { preconditionFailure("fast path without packed weights") }
         var qkv: Tensor
-        if reduced.contains(.qkv), let kind, let w = attn.qkv.reducedPrecision?.packed(kind) {
+        if let kind = arithmetic.qkv, let w = attn.qkv.reducedPrecision?.packed(kind) {
             qkv = Tensor(unsafeUninitializedShape: [tokens, fused])
             let bias = attn.qkv.bias ?? Tensor(shape: [fused])
             w.apply(normed.pointer, rows: tokens, xStride: dim, bias: bias.pointer, into: qkv.mutablePointer, yStride: fused)
@@ -420,8 +420,8 @@ extension MultiScaleBlock {
         var att = Tensor(unsafeUninitializedShape: [tokens, d])  // attention writes every element
         Attention.scaledDotProduct(q: fusedRows.columnBlock(0, size: d), k: fusedRows.columnBlock(1, size: d),
                                    v: fusedRows.columnBlock(2, size: d), into: att.mutableMatrix(), heads: attn.heads,
-                                   reduced: reduced.contains(.attention) ? kind : nil)
-        if reduced.contains(.projection), let kind, let w = attn.proj.reducedPrecision?.packed(kind) {
+                                   reduced: arithmetic.attention)
+        if let kind = arithmetic.projection, let w = attn.proj.reducedPrecision?.packed(kind) {
             let bias = attn.proj.bias ?? Tensor(shape: [d])
             w.apply(att.pointer, rows: tokens, xStride: d, bias: bias.pointer, into: y.mutablePointer, yStride: d, accumulate: true)
         } else {
